@@ -1,0 +1,51 @@
+# Each of demo, test and bench does all set-up on a fresh Debian 12 machine (run as root).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD := build
+STAMPS := $(BUILD)/stamps
+BIN := $(CURDIR)/$(BUILD)/bin
+APT_PACKAGES := golang-go gcc libc6-dev musl-tools busybox-static strace iproute2 iptables \
+	dnsmasq-base curl wrk make python3-venv
+# HYPOTHESIS_PROFILE=long for the thorough property runs; the default profile keeps `make test` short.
+PYTEST_ARGS ?=
+
+.PHONY: all setup apt venv examples test demo bench lint clean
+
+all: setup
+
+setup: apt venv examples
+
+apt: $(STAMPS)/apt
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES)
+	@touch $@
+
+venv: $(STAMPS)/venv
+$(STAMPS)/venv: pyproject.toml | $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+examples: $(STAMPS)/apt
+	$(MAKE) -C examples OUT=$(BIN)
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m examples.demo
+
+bench: setup
+	$(PY) -m benchmarks --json $(BUILD)/bench-results.json
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(BUILD) $(VENV)

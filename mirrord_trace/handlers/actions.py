@@ -1,0 +1,59 @@
+"""What a handler tells the tracer to do with one trapped syscall.
+
+Handlers are pure: they look at a decoded call and return one of these values; the tracer
+(mirrord_trace.tracer) is the only code that turns them into ptrace requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# A value a handler puts in an argument register: an int is written as is; bytes are copied
+# into the tracee's scratch page and the register receives their address.
+ArgValue = int | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let the syscall run unchanged (one seccomp stop, no exit stop)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Emulate:
+    """Skip the syscall; the tracee sees `result` (a negative errno for failures).
+
+    `writes` are (address, bytes) pairs copied into tracee memory first, e.g. a stat buffer.
+    """
+
+    result: int
+    writes: tuple[tuple[int, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Run the syscall with some argument registers replaced (index 0..5 -> value).
+
+    `syscall` optionally replaces the syscall number itself.
+    """
+
+    args: dict[int, ArgValue] = field(default_factory=dict)
+    syscall: int | None = None
+    on_exit: ExitCallback | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStop:
+    """Let the syscall run and call `on_exit(result)` at the exit stop.
+
+    The callback may return an int to replace the result the tracee sees, or None to keep it.
+    Exit stops cost a second stop: prefer Emulate where possible.
+    """
+
+    on_exit: ExitCallback
+
+
+ExitCallback = Callable[[int], "int | None"]
+Action = Allow | Emulate | Rewrite | ExitStop
+
+ALLOW = Allow()
