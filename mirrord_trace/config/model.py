@@ -1,0 +1,175 @@
+"""The validated configuration: frozen dataclasses whose fields mirror mirrord's JSON keys.
+
+Defaults are mirrord's: fs mode read, incoming mirror, outgoing TCP and UDP remote, remote DNS
+on, remote environment imported. Values are already parsed (regexes compiled, filter entries
+typed), so the code that uses them never re-validates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+from mirrord_trace.config.filters import AddressFilter
+from mirrord_trace.targets import Target, Targetless
+
+
+class FsMode(StrEnum):
+    LOCAL = "local"
+    LOCAL_WITH_OVERRIDES = "localwithoverrides"
+    READ = "read"
+    WRITE = "write"
+
+
+class IncomingMode(StrEnum):
+    MIRROR = "mirror"
+    STEAL = "steal"
+    OFF = "off"
+
+
+class FilterSide(StrEnum):
+    """Which side the matching traffic goes to; everything else goes to the other side."""
+
+    REMOTE = "remote"
+    LOCAL = "local"
+
+
+AGENT_LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+IMAGE_PULL_POLICIES = ("IfNotPresent", "Always", "Never")
+DEFAULT_HTTP_FILTER_PORTS = (80, 8080)
+
+
+def _empty_mapping() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class EnvConfig:
+    """feature.env. `include=None` imports every remote variable (except the fixed set that is
+    never imported, see mirrord_trace.env); patterns use `*` and `?`."""
+
+    enabled: bool = True
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    override: Mapping[str, str] = field(default_factory=_empty_mapping)
+    unset: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FsConfig:
+    """feature.fs. Pattern lists are matched case-insensitively against absolute paths."""
+
+    mode: FsMode = FsMode.READ
+    read_write: tuple[re.Pattern[str], ...] = ()
+    read_only: tuple[re.Pattern[str], ...] = ()
+    local: tuple[re.Pattern[str], ...] = ()
+    not_found: tuple[re.Pattern[str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFilterConfig:
+    """feature.network.incoming.http_filter (only used when stealing)."""
+
+    header_filter: re.Pattern[str] | None = None
+    path_filter: re.Pattern[str] | None = None
+    ports: tuple[int, ...] = DEFAULT_HTTP_FILTER_PORTS
+
+    @property
+    def is_set(self) -> bool:
+        return self.header_filter is not None or self.path_filter is not None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingConfig:
+    """feature.network.incoming. `ports=None` means every port not in `ignore_ports`."""
+
+    mode: IncomingMode = IncomingMode.MIRROR
+    http_filter: HttpFilterConfig = HttpFilterConfig()
+    port_mapping: tuple[tuple[int, int], ...] = ()
+    listen_ports: tuple[tuple[int, int], ...] = ()
+    ignore_localhost: bool = False
+    ignore_ports: frozenset[int] = frozenset()
+    ports: frozenset[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficFilter:
+    """`filter: {remote: [...]}` or `filter: {local: [...]}`."""
+
+    side: FilterSide
+    entries: tuple[AddressFilter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingConfig:
+    """feature.network.outgoing."""
+
+    tcp: bool = True
+    udp: bool = True
+    ignore_localhost: bool = False
+    filter: TrafficFilter | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    """feature.network.dns."""
+
+    enabled: bool = True
+    filter: TrafficFilter | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    incoming: IncomingConfig = IncomingConfig()
+    outgoing: OutgoingConfig = OutgoingConfig()
+    dns: DnsConfig = DnsConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    env: EnvConfig = EnvConfig()
+    fs: FsConfig = FsConfig()
+    network: NetworkConfig = NetworkConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """agent: how the agent pod / ephemeral container is created (Kubernetes targets).
+
+    `image=None` means this release's default agent image; `namespace=None` the target's.
+    """
+
+    image: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+    namespace: str | None = None
+    ttl: int = 1
+    ephemeral: bool = False
+    privileged: bool = False
+    startup_timeout: int = 60
+    communication_timeout: int | None = None
+    log_level: str = "info"
+    network_interface: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """target. `path=None` (no target given) runs targetless."""
+
+    path: Target | None = None
+    namespace: str | None = None
+
+    @property
+    def resolved(self) -> Target:
+        return self.path if self.path is not None else Targetless()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    target: TargetConfig = TargetConfig()
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    feature: FeatureConfig = FeatureConfig()
+    agent: AgentConfig = AgentConfig()
