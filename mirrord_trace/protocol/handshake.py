@@ -1,0 +1,52 @@
+"""Session handshake: protocol version and session token.
+
+The client's first frame is Hello{version, token}; the agent answers HelloOk or HelloRejected
+and, on rejection, closes the connection.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from mirrord_trace.protocol.messages import Hello, HelloRejected
+
+PROTOCOL_VERSION = 1
+
+REJECT_BAD_TOKEN = "bad-token"
+REJECT_BAD_VERSION = "bad-version"
+REJECT_REASONS = (REJECT_BAD_TOKEN, REJECT_BAD_VERSION)
+
+# How long an agent waits for Hello before dropping a connection.
+HANDSHAKE_TIMEOUT = 10.0
+
+
+def new_token() -> str:
+    """A fresh session token: 256 random bits, hex encoded."""
+    return secrets.token_hex(32)
+
+
+def tokens_match(presented: str, expected: str) -> bool:
+    # Constant-time comparison so the token cannot be guessed byte by byte from timings.
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
+
+
+def check_hello(hello: Hello, expected_token: str) -> HelloRejected | None:
+    """None when the client may proceed, else the rejection to send back."""
+    if hello.version != PROTOCOL_VERSION:
+        return HelloRejected(
+            reason=REJECT_BAD_VERSION,
+            message=(
+                f"the agent speaks protocol version {PROTOCOL_VERSION} but the client speaks "
+                f"version {hello.version}: use the same mirrord-trace version on both sides"
+            ),
+        )
+    if not tokens_match(hello.token, expected_token):
+        return HelloRejected(
+            reason=REJECT_BAD_TOKEN,
+            message="the session token does not match the agent's: connect with the token "
+            "the agent was started with",
+        )
+    return None

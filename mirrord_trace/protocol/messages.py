@@ -1,0 +1,266 @@
+"""The messages exchanged between the local side and the agent, and their msgpack encoding.
+
+Each message is a frozen dataclass with a wire tag. On the wire a message is the msgpack array
+`[tag, field1, field2, ...]` inside one frame. Decoding checks the tag, the arity and every
+field's type, so a handler never sees a message of the wrong shape.
+
+Strings are UTF-8 with surrogateescape on both sides: paths, names and environment entries are
+Linux bytes, and this carries any byte sequence through a `str` exactly as os.fsdecode does.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+from mirrord_trace.protocol.errors import MalformedMessage, ProtocolError
+from mirrord_trace.protocol.framing import FrameDecoder, encode_frame
+
+UNICODE_ERRORS = "surrogateescape"
+_MAX_UINT64 = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Client -> agent, first frame of a session."""
+
+    TAG: ClassVar[int] = 1
+    version: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class HelloOk:
+    """Agent -> client: the session is open. `session` describes the agent and its limits."""
+
+    TAG: ClassVar[int] = 2
+    version: int
+    session: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HelloRejected:
+    """Agent -> client: no session. `reason` is one of handshake.REJECT_REASONS."""
+
+    TAG: ClassVar[int] = 3
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Client -> agent. Replies come back with the same `id`, in any order."""
+
+    TAG: ClassVar[int] = 4
+    id: int
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Agent -> client: request `id` succeeded."""
+
+    TAG: ClassVar[int] = 5
+    id: int
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """Agent -> client: request `id` failed with a Linux errno the program can be given."""
+
+    TAG: ClassVar[int] = 6
+    id: int
+    errno: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpen:
+    """Agent -> client: a stream the agent opened (an incoming connection), with its details.
+
+    Streams opened by a client request carry odd ids chosen by the client; streams the agent
+    opens carry even ids, so the two never collide.
+    """
+
+    TAG: ClassVar[int] = 7
+    stream: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    """Bytes for a stream; never more than the receiver has granted. One datagram for UDP."""
+
+    TAG: ClassVar[int] = 8
+    stream: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCredit:
+    """The receiver consumed bytes: the sender may send `amount` more bytes on `stream`."""
+
+    TAG: ClassVar[int] = 9
+    stream: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClose:
+    """The sender will send no more data on `stream` (a half close, like shutdown(SHUT_WR))."""
+
+    TAG: ClassVar[int] = 10
+    stream: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """`stream` is aborted in both directions; `errno` says why (e.g. ECONNRESET)."""
+
+    TAG: ClassVar[int] = 11
+    stream: int
+    errno: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    TAG: ClassVar[int] = 12
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    TAG: ClassVar[int] = 13
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolViolation:
+    """Tells the peer what it sent wrong, so both sides can print the same clear message."""
+
+    TAG: ClassVar[int] = 14
+    message: str
+
+
+Message = (
+    Hello
+    | HelloOk
+    | HelloRejected
+    | Request
+    | Reply
+    | ErrorReply
+    | StreamOpen
+    | StreamData
+    | StreamCredit
+    | StreamClose
+    | StreamReset
+    | Ping
+    | Pong
+    | ProtocolViolation
+)
+
+MESSAGE_TYPES: tuple[type[Message], ...] = typing.get_args(Message)
+
+
+def _field_checks(cls: type) -> tuple[tuple[str, type], ...]:
+    hints = typing.get_type_hints(cls)
+    checks = []
+    for f in fields(cls):
+        hint = hints[f.name]
+        checks.append((f.name, typing.get_origin(hint) or hint))
+    return tuple(checks)
+
+
+_BY_TAG: dict[int, tuple[type, tuple[tuple[str, type], ...]]] = {
+    cls.TAG: (cls, _field_checks(cls)) for cls in MESSAGE_TYPES
+}
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(name for name, _ in checks) for cls, checks in _BY_TAG.values()
+}
+
+
+def encode_body(message: Message) -> bytes:
+    """The msgpack body of `message` (no frame header)."""
+    names = _FIELD_NAMES[type(message)]
+    try:
+        return msgpack.packb(
+            [message.TAG, *(getattr(message, name) for name in names)],
+            use_bin_type=True,
+            unicode_errors=UNICODE_ERRORS,
+        )
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ProtocolError(f"cannot encode {type(message).__name__}: {error}") from error
+
+
+def encode(message: Message) -> bytes:
+    """One complete frame carrying `message`."""
+    return encode_frame(encode_body(message))
+
+
+def _check_value(cls: type, name: str, expected: type, value: object) -> None:
+    if expected is int:
+        # bool is an int subclass in Python but a distinct msgpack type: refuse it.
+        if type(value) is not int or not 0 <= value <= _MAX_UINT64:
+            raise MalformedMessage(f"{cls.__name__}.{name} must be an unsigned integer")
+    elif expected is dict:
+        if type(value) is not dict or not all(type(key) is str for key in value):
+            raise MalformedMessage(f"{cls.__name__}.{name} must be a map with string keys")
+    elif type(value) is not expected:
+        raise MalformedMessage(f"{cls.__name__}.{name} must be {expected.__name__}")
+
+
+def decode_body(body: bytes) -> Message:
+    """Parse one frame body; raises MalformedMessage for anything that is not a message."""
+    try:
+        value = msgpack.unpackb(
+            body, raw=False, unicode_errors=UNICODE_ERRORS, strict_map_key=True, use_list=True
+        )
+    # msgpack's C extension raises several exception types for bad input (ValueError,
+    # TypeError for unhashable keys, its own UnpackException...); all of them mean garbage.
+    except Exception as error:
+        raise MalformedMessage(f"frame body is not valid msgpack: {error}") from None
+    if type(value) is not list or not value:
+        raise MalformedMessage("a message must be a non-empty msgpack array")
+    tag, *values = value
+    entry = _BY_TAG.get(tag) if type(tag) is int else None
+    if entry is None:
+        raise MalformedMessage(f"unknown message kind {tag!r}")
+    cls, checks = entry
+    if len(values) != len(checks):
+        raise MalformedMessage(
+            f"{cls.__name__} takes {len(checks)} fields, the frame has {len(values)}"
+        )
+    for (name, expected), item in zip(checks, values, strict=True):
+        _check_value(cls, name, expected, item)
+    return cls(*values)
+
+
+class MessageDecoder:
+    """Bytes in, messages out.
+
+    Iteration raises MalformedMessage for one bad frame and then continues with the next
+    frame if iterated again; it raises FramingError when the stream itself is broken.
+    """
+
+    def __init__(self) -> None:
+        self._frames = FrameDecoder()
+
+    def feed(self, data: bytes) -> None:
+        self._frames.feed(data)
+
+    @property
+    def buffered(self) -> int:
+        return self._frames.buffered
+
+    def __iter__(self) -> Iterator[Message]:
+        return self
+
+    def __next__(self) -> Message:
+        return decode_body(next(self._frames))

@@ -1,0 +1,130 @@
+"""The request kinds the agent serves: their fields, defaults and reply shapes.
+
+Both sides use this table: the agent validates every request against it (a bad request gets an
+EINVAL reply, an unknown kind ENOSYS, and the session goes on); the client checks before
+sending, so a programming mistake fails where it is made.
+
+Replies (fields of Reply):
+  noop              {}
+  env               {"env": {name: value}}            the target's /proc/<pid>/environ
+  stats             {"session": {kind: n}, "total": {kind: n}}   requests received, this one
+                                                       included; "total" covers every session
+  fs.open_read      {"stat": STAT, "content": bytes, ["handle": int]}
+                    regular files: the first INLINE_READ_LIMIT bytes inline; "handle" is
+                    present when there is more (continue with fs.read at len(content)).
+                    Other file types: just "stat".
+  fs.read           {"data": bytes}                    empty at end of file
+  fs.close          {}
+  fs.stat           {"stat": STAT}
+  fs.access         {}                                 EACCES/ENOENT... as an error
+  fs.readlink       {"target": str}
+  fs.listdir        {"entries": [{"name": str, "type": DT_*, "ino": int}]}  with "." and ".."
+  dns.query         {"payload": bytes}                 the nameserver's reply, unchanged
+  dns.getaddrinfo   {"addresses": [{"family": int, "address": str}]}
+  net.connect       {"stream": int, "local": [host, port], "peer": [host, port]}
+                    the stream id is the one the client chose (odd); data flows as StreamData
+
+STAT is a map with the keys in STAT_FIELDS (times in nanoseconds). Paths are resolved inside
+the target's root directory; `..` and symlinks cannot leave it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from errno import EINVAL, ENOSYS
+from typing import Any
+
+# Files up to this size come back with fs.open_read in one round trip.
+INLINE_READ_LIMIT = 1024 * 1024
+# fs.read never returns more than this per request.
+MAX_READ_SIZE = 1024 * 1024
+
+STAT_FIELDS = (
+    "mode", "size", "uid", "gid", "nlink", "ino", "dev", "rdev",
+    "atime_ns", "mtime_ns", "ctime_ns", "blksize", "blocks",
+)  # fmt: skip
+
+# getdents64 d_type values (linux/dirent.h), as fs.listdir reports them.
+DT_UNKNOWN, DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 0, 1, 2, 4, 6, 8, 10, 12
+
+TRANSPORTS = ("tcp", "udp")
+
+
+class InvalidRequest(Exception):
+    """A request that cannot be served as asked; carries the errno for the reply."""
+
+    def __init__(self, errno: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.message = message
+
+
+_NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    required: dict[str, type | tuple[type, ...]] = field(default_factory=dict)
+    optional: dict[str, tuple[type | tuple[type, ...], Any]] = field(default_factory=dict)
+
+
+REQUESTS: dict[str, RequestSpec] = {
+    "noop": RequestSpec(),
+    "env": RequestSpec(),
+    "stats": RequestSpec(),
+    "fs.open_read": RequestSpec({"path": str}, {"flags": (int, 0)}),
+    "fs.read": RequestSpec({"handle": int, "offset": int, "size": int}),
+    "fs.close": RequestSpec({"handle": int}),
+    "fs.stat": RequestSpec({"path": str}, {"follow": (bool, True)}),
+    "fs.access": RequestSpec({"path": str, "mode": int}),
+    "fs.readlink": RequestSpec({"path": str}),
+    "fs.listdir": RequestSpec({"path": str}),
+    "dns.query": RequestSpec(
+        {"payload": bytes, "nameserver": str},
+        {"port": (int, 53), "transport": (str, "udp"), "timeout": (_NUMBER, 5.0)},
+    ),
+    "dns.getaddrinfo": RequestSpec(
+        {"host": str}, {"family": (int, 0), "timeout": (_NUMBER, 5.0)}
+    ),
+    "net.connect": RequestSpec(
+        {"family": int, "host": str, "port": int, "stream": int},
+        {"transport": (str, "tcp"), "timeout": (_NUMBER, 10.0)},
+    ),
+}
+
+
+def _type_ok(value: object, expected: type | tuple[type, ...]) -> bool:
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    # bool is an int subclass; accept it only where bool is what is asked for.
+    return any(type(value) is kind for kind in kinds)
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(kind.__name__ for kind in kinds)
+
+
+def validate_request(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The request's fields with defaults filled in; raises InvalidRequest."""
+    spec = REQUESTS.get(kind)
+    if spec is None:
+        raise InvalidRequest(ENOSYS, f"unknown request kind {kind!r}")
+    unknown = set(fields) - spec.required.keys() - spec.optional.keys()
+    if unknown:
+        raise InvalidRequest(EINVAL, f"{kind}: unknown fields {sorted(unknown)}")
+    result: dict[str, Any] = {}
+    expectations: list[tuple[str, type | tuple[type, ...]]] = []
+    for name, expected in spec.required.items():
+        if name not in fields:
+            raise InvalidRequest(EINVAL, f"{kind}: missing field {name!r}")
+        result[name] = fields[name]
+        expectations.append((name, expected))
+    for name, (expected, default) in spec.optional.items():
+        result[name] = fields.get(name, default)
+        expectations.append((name, expected))
+    for name, expected in expectations:
+        if not _type_ok(result[name], expected):
+            raise InvalidRequest(EINVAL, f"{kind}: field {name!r} must be {_type_name(expected)}")
+    if "transport" in result and result["transport"] not in TRANSPORTS:
+        raise InvalidRequest(EINVAL, f"{kind}: transport must be one of {TRANSPORTS}")
+    return result
