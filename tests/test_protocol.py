@@ -230,8 +230,12 @@ def test_tokens_are_long_and_fresh() -> None:
         ("fs.stat", {"path": 3}, errno.EINVAL, "'path' must be str"),
         ("fs.read", {"handle": True, "offset": 0, "size": 1}, errno.EINVAL, "'handle'"),
         ("fs.stat", {"path": "/", "colour": 1}, errno.EINVAL, "unknown fields"),
-        ("dns.query", {"payload": b"", "nameserver": "x", "transport": "sctp"}, errno.EINVAL,
-         "transport"),
+        (
+            "dns.query",
+            {"payload": b"", "nameserver": "x", "transport": "sctp"},
+            errno.EINVAL,
+            "transport",
+        ),
     ],
 )
 def test_invalid_requests_carry_an_errno(kind, fields, code, complaint) -> None:

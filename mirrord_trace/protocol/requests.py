@@ -83,9 +83,7 @@ REQUESTS: dict[str, RequestSpec] = {
         {"payload": bytes, "nameserver": str},
         {"port": (int, 53), "transport": (str, "udp"), "timeout": (_NUMBER, 5.0)},
     ),
-    "dns.getaddrinfo": RequestSpec(
-        {"host": str}, {"family": (int, 0), "timeout": (_NUMBER, 5.0)}
-    ),
+    "dns.getaddrinfo": RequestSpec({"host": str}, {"family": (int, 0), "timeout": (_NUMBER, 5.0)}),
     "net.connect": RequestSpec(
         {"family": int, "host": str, "port": int, "stream": int},
         {"transport": (str, "tcp"), "timeout": (_NUMBER, 10.0)},
