@@ -1,0 +1,3 @@
+module example.com/gorunmodule
+
+go 1.19
