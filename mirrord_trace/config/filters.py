@@ -98,9 +98,7 @@ def parse_address_filter(text: str, *, with_protocol: bool = True) -> AddressFil
         try:
             protocol = Protocol(scheme.lower())
         except ValueError:
-            raise FilterSyntaxError(
-                f"protocol {scheme!r} is not one of tcp, udp, any"
-            ) from None
+            raise FilterSyntaxError(f"protocol {scheme!r} is not one of tcp, udp, any") from None
     host_text, prefix_text, port_text, bracketed = _split(rest)
     return AddressFilter(
         protocol, _parse_host(host_text, prefix_text, bracketed), _parse_port(port_text)

@@ -208,8 +208,15 @@ def _incoming(value: object, key: str) -> IncomingConfig:
     check_keys(
         section,
         key,
-        ("mode", "http_filter", "port_mapping", "listen_ports", "ignore_localhost",
-         "ignore_ports", "ports"),
+        (
+            "mode",
+            "http_filter",
+            "port_mapping",
+            "listen_ports",
+            "ignore_localhost",
+            "ignore_ports",
+            "ports",
+        ),
     )
     ignore_ports = _optional(section, "ignore_ports", join(key, "ignore_ports"), _port_set, None)
     ports = _optional(section, "ports", join(key, "ports"), _port_set, None)
@@ -324,8 +331,18 @@ def _agent(value: object, key: str) -> AgentConfig:
     check_keys(
         section,
         key,
-        ("image", "image_pull_policy", "namespace", "ttl", "ephemeral", "privileged",
-         "startup_timeout", "communication_timeout", "log_level", "network_interface"),
+        (
+            "image",
+            "image_pull_policy",
+            "namespace",
+            "ttl",
+            "ephemeral",
+            "privileged",
+            "startup_timeout",
+            "communication_timeout",
+            "log_level",
+            "network_interface",
+        ),
     )
 
     def field(name: str, reader: Callable[[Any, str], T], default: T) -> T:

@@ -6,7 +6,6 @@ null like an absent key, meaning "use the default", as mirrord does.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -44,6 +43,8 @@ def check_keys(mapping: Mapping[str, Any], key: str, allowed: Collection[str]) -
     """Unknown keys are errors: a typo must not silently fall back to a default."""
     for name in mapping:
         if name not in allowed:
+            import difflib  # only on this error path: it is slow to import
+
             close = difflib.get_close_matches(name, allowed, n=1)
             guess = f"did you mean {close[0]}? " if close else ""
             raise ConfigError(

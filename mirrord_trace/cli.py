@@ -1,0 +1,307 @@
+"""The `mirrord-trace` command line (click).
+
+Every user error ends the command with exactly one line on stderr,
+`mirrord-trace: error: <what is wrong> (<what to do>)`, and a non-zero exit status: 2 for
+usage and configuration errors, 127 for a program that cannot be found (like a shell), 1 when
+the target cannot be reached, 130 when interrupted during start-up.
+
+Start-up time is measured (`exec -- /bin/true`): only click and the configuration are imported
+up front; the supervisor, the local target and anything heavy are imported where needed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import Any, NoReturn, TextIO
+
+import click
+
+from mirrord_trace import __version__
+from mirrord_trace.config import CliOverrides, Config, ConfigError, FsMode, load_config
+from mirrord_trace.config.parse import parse_namespace
+from mirrord_trace.env import EnvPatternError, build_program_env, split_patterns
+from mirrord_trace.targets import (
+    TARGET_FORMS,
+    DeploymentTarget,
+    PidTarget,
+    PodTarget,
+    Target,
+    TargetParseError,
+    parse_target,
+)
+
+PROG = "mirrord-trace"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PROGRAM_NOT_FOUND = 127
+EXIT_INTERRUPTED = 130
+
+
+class UserError(click.ClickException):
+    """A problem the user can fix; shown as one line with a hint, never as a traceback."""
+
+    def __init__(self, message: str, hint: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.exit_code = exit_code
+
+
+class _HintedBadParameter(click.BadParameter):
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _fail(message: str, hint: str, exit_code: int) -> NoReturn:
+    # Multi-line messages (click's, or a library's) are folded: the contract is one line.
+    message = " ".join(message.split()).removesuffix(".")
+    line = f"{PROG}: error: {message} ({' '.join(hint.split())})"
+    click.echo(line, err=True)
+    sys.exit(exit_code)
+
+
+def _usage_hint(error: click.UsageError) -> str:
+    hint = getattr(error, "hint", None)
+    if hint:
+        return str(hint)
+    command = error.ctx.command_path if error.ctx is not None else PROG
+    return f"run '{command} --help' for usage"
+
+
+class _OneLineErrorGroup(click.Group):
+    """click prints usage errors over several lines; we print one, and keep --help as is."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            status = super().main(args, prog_name or PROG, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            error.show()  # bare `mirrord-trace`: the normal help text
+            sys.exit(error.exit_code)
+        except UserError as error:
+            _fail(error.format_message(), error.hint, error.exit_code)
+        except click.UsageError as error:
+            _fail(error.format_message(), _usage_hint(error), EXIT_USAGE)
+        except click.ClickException as error:
+            _fail(error.format_message(), f"see '{PROG} --help'", error.exit_code)
+        except click.Abort:
+            _fail("interrupted", "nothing more was done", EXIT_INTERRUPTED)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+class _TargetType(click.ParamType):
+    name = "TARGET"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_target(value)
+        except TargetParseError as error:
+            raise _HintedBadParameter(str(error), f"use one of {TARGET_FORMS}") from None
+
+
+def _check_namespace(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_namespace(value, "--target-namespace")
+    except ConfigError as error:
+        raise click.BadParameter(error.message) from None
+
+
+def _check_env_patterns(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    if value is not None:
+        try:
+            split_patterns(value)
+        except EnvPatternError as error:
+            raise _HintedBadParameter(str(error), "give names separated by ';'") from None
+    return value
+
+
+@click.group(cls=_OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
+def main() -> None:
+    """Run a local program in the context of a remote target, at the syscall boundary."""
+
+
+# TODO: add `main.add_command(sandbox_group, "sandbox")` (from mirrord_trace.sandbox.cli) once
+# that module is committed.
+
+
+@main.command(
+    "exec",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": False},
+)
+@click.option("-t", "--target", type=_TargetType(), help=f"Target: {TARGET_FORMS}.")
+@click.option(
+    "-n", "--target-namespace", callback=_check_namespace, help="Namespace of the target."
+)
+@click.option("--context", "kube_context", help="Kubernetes context from the kubeconfig.")
+@click.option(
+    "-f", "--config-file", metavar="FILE", help="mirrord-style config (.json, .yaml, .toml)."
+)
+@click.option(
+    "--trace", "trace_path", metavar="FILE|-", help="Write a syscall trace ('-': stderr)."
+)
+@click.option(
+    "--fs-mode",
+    type=click.Choice([mode.value for mode in FsMode]),
+    help="File operations: local, localwithoverrides, read or write.",
+)
+@click.option(
+    "-s",
+    "--override-env-vars-include",
+    "env_include",
+    metavar="PATTERNS",
+    callback=_check_env_patterns,
+    help="Import only these remote variables (';'-separated, * and ? wildcards).",
+)
+@click.option(
+    "-x",
+    "--override-env-vars-exclude",
+    "env_exclude",
+    metavar="PATTERNS",
+    callback=_check_env_patterns,
+    help="Do not import these remote variables (';'-separated, * and ? wildcards).",
+)
+@click.option("--no-outgoing", is_flag=True, help="Send no outgoing traffic through the target.")
+@click.option("--no-tcp-outgoing", is_flag=True, help="Keep outgoing TCP local.")
+@click.option("--no-udp-outgoing", is_flag=True, help="Keep outgoing UDP local.")
+@click.option("--no-remote-dns", is_flag=True, help="Resolve names locally.")
+@click.option("--steal", is_flag=True, help="Steal incoming traffic instead of mirroring it.")
+@click.option(
+    "--ephemeral-container", is_flag=True, help="Run the agent as an ephemeral container."
+)
+@click.option(
+    "--agent-ttl", type=click.IntRange(0, 65535), help="Seconds the agent pod stays after exit."
+)
+@click.argument("program", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def exec_command(
+    ctx: click.Context,
+    target: Target | None,
+    target_namespace: str | None,
+    kube_context: str | None,
+    config_file: str | None,
+    trace_path: str | None,
+    fs_mode: str | None,
+    env_include: str | None,
+    env_exclude: str | None,
+    no_outgoing: bool,
+    no_tcp_outgoing: bool,
+    no_udp_outgoing: bool,
+    no_remote_dns: bool,
+    steal: bool,
+    ephemeral_container: bool,
+    agent_ttl: int | None,
+    program: tuple[str, ...],
+) -> int:
+    """Run PROGRAM [ARGS]... in the context of the target.
+
+    \b
+    mirrord-trace exec --target pid/1234 -- ./server --port 8080
+    """
+    if not program:
+        raise click.UsageError("missing PROGRAM to run", ctx)
+    overrides = CliOverrides(
+        target=target,
+        target_namespace=target_namespace,
+        kube_context=kube_context,
+        fs_mode=FsMode(fs_mode) if fs_mode is not None else None,
+        no_outgoing=no_outgoing,
+        no_tcp_outgoing=no_tcp_outgoing,
+        no_udp_outgoing=no_udp_outgoing,
+        no_remote_dns=no_remote_dns,
+        steal=steal,
+        ephemeral_container=ephemeral_container,
+        agent_ttl=agent_ttl,
+    )
+    try:
+        cfg = load_config(config_file, overrides)
+    except ConfigError as error:
+        raise UserError(str(error), error.hint) from None
+    except KeyboardInterrupt:
+        raise UserError(
+            "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
+        ) from None
+    resolved = cfg.target.resolved
+    if isinstance(resolved, PodTarget | DeploymentTarget):
+        raise UserError(
+            f"Kubernetes targets ({resolved}) arrive with a later release of {PROG}",
+            "use --target pid/N for a process on this machine, or run targetless",
+        )
+    with ExitStack() as stack:
+        trace = _open_trace(trace_path, stack)
+        agent, remote_env = _start_session(resolved, cfg, stack)
+        program_env = build_program_env(
+            os.environ,
+            remote_env,
+            cfg.feature.env,
+            cli_include=env_include,
+            cli_exclude=env_exclude,
+        )
+        from mirrord_trace.supervisor import ProgramNotFound, run
+
+        try:
+            return run(list(program), env=program_env, config=cfg, agent=agent, trace=trace)
+        except ProgramNotFound as error:
+            raise UserError(
+                str(error),
+                "check the program's name and that it is executable",
+                EXIT_PROGRAM_NOT_FOUND,
+            ) from None
+
+
+def _start_session(
+    target: Target, cfg: Config, stack: ExitStack
+) -> tuple[Any | None, dict[str, str]]:
+    """-> (agent client or None, the target's environment). The agent stops with `stack`."""
+    if not isinstance(target, PidTarget):
+        return None, {}
+    from mirrord_trace.local_target import LocalAgent, TargetError
+
+    try:
+        client = stack.enter_context(LocalAgent(target.pid))
+        remote_env: dict[str, str] = {}
+        if cfg.feature.env.enabled:
+            remote_env = dict(client.request("env")["env"])
+    except TargetError as error:
+        hint = getattr(error, "hint", None) or (
+            f"check that process {target.pid} exists and that you run as root"
+        )
+        raise UserError(str(error), hint, EXIT_FAILURE) from None
+    except KeyboardInterrupt:
+        raise UserError(
+            "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
+        ) from None
+    return client, remote_env
+
+
+def _open_trace(path: str | None, stack: ExitStack) -> TextIO | None:
+    """`--trace FILE|-`: the stream the supervisor writes its trace to (closed with `stack`)."""
+    if path is None:
+        return None
+    if path == "-":
+        return sys.stderr
+    try:
+        stream = open(path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115
+    except OSError as error:
+        raise UserError(
+            f"cannot write the trace to {path}: {error.strerror}",
+            "give a writable file, or '-' for stderr",
+        ) from None
+    return stack.enter_context(stream)

@@ -1,0 +1,109 @@
+"""The program's environment: the local one, plus the target's variables, as mirrord does it.
+
+Order of operations:
+  1. start from the local environment, minus the names in `unset` (case-insensitive);
+  2. import the target's variables: all of them, or only those matching `include`; minus those
+     matching `exclude`; never those in NEVER_IMPORTED (they describe the target's machine -
+     paths, home, language installs - and would break the local program);
+  3. set `override` last: it wins over everything, including NEVER_IMPORTED names.
+CLI -s/-x replace `include`/`exclude` from the file. `feature.env: false` imports nothing.
+
+Patterns are matched against the whole name, case-sensitively; `*` matches any run of
+characters (also none) and `?` exactly one; every other character stands for itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+
+from mirrord_trace.config.model import EnvConfig
+
+# mirrord's agent list (mirrord/agent/src/env.rs) plus the dynamic loader's and Go/Node/Python
+# installation variables, which are just as machine-specific.
+NEVER_IMPORTED: tuple[str, ...] = (
+    # shell and user
+    "PATH", "HOME", "HOMEPATH", "PWD", "OLDPWD", "TEMP", "TMP", "TMPDIR",
+    # dynamic loader
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT",
+    # Python
+    "PYTHONPATH", "PYTHONHOME",
+    # Go
+    "GOPATH", "GOROOT", "GOMODCACHE",
+    # Node
+    "NODE_PATH",
+    # JVM
+    "CLASSPATH", "JAVA_HOME", "JAVA_EXE", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "CATALINA_HOME",
+    # Ruby
+    "GEM_HOME", "GEM_PATH", "RUBYLIB", "RUBYOPT", "BUNDLE_*", "BUNDLER_*",
+    # .NET
+    "DOTNET_STARTUP_HOOKS", "DOTNET_EnableDiagnostics",
+    # logging of the tools themselves
+    "RUST_LOG", "MIRRORD_LOG",
+)  # fmt: skip
+
+
+class EnvPatternError(ValueError):
+    """A -s/-x value that is not a `;`-separated list of variable-name patterns."""
+
+
+def split_patterns(text: str) -> tuple[str, ...]:
+    """`"A;B_*; C"` -> ("A", "B_*", "C"); empty items are dropped, as mirrord does."""
+    patterns = tuple(part.strip() for part in text.split(";") if part.strip())
+    for pattern in patterns:
+        if "=" in pattern or "\0" in pattern:
+            raise EnvPatternError(f"{pattern!r} is not a variable-name pattern (no '=' allowed)")
+    return patterns
+
+
+def compile_patterns(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One regex matching any of `patterns` (a never-matching one for none)."""
+    alternatives = [_wildcard_to_regex(pattern) for pattern in patterns]
+    if not alternatives:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{alternative})" for alternative in alternatives), re.DOTALL)
+
+
+def _wildcard_to_regex(pattern: str) -> str:
+    # fnmatch.translate would also give [...] a meaning; mirrord's wildcards are only * and ?.
+    return "".join(
+        ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern
+    )
+
+
+@functools.cache
+def _never_imported() -> re.Pattern[str]:
+    return compile_patterns(NEVER_IMPORTED)
+
+
+class _Selector:
+    def __init__(self, include: tuple[str, ...] | None, exclude: tuple[str, ...]) -> None:
+        # mirrord treats an empty include list like no include list: everything.
+        self._include = compile_patterns(include) if include else None
+        self._exclude = compile_patterns(exclude)
+
+    def imports(self, name: str) -> bool:
+        if _never_imported().fullmatch(name) or self._exclude.fullmatch(name):
+            return False
+        return self._include is None or self._include.fullmatch(name) is not None
+
+
+def build_program_env(
+    local: Mapping[str, str],
+    remote: Mapping[str, str],
+    cfg: EnvConfig,
+    *,
+    cli_include: str | None,
+    cli_exclude: str | None,
+) -> dict[str, str]:
+    """The environment the program is started with (see the module docstring for the rules)."""
+    unset = {name.lower() for name in cfg.unset}
+    env = {name: value for name, value in local.items() if name.lower() not in unset}
+    if cfg.enabled and remote:
+        include = split_patterns(cli_include) if cli_include is not None else cfg.include
+        exclude = split_patterns(cli_exclude) if cli_exclude is not None else cfg.exclude
+        selector = _Selector(include, exclude)
+        env.update((name, value) for name, value in remote.items() if selector.imports(name))
+    env.update(cfg.override)
+    return env
