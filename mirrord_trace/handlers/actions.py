@@ -18,6 +18,8 @@ ArgValue = int | bytes
 class Allow:
     """Let the syscall run unchanged (one seccomp stop, no exit stop)."""
 
+    why: str = ""
+
 
 @dataclass(frozen=True, slots=True)
 class Emulate:
@@ -28,6 +30,7 @@ class Emulate:
 
     result: int
     writes: tuple[tuple[int, bytes], ...] = ()
+    why: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class Rewrite:
     args: dict[int, ArgValue] = field(default_factory=dict)
     syscall: int | None = None
     on_exit: ExitCallback | None = None
+    why: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +55,11 @@ class ExitStop:
     """
 
     on_exit: ExitCallback
+    why: str = ""
 
 
 ExitCallback = Callable[[int], "int | None"]
+# `why` is the decision in words ("local: /usr/** is read locally"), shown by --trace.
 Action = Allow | Emulate | Rewrite | ExitStop
 
 ALLOW = Allow()

@@ -1,0 +1,70 @@
+"""Filesystem syscalls that name a path: decide local, remote or not found.
+
+The decision itself lives in `PathPolicy`; this module turns a trapped call into an absolute
+path and the policy's verdict into an action.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+from mirrord_trace.handlers.actions import ALLOW, Action, Allow, Emulate
+from mirrord_trace.handlers.call import SyscallCall
+from mirrord_trace.syscall_table import AT_FDCWD, SyscallShape
+
+Handler = Callable[[SyscallCall], Action]
+
+
+class PathPolicy(Protocol):
+    def decide(self, path: str) -> tuple[str, str]:
+        """('local' | 'remote' | 'not_found', the rule that decided, in words)."""
+        ...
+
+
+def proc_directory(tid: int, dirfd: int) -> str:
+    """The directory a relative path is resolved against: the cwd or the dirfd's target."""
+    link = f"/proc/{tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{tid}/fd/{dirfd}"
+    return os.readlink(link)
+
+
+class FsPathHandlers:
+    """Builds one handler per path syscall, sharing the policy and the directory lookup."""
+
+    def __init__(
+        self,
+        policy: PathPolicy,
+        directory_of: Callable[[int, int], str] = proc_directory,
+        explain: bool = False,
+    ) -> None:
+        self.policy = policy
+        self.directory_of = directory_of
+        self.explain = explain  # only --trace needs the rule in words
+
+    def absolute_path(self, call: SyscallCall, shape: SyscallShape) -> str:
+        path_index = shape.arg_index("path")
+        assert path_index is not None
+        path = os.fsdecode(call.string_arg(path_index))
+        if path.startswith("/"):
+            return path
+        dirfd_index = shape.arg_index("dirfd")
+        dirfd = call.int_arg(dirfd_index) if dirfd_index is not None else AT_FDCWD
+        base = self.directory_of(call.tid, dirfd)
+        return os.path.join(base, path) if path else base
+
+    def handler(self, shape: SyscallShape) -> Handler:
+        def handle(call: SyscallCall) -> Action:
+            try:
+                path = self.absolute_path(call, shape)
+            except OSError:
+                return ALLOW  # a bad dirfd: the kernel reports the right error itself
+            verdict, rule = self.policy.decide(path)
+            if verdict == "not_found":
+                return Emulate(-errno.ENOENT, why=f"not found: {rule}")
+            if self.explain:
+                return Allow(why=f"{verdict}: {rule}")
+            return ALLOW
+
+        return handle

@@ -1,0 +1,136 @@
+"""Run a program under the seccomp filter and the tracer; pass its exit status through.
+
+fork -> the child waits until the parent has seized it (options set before the filter exists)
+-> the child installs the filter and execs -> the parent runs the tracer loop until the program
+ends. Termination signals sent to the supervisor are forwarded to the program.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+from mirrord_trace.session import TrapTable, build_trap_table
+from mirrord_trace.tracer import ptrace_api as pt
+from mirrord_trace.tracer.loop import Tracer
+from seccomp import build_filter, prepare_filter
+
+FORWARDED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+SI_KERNEL = 0x80  # si_code of signals the terminal sent to the whole foreground group
+
+
+class ProgramNotFound(Exception):
+    """The program is missing or not executable; nothing was started."""
+
+
+def resolve_program(name: str, env: Mapping[str, str]) -> str:
+    if "/" in name:
+        if not os.path.exists(name):
+            raise ProgramNotFound(f"program not found: {name}")
+        if os.path.isdir(name) or not os.access(name, os.X_OK):
+            raise ProgramNotFound(f"program is not executable: {name}")
+        return name
+    found = shutil.which(name, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise ProgramNotFound(f"program not found in PATH: {name}")
+    return found
+
+
+def exit_code(status: int) -> int:
+    """waitpid status -> shell-style exit code (128+N for death by signal N)."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    config: object | None = None,
+    agent: object | None = None,
+    trace: TextIO | None = None,
+    table: TrapTable | None = None,
+) -> int:
+    """Run argv traced; returns the exit code a shell would report."""
+    if not argv:
+        raise ProgramNotFound("no program given")
+    path = resolve_program(argv[0], env)
+    if table is None:
+        fs_mode = _config_value(config, "feature", "fs", "mode", default="read")
+        table = build_trap_table(fs_mode=fs_mode, explain=trace is not None)
+    prepared = prepare_filter(build_filter(table.rules))
+    original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        pid, exec_errors = _spawn_traced(path, list(argv), dict(env), prepared, original_mask)
+        _start_signal_forwarder(pid)
+        status = Tracer(pid, table.dispatch, trace).run()
+        failure = os.read(exec_errors, 64)
+        os.close(exec_errors)
+        if failure:
+            raise ProgramNotFound(f"cannot execute {argv[0]}: {os.strerror(int(failure))}")
+        return exit_code(status)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
+
+
+def _spawn_traced(
+    path: str,
+    argv: list[str],
+    env: dict[str, str],
+    prepared: object,
+    original_mask: set[signal.Signals],
+) -> tuple[int, int]:
+    go_read, go_write = os.pipe()
+    error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: as little Python as possible between fork and exec
+        try:
+            os.close(go_write)
+            os.close(error_read)
+            os.read(go_read, 1)  # wait until the parent has seized us
+            os.close(go_read)
+            signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
+            # Python ignores these; the program must start with the defaults.
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            prepared.install()  # type: ignore[attr-defined]
+            os.execve(path, argv, env)
+        except OSError as exc:
+            os.write(error_write, str(exc.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(go_read)
+    os.close(error_write)
+    try:
+        pt.seize(pid)
+    finally:
+        os.write(go_write, b"g")
+        os.close(go_write)
+    return pid, error_read
+
+
+def _start_signal_forwarder(pid: int) -> None:
+    def forward() -> None:
+        while True:
+            info = signal.sigwaitinfo(FORWARDED_SIGNALS)
+            if info.si_code == SI_KERNEL:
+                continue  # the terminal signalled the program's process group directly
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                return
+
+    threading.Thread(target=forward, name="signal-forwarder", daemon=True).start()
+
+
+def _config_value(config: object | None, *keys: str, default: str) -> str:
+    value: object = config
+    for key in keys:
+        if value is None:
+            return default
+        value = getattr(value, key, None)
+    return value if isinstance(value, str) else default

@@ -1,0 +1,356 @@
+"""The tracer: the one waitpid loop that receives every ptrace stop and applies handler actions.
+
+This is the only module (with its siblings in mirrord_trace.tracer) that touches ptrace,
+registers and tracee memory. It runs in the thread that seized the program; ptrace requests
+must come from that thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from mirrord_trace.handlers.actions import Action, Allow, Emulate, ExitStop, Rewrite
+from mirrord_trace.handlers.call import SyscallCall
+from mirrord_trace.tracer import ptrace_api as pt
+from mirrord_trace.tracer.memory import TraceeMemoryError
+from mirrord_trace.tracer.tasks import REGION_SIZE, SLOT_SIZE, AddressSpace, Task
+
+Handler = Callable[[SyscallCall], Action]
+Describe = Callable[[SyscallCall], str]
+
+_MASK64 = (1 << 64) - 1
+_SKIP_SYSCALL = _MASK64  # orig_rax = -1: the kernel skips the syscall, rax is the result
+_SYSCALL_STOP = signal.SIGTRAP | 0x80
+_GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+_CLONE_VM = 0x100
+_SYS_CLONE = 56
+_SYS_CLONE3 = 435
+_SYS_MMAP = 9
+_ARG_REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+
+
+@dataclass(frozen=True, slots=True)
+class TrapEntry:
+    """What the tracer does for one filter tag."""
+
+    name: str
+    handler: Handler
+    describe: Describe
+
+
+class TaskGone(Exception):
+    """The task vanished (killed, or exited) while the tracer was working on it."""
+
+
+def signed(value: int) -> int:
+    return value - (1 << 64) if value & (1 << 63) else value
+
+
+class Tracer:
+    def __init__(
+        self, main_pid: int, dispatch: Sequence[TrapEntry | None], trace: TextIO | None = None
+    ) -> None:
+        self.main_pid = main_pid
+        self.dispatch = dispatch
+        self.trace = trace
+        self.tasks: dict[int, Task] = {}
+        self._registers = pt.RegisterBlock()
+        self._message = pt.EventMessage()
+        self._syscall_info = pt.SyscallInfo()
+        self._main_status: int | None = None
+        self._add_task(main_pid, main_pid, AddressSpace(main_pid))
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Trace until the main program ends; returns its waitpid status."""
+        waitpid = os.waitpid
+        wall = pt.WALL
+        while self._main_status is None:
+            try:
+                tid, status = waitpid(-1, wall)
+            except ChildProcessError:
+                break
+            if status & 0xFF == 0x7F:  # stopped
+                try:
+                    self._on_stop(tid, status)
+                except (pt.PtraceFailed, TaskGone, ProcessLookupError):
+                    # The task was killed meanwhile (SIGKILL needs no tracer); its exit follows.
+                    pass
+            else:
+                self._on_termination(tid, status)
+        self._end_remaining()
+        return self._main_status if self._main_status is not None else 0
+
+    def _on_termination(self, tid: int, status: int) -> None:
+        task = self.tasks.pop(tid, None)
+        if task is not None:
+            task.space.release(tid)
+        if tid == self.main_pid:
+            self._main_status = status
+
+    def _end_remaining(self) -> None:
+        """The program has ended: kill what it left behind, as EXITKILL would, and reap it."""
+        for tgid in {task.tgid for task in self.tasks.values()}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tgid, signal.SIGKILL)
+        while self.tasks:
+            try:
+                tid, _ = os.waitpid(-1, pt.WALL)
+            except ChildProcessError:
+                break
+            self.tasks.pop(tid, None)
+
+    # ---- stops ----------------------------------------------------------------------------
+
+    def _on_stop(self, tid: int, status: int) -> None:
+        sig = (status >> 8) & 0xFF
+        event = status >> 16
+        if event == pt.PTRACE_EVENT_SECCOMP:
+            self._on_seccomp(self.tasks.get(tid) or self._adopt(tid), tid)
+        elif sig == _SYSCALL_STOP:
+            self._on_syscall_exit(self.tasks.get(tid) or self._adopt(tid))
+        elif event == 0:
+            # Signal-delivery stop: the program's own signal, delivered unchanged.
+            self.tasks.get(tid) or self._adopt(tid)
+            pt.cont(tid, sig)
+        elif event == pt.PTRACE_EVENT_STOP:
+            self.tasks.get(tid) or self._adopt(tid)
+            if sig in _GROUP_STOP_SIGNALS:
+                pt.listen(tid)  # stay stopped (job control) until SIGCONT
+            else:
+                pt.cont(tid)  # a new task's first stop, or the end of a group-stop
+        elif event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
+            self._on_new_task(self.tasks.get(tid) or self._adopt(tid), event)
+            pt.cont(tid)
+        elif event == pt.PTRACE_EVENT_EXEC:
+            self._on_exec(tid)
+            pt.cont(tid)
+        else:
+            pt.cont(tid)
+
+    def _adopt(self, tid: int) -> Task:
+        """A tid seen before its parent's clone event (or never announced): learn its tgid."""
+        tgid = _read_tgid(tid)
+        sibling = next((t for t in self.tasks.values() if t.tgid == tgid), None)
+        space = sibling.space if sibling is not None else AddressSpace(tgid)
+        return self._add_task(tid, tgid, space)
+
+    def _add_task(self, tid: int, tgid: int, space: AddressSpace) -> Task:
+        task = Task(tid, tgid, space)
+        self.tasks[tid] = task
+        return task
+
+    def _on_new_task(self, parent: Task, event: int) -> None:
+        child = self._message.read(parent.tid)
+        if event == pt.PTRACE_EVENT_FORK:
+            shares_memory = False
+        elif event == pt.PTRACE_EVENT_VFORK:
+            shares_memory = True
+        else:
+            shares_memory = self._clone_shares_memory(parent)
+        known = self.tasks.get(child)
+        tgid = known.tgid if known is not None else _read_tgid(child)
+        space = parent.space if shares_memory else parent.space.copy_for_fork(child)
+        if known is not None:
+            known.space = space
+        else:
+            self._add_task(child, tgid, space)
+
+    def _clone_shares_memory(self, parent: Task) -> bool:
+        regs = self._registers.load(parent.tid)
+        if regs.orig_rax == _SYS_CLONE:
+            return bool(regs.rdi & _CLONE_VM)
+        if regs.orig_rax == _SYS_CLONE3:
+            flags = parent.space.memory(parent.tid).read(regs.rdi, 8)
+            return bool(int.from_bytes(flags, "little") & _CLONE_VM)
+        return True  # be conservative: a shared space only costs scratch slots
+
+    def _on_exec(self, tid: int) -> None:
+        former = self._message.read(tid)
+        old = self.tasks.pop(former, None) or self.tasks.get(tid)
+        tgid = old.tgid if old is not None else tid
+        # Every other thread of the group is gone; the exec'ing one now has the group's id.
+        for other in [t for t in self.tasks.values() if t.tgid == tgid]:
+            del self.tasks[other.tid]
+        if old is not None and not any(t.space is old.space for t in self.tasks.values()):
+            old.space.close()
+        self._add_task(tid, tgid, AddressSpace(tid))
+
+    # ---- syscalls -------------------------------------------------------------------------
+
+    def _on_seccomp(self, task: Task, tid: int) -> None:
+        if task.replay is not None:
+            action, task.replay = task.replay, None
+            self._apply(task, self._registers.load(tid), action)
+            return
+        info = self._syscall_info.read(tid)
+        tag = info[11]
+        entry = self.dispatch[tag] if tag < len(self.dispatch) else None
+        if entry is None:
+            pt.cont(tid)
+            return
+        call = SyscallCall(tid, task.tgid, info[4], info[5:11], task.space.memory(tid))
+        try:
+            action = entry.handler(call)
+        except TraceeMemoryError:
+            action = Emulate(-errno.EFAULT, why="bad pointer")
+        if self.trace is not None:
+            action = self._traced(task, entry, call, action)
+        if type(action) is Allow:  # the common case needs no registers
+            pt.cont(tid)
+        else:
+            self._apply(task, self._registers.load(tid), action)
+
+    def _apply(self, task: Task, regs: pt.Registers, action: Action) -> None:
+        tid = task.tid
+        if type(action) is Allow:
+            pt.cont(tid)
+        elif type(action) is Emulate:
+            memory = task.space.memory(tid)
+            for address, data in action.writes:
+                memory.write(address, data)
+            regs.orig_rax = _SKIP_SYSCALL
+            regs.rax = action.result & _MASK64
+            self._registers.store(tid)
+            pt.cont(tid)
+        elif type(action) is Rewrite:
+            self._rewrite(task, regs, action)
+        elif type(action) is ExitStop:
+            task.on_exit = action.on_exit
+            pt.cont_to_exit(tid)
+        else:
+            raise TypeError(f"not an action: {action!r}")
+
+    def _rewrite(self, task: Task, regs: pt.Registers, action: Rewrite) -> None:
+        tid = task.tid
+        buffers = [v for v in action.args.values() if isinstance(v, bytes)]
+        slot = None
+        if buffers:
+            slot = task.space.slot(tid)
+            if slot is None:
+                # No scratch yet: map a region now and replay this decision when the same
+                # syscall traps again after the rewind.
+                task.replay = action
+                self._map_scratch_region(task, regs)
+                return
+            if sum(_aligned(len(b)) for b in buffers) > SLOT_SIZE:
+                raise ValueError("rewritten arguments exceed a scratch slot")
+        cursor = slot or 0
+        memory = task.space.memory(tid)
+        for index, value in action.args.items():
+            if isinstance(value, bytes):
+                memory.write(cursor, value)
+                setattr(regs, _ARG_REGISTERS[index], cursor)
+                cursor += _aligned(len(value))
+            else:
+                setattr(regs, _ARG_REGISTERS[index], value & _MASK64)
+        if action.syscall is not None:
+            regs.orig_rax = action.syscall
+        self._registers.store(tid)
+        if action.on_exit is not None:
+            task.on_exit = action.on_exit
+            pt.cont_to_exit(tid)
+        else:
+            pt.cont(tid)
+
+    def _map_scratch_region(self, task: Task, regs: pt.Registers) -> None:
+        """Inject mmap in place of the trapped syscall, then rewind so that syscall re-runs."""
+        tid = task.tid
+        saved = {name: getattr(regs, name) for name, _ in pt.Registers._fields_}
+        regs.orig_rax = _SYS_MMAP
+        regs.rdi, regs.rsi, regs.rdx = 0, REGION_SIZE, 0x3  # PROT_READ | PROT_WRITE
+        regs.r10, regs.r8, regs.r9 = 0x22, _MASK64, 0  # MAP_PRIVATE | MAP_ANONYMOUS, fd -1
+        self._registers.store(tid)
+        pt.cont_to_exit(tid)
+        self._wait_for_syscall_exit(tid)
+        result = signed(self._registers.load(tid).rax)
+        if -4096 < result < 0:
+            task.replay = None
+            raise OSError(-result, "mmap of the scratch region failed in the tracee")
+        task.space.add_region(result)
+        for name, value in saved.items():
+            setattr(regs, name, value)
+        regs.rip -= 2  # back onto the `syscall` instruction
+        regs.rax = saved["orig_rax"]
+        self._registers.store(tid)
+        pt.cont(tid)
+
+    def _wait_for_syscall_exit(self, tid: int) -> None:
+        while True:
+            _, status = os.waitpid(tid, pt.WALL)
+            if status & 0xFF != 0x7F:
+                self._on_termination(tid, status)
+                raise TaskGone(tid)
+            if (status >> 8) & 0xFF == _SYSCALL_STOP:
+                return
+            # Nothing else can stop a task inside a syscall it was resumed into; be safe anyway.
+            pt.cont_to_exit(tid)
+
+    def _on_syscall_exit(self, task: Task) -> None:
+        tid = task.tid
+        callback, task.on_exit = task.on_exit, None
+        if callback is not None:
+            regs = self._registers.load(tid)
+            replacement = callback(signed(regs.rax))
+            if replacement is not None:
+                regs.rax = replacement & _MASK64
+                self._registers.store(tid)
+        pt.cont(tid)
+
+    # ---- --trace --------------------------------------------------------------------------
+
+    def _traced(self, task: Task, entry: TrapEntry, call: SyscallCall, action: Action) -> Action:
+        """Wrap an action so that one line per syscall reaches the trace with its result."""
+        assert self.trace is not None
+        trace = self.trace
+        try:
+            described = entry.describe(call)
+        except TraceeMemoryError:
+            described = f"{entry.name}(<unreadable>)"
+        kind = type(action).__name__.lower()
+        why = f" [{action.why}]" if action.why else ""
+        prefix = f"[{task.tid}] {described} {kind}{why}"
+        if isinstance(action, Emulate):
+            trace.write(f"{prefix} = {_result(action.result)}\n")
+            trace.flush()
+            return action
+
+        inner = action.on_exit if isinstance(action, ExitStop | Rewrite) else None
+
+        def log_result(result: int) -> int | None:
+            replaced = inner(result) if inner is not None else None
+            trace.write(f"{prefix} = {_result(result if replaced is None else replaced)}\n")
+            trace.flush()
+            return replaced
+
+        if isinstance(action, Rewrite):
+            return Rewrite(action.args, action.syscall, log_result, action.why)
+        return ExitStop(log_result, action.why)
+
+
+def _result(value: int) -> str:
+    if -4096 < value < 0:
+        return f"-1 {errno.errorcode.get(-value, str(-value))}"
+    return str(value)
+
+
+def _aligned(size: int) -> int:
+    return (size + 7) & ~7
+
+
+def _read_tgid(tid: int) -> int:
+    try:
+        with open(f"/proc/{tid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return tid

@@ -1,0 +1,78 @@
+"""Tracee memory through /proc/<pid>/mem: a few microseconds per access, unlike POKEDATA.
+
+The file stays bound to the address space it was opened on, so an exec needs a new one; the
+tracer creates one AddressSpace per mm and drops it at exec.
+"""
+
+from __future__ import annotations
+
+import os
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PATH_MAX = 4096
+
+
+class TraceeMemoryError(OSError):
+    """The tracee's memory could not be read or written (a bad pointer: the program gets EFAULT)."""
+
+
+class TraceeMemory:
+    __slots__ = ("_fd", "pid")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fd = -1
+
+    def _open(self) -> int:
+        # Opened lazily: most address spaces never need their memory read.
+        self._fd = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        return self._fd
+
+    def read(self, address: int, size: int) -> bytes:
+        fd = self._fd if self._fd >= 0 else self._open()
+        try:
+            data = os.pread(fd, size, address)
+        except OSError as exc:
+            raise TraceeMemoryError(exc.errno, f"read {size} bytes at {address:#x}") from exc
+        if len(data) != size:
+            raise TraceeMemoryError(14, f"short read at {address:#x}")
+        return data
+
+    def read_cstring(self, address: int, limit: int = PATH_MAX) -> bytes:
+        """A NUL-terminated string, read page by page so it never reads past a mapping's end."""
+        if address == 0:
+            raise TraceeMemoryError(14, "NULL string pointer")
+        fd = self._fd if self._fd >= 0 else self._open()
+        chunks: list[bytes] = []
+        total = 0
+        want = min(256, PAGE_SIZE - (address % PAGE_SIZE))  # most paths are short
+        while total < limit:
+            try:
+                chunk = os.pread(fd, want, address)
+            except OSError as exc:
+                raise TraceeMemoryError(exc.errno, f"read string at {address:#x}") from exc
+            if not chunk:
+                raise TraceeMemoryError(14, f"unmapped string at {address:#x}")
+            end = chunk.find(b"\0")
+            if end >= 0:
+                chunks.append(chunk[:end])
+                return b"".join(chunks)
+            chunks.append(chunk)
+            total += len(chunk)
+            address += len(chunk)
+            want = PAGE_SIZE - (address % PAGE_SIZE)
+        raise TraceeMemoryError(36, "string longer than PATH_MAX")  # ENAMETOOLONG
+
+    def write(self, address: int, data: bytes) -> None:
+        fd = self._fd if self._fd >= 0 else self._open()
+        try:
+            written = os.pwrite(fd, data, address)
+        except OSError as exc:
+            raise TraceeMemoryError(exc.errno, f"write {len(data)} bytes at {address:#x}") from exc
+        if written != len(data):
+            raise TraceeMemoryError(14, f"short write at {address:#x}")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
