@@ -133,10 +133,17 @@ def _feature(value: object, key: str) -> FeatureConfig:
     )
 
 
+def _toggle_section(value: object, key: str) -> Mapping[str, Any]:
+    """Sections that mirrord also accepts as a plain true/false."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"{show(value)} is not true, false or a mapping of keys")
+    return expect_mapping(value, key)
+
+
 def _env(value: object, key: str) -> EnvConfig:
     if isinstance(value, bool):
         return EnvConfig(enabled=value)
-    section = expect_mapping(value, key)
+    section = _toggle_section(value, key)
     check_keys(section, key, ("include", "exclude", "override", "unset"))
     override = _optional(section, "override", join(key, "override"), expect_str_map, {})
     for name in override:
@@ -274,7 +281,7 @@ def _http_regex(value: object, key: str) -> re.Pattern[str]:
 def _outgoing(value: object, key: str) -> OutgoingConfig:
     if isinstance(value, bool):
         return OutgoingConfig(tcp=value, udp=value)
-    section = expect_mapping(value, key)
+    section = _toggle_section(value, key)
     check_keys(section, key, ("tcp", "udp", "ignore_localhost", "filter"))
     return OutgoingConfig(
         tcp=_optional(section, "tcp", join(key, "tcp"), expect_bool, True),
@@ -289,7 +296,7 @@ def _outgoing(value: object, key: str) -> OutgoingConfig:
 def _dns(value: object, key: str) -> DnsConfig:
     if isinstance(value, bool):
         return DnsConfig(enabled=value)
-    section = expect_mapping(value, key)
+    section = _toggle_section(value, key)
     check_keys(section, key, ("enabled", "filter"))
     return DnsConfig(
         enabled=_optional(section, "enabled", join(key, "enabled"), expect_bool, True),
