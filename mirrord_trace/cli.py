@@ -71,8 +71,25 @@ def _usage_hint(error: click.UsageError) -> str:
     return f"run '{command} --help' for usage"
 
 
+# Subcommands whose modules are slow to import (the sandbox pulls in pyroute2, ~0.4 s): they
+# are added on first use, so `exec` does not pay for them. name -> (module, attribute).
+_LAZY_COMMANDS = {"sandbox": ("mirrord_trace.sandbox.cli", "sandbox_group")}
+
+
 class _OneLineErrorGroup(click.Group):
     """click prints usage errors over several lines; we print one, and keep --help as is."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
+            import importlib
+
+            module_name, attribute = _LAZY_COMMANDS[cmd_name]
+            # Equivalent to main.add_command(sandbox_group, "sandbox"), done on first use.
+            self.add_command(getattr(importlib.import_module(module_name), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def main(  # type: ignore[override]
         self,
@@ -136,10 +153,6 @@ def _check_env_patterns(
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 def main() -> None:
     """Run a local program in the context of a remote target, at the syscall boundary."""
-
-
-# TODO: add `main.add_command(sandbox_group, "sandbox")` (from mirrord_trace.sandbox.cli) once
-# that module is committed.
 
 
 @main.command(
