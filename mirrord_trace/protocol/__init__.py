@@ -4,6 +4,7 @@ framing    length-prefixed frames and their bounded decoder
 messages   the message dataclasses and their msgpack encoding
 handshake  protocol version and session token checks
 flow       per-stream credit-based flow control
+keepalive  ping interval and dead-peer timeout
 requests   request kinds, their fields and replies
 """
 
@@ -23,6 +24,7 @@ from mirrord_trace.protocol.handshake import (
     new_token,
     tokens_match,
 )
+from mirrord_trace.protocol.keepalive import KEEPALIVE_INTERVAL, PEER_SILENCE_TIMEOUT
 from mirrord_trace.protocol.messages import (
     MESSAGE_TYPES,
     ErrorReply,
@@ -56,10 +58,12 @@ from mirrord_trace.protocol.requests import (
 
 __all__ = [
     "INLINE_READ_LIMIT",
+    "KEEPALIVE_INTERVAL",
     "MAX_DATA_CHUNK",
     "MAX_FRAME_SIZE",
     "MAX_READ_SIZE",
     "MESSAGE_TYPES",
+    "PEER_SILENCE_TIMEOUT",
     "PROTOCOL_VERSION",
     "REJECT_BAD_TOKEN",
     "REJECT_BAD_VERSION",

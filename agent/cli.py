@@ -1,0 +1,135 @@
+"""`python -m agent`: start an agent for one target process.
+
+Order matters: the listener is created first, in the agent's own network namespace, so the
+client can reach it; then the agent enters the target's network namespace before any thread
+exists, so every later socket (and every thread, which inherits it) belongs to the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from agent.linux import CLONE_NEWNET, setns
+from agent.server import AgentServer
+from agent.target_root import TargetRoot
+
+TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
+NEED_ROOT = (
+    "the agent must run as root (CAP_SYS_ADMIN + CAP_SYS_PTRACE) to enter the target's "
+    "namespaces: run it with sudo"
+)
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"mirrord-trace agent: {message}", err=True)
+    sys.exit(1)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, separator, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not separator or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:0 or [::1]:7000)")
+    return host, int(port)
+
+
+def read_token(token_file: Path | None) -> str:
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as error:
+            fail(f"cannot read the token file {token_file}: {error.strerror}")
+    else:
+        # Taken out of the environment so nothing the agent starts could inherit it.
+        token = os.environ.pop(TOKEN_ENV, "").strip()
+    if not token:
+        fail(f"no session token: set {TOKEN_ENV} or pass --token-file")
+    return token
+
+
+def make_listener(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as error:
+        fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+    listener.setblocking(False)
+    return listener
+
+
+def enter_target(pid: int) -> TargetRoot:
+    if os.geteuid() != 0:
+        fail(NEED_ROOT)
+    try:
+        ns_fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(ns_fd, CLONE_NEWNET)
+        finally:
+            os.close(ns_fd)
+        return TargetRoot(pid)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ESRCH):
+            fail(f"no process with pid {pid}: check --target-pid")
+        if error.errno in (errno.EPERM, errno.EACCES):
+            fail(NEED_ROOT)
+        fail(f"cannot enter the namespaces of process {pid}: {error.strerror}")
+
+
+def announce(port: int, host: str, ready_fd: int | None) -> None:
+    line = json.dumps({"host": host, "port": port, "pid": os.getpid()}) + "\n"
+    if ready_fd is None:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        return
+    try:
+        os.write(ready_fd, line.encode())
+        os.close(ready_fd)
+    except OSError as error:
+        fail(f"cannot write to --ready-fd {ready_fd}: {error.strerror}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--target-pid", type=click.IntRange(min=1), required=True, help="Target process.")
+@click.option("--listen", default="127.0.0.1:0", show_default=True, help="HOST:PORT to listen on.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"File holding the session token (default: ${TOKEN_ENV}).",
+)
+@click.option(
+    "--idle-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Exit after this many seconds without a connected client.",
+)
+@click.option(
+    "--ready-fd",
+    type=click.IntRange(min=0),
+    help="Write the ready line (JSON: host, port, pid) to this fd instead of stdout.",
+)
+def main(
+    target_pid: int, listen: str, token_file: Path | None, idle_ttl: float, ready_fd: int | None
+) -> None:
+    """Serve mirrord-trace requests from inside the namespaces of process TARGET_PID."""
+    host, port = parse_listen(listen)
+    token = read_token(token_file)
+    if os.geteuid() != 0:
+        fail(NEED_ROOT)
+    listener = make_listener(host, port)
+    root = enter_target(target_pid)
+    server = AgentServer(target_pid, root, token, idle_ttl, listener)
+    announce(listener.getsockname()[1], host, ready_fd)
+    asyncio.run(server.serve())

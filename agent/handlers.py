@@ -1,0 +1,135 @@
+"""Which code serves each request kind, and where it runs.
+
+inline: quick, in the event loop (no thread hop, so the latency benchmarks measure the wire)
+thread: blocking file work, in the thread pool
+async:  network work, as a coroutine in the event loop (its sockets are in the target's netns)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from agent import fs_requests, net_requests
+from agent.streams import TcpStream, UdpStream
+from agent.target_process import read_credentials, read_environment
+from mirrord_trace.protocol.requests import REQUESTS, InvalidRequest
+
+if TYPE_CHECKING:
+    from agent.session import Session
+
+Fields = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Handler:
+    mode: Literal["inline", "thread", "async"]
+    run: Callable[[Session, Fields], Fields] | Callable[[Session, Fields], Awaitable[Fields]]
+
+
+def _noop(session: Session, fields: Fields) -> Fields:
+    return {}
+
+
+def _env(session: Session, fields: Fields) -> Fields:
+    return {"env": read_environment(session.target_pid)}
+
+
+def _stats(session: Session, fields: Fields) -> Fields:
+    return {"session": dict(session.counts), "total": dict(session.server.totals)}
+
+
+def _open_read(session: Session, fields: Fields) -> Fields:
+    return fs_requests.open_read(session.root, session.handles, fields["path"], fields["flags"])
+
+
+def _read(session: Session, fields: Fields) -> Fields:
+    if fields["size"] < 0 or fields["offset"] < 0:
+        raise InvalidRequest(errno.EINVAL, "offset and size must not be negative")
+    return fs_requests.read(session.handles, fields["handle"], fields["offset"], fields["size"])
+
+
+def _close(session: Session, fields: Fields) -> Fields:
+    return fs_requests.close(session.handles, fields["handle"])
+
+
+def _stat(session: Session, fields: Fields) -> Fields:
+    return fs_requests.stat_path(session.root, fields["path"], fields["follow"])
+
+
+def _access(session: Session, fields: Fields) -> Fields:
+    who = read_credentials(session.target_pid)
+    return fs_requests.access(session.root, who, fields["path"], fields["mode"])
+
+
+def _readlink(session: Session, fields: Fields) -> Fields:
+    return fs_requests.readlink(session.root, fields["path"])
+
+
+def _listdir(session: Session, fields: Fields) -> Fields:
+    return fs_requests.listdir(session.root, fields["path"])
+
+
+async def _dns_query(session: Session, fields: Fields) -> Fields:
+    return await net_requests.dns_query(fields)
+
+
+async def _dns_getaddrinfo(session: Session, fields: Fields) -> Fields:
+    from agent import resolver  # scapy is slow to import: only when a lookup needs it
+
+    return await resolver.getaddrinfo(session.root, fields)
+
+
+async def _connect(session: Session, fields: Fields) -> Fields:
+    stream_id: int = fields["stream"]
+    family: int = fields["family"]
+    address = net_requests.socket_address(family, fields["host"], fields["port"])
+    session.reserve_stream(stream_id)
+    try:
+        if fields["transport"] == "tcp":
+            sock = await net_requests.connect_socket(
+                family, socket.SOCK_STREAM, address, float(fields["timeout"])
+            )
+            reader, writer = await asyncio.open_connection(sock=sock)
+            stream: TcpStream | UdpStream = TcpStream(stream_id, reader, writer, session)
+        else:
+            sock = await net_requests.connect_socket(
+                family, socket.SOCK_DGRAM, address, float(fields["timeout"])
+            )
+            udp = UdpStream(stream_id, session)
+            await asyncio.get_running_loop().create_datagram_endpoint(lambda: udp, sock=sock)
+            stream = udp
+    except BaseException:
+        session.release_stream(stream_id)
+        raise
+    session.attach_stream(stream)
+    # The stream's pumps are tasks: they first run after this reply has been sent, so the
+    # client always learns about the stream before its first data arrives.
+    return {
+        "stream": stream_id,
+        "local": list(sock.getsockname()[:2]),
+        "peer": list(sock.getpeername()[:2]),
+    }
+
+
+HANDLERS: dict[str, Handler] = {
+    "noop": Handler("inline", _noop),
+    "env": Handler("inline", _env),
+    "stats": Handler("inline", _stats),
+    "fs.open_read": Handler("thread", _open_read),
+    "fs.read": Handler("thread", _read),
+    "fs.close": Handler("inline", _close),
+    "fs.stat": Handler("thread", _stat),
+    "fs.access": Handler("thread", _access),
+    "fs.readlink": Handler("thread", _readlink),
+    "fs.listdir": Handler("thread", _listdir),
+    "dns.query": Handler("async", _dns_query),
+    "dns.getaddrinfo": Handler("async", _dns_getaddrinfo),
+    "net.connect": Handler("async", _connect),
+}
+
+assert HANDLERS.keys() == REQUESTS.keys(), "every request kind in the protocol needs a handler"

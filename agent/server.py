@@ -1,0 +1,96 @@
+"""The agent's listener: accepts sessions, counts requests, and decides when to exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections import Counter
+from typing import Any
+
+from agent.session import Session, log
+from agent.target_root import TargetRoot
+from mirrord_trace.protocol import (
+    INLINE_READ_LIMIT,
+    MAX_DATA_CHUNK,
+    MAX_FRAME_SIZE,
+    MAX_READ_SIZE,
+    STREAM_WINDOW,
+)
+
+
+class AgentServer:
+    def __init__(
+        self,
+        target_pid: int,
+        root: TargetRoot,
+        token: str,
+        idle_ttl: float,
+        listener: socket.socket,
+    ) -> None:
+        self.target_pid = target_pid
+        self.root = root
+        self.token = token
+        self.idle_ttl = idle_ttl
+        self.totals: Counter[str] = Counter()
+        self.malformed_frames = 0
+        self._listener = listener
+        self._sessions: set[Session] = set()
+        self._next_session_id = 1
+        self._stop: asyncio.Event | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def session_info(self) -> dict[str, Any]:
+        session_id, self._next_session_id = self._next_session_id, self._next_session_id + 1
+        return {
+            "session_id": session_id,
+            "agent_pid": os.getpid(),
+            "target_pid": self.target_pid,
+            "max_frame": MAX_FRAME_SIZE,
+            "inline_read_limit": INLINE_READ_LIMIT,
+            "max_read_size": MAX_READ_SIZE,
+            "stream_window": STREAM_WINDOW,
+            "max_data_chunk": MAX_DATA_CHUNK,
+        }
+
+    def session_opened(self, session: Session) -> None:
+        self._sessions.add(session)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def session_closed(self, session: Session) -> None:
+        self._sessions.discard(session)
+        if not self._sessions:
+            self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(self.idle_ttl, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        log(f"no client for {self.idle_ttl:g} s: exiting")
+        self.stop()
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def serve(self) -> None:
+        """Serve until SIGTERM/SIGINT or the idle TTL; then close every session."""
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        server = await loop.create_server(lambda: Session(self), sock=self._listener)
+        self._arm_idle_timer()
+        try:
+            await self._stop.wait()
+        finally:
+            server.close()
+            for session in list(self._sessions):
+                session.abort()
+            # Let the sessions' connection_lost callbacks run before the loop goes away.
+            await asyncio.sleep(0)
+            self.root.close()

@@ -1,0 +1,285 @@
+"""One client connection: handshake, then requests and streams until the client goes away.
+
+A bad frame or a bad request gets an error back and the session carries on; only a broken
+byte stream (a frame length above the limit) ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import sys
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from agent.fs_requests import FileHandles
+from agent.handlers import HANDLERS, Fields, Handler
+from agent.streams import Stream
+from mirrord_trace.protocol import (
+    PEER_SILENCE_TIMEOUT,
+    PROTOCOL_VERSION,
+    REQUESTS,
+    ErrorReply,
+    FramingError,
+    Hello,
+    HelloOk,
+    InvalidRequest,
+    MalformedMessage,
+    Message,
+    MessageDecoder,
+    Ping,
+    Pong,
+    ProtocolError,
+    ProtocolViolation,
+    Reply,
+    Request,
+    StreamClose,
+    StreamCredit,
+    StreamData,
+    StreamReset,
+    check_hello,
+    encode,
+    validate_request,
+)
+from mirrord_trace.protocol.handshake import HANDSHAKE_TIMEOUT
+
+if TYPE_CHECKING:
+    from agent.server import AgentServer
+
+
+def log(message: str) -> None:
+    print(f"mirrord-trace agent: {message}", file=sys.stderr, flush=True)
+
+
+def error_reply(request_id: int, error: BaseException) -> ErrorReply:
+    """The typed error the client hands on to the program."""
+    if isinstance(error, InvalidRequest):
+        return ErrorReply(request_id, error.errno, error.message)
+    if isinstance(error, TimeoutError) and not error.errno:
+        return ErrorReply(request_id, errno.ETIMEDOUT, str(error) or "timed out")
+    if isinstance(error, OSError) and error.errno:
+        name = error.filename
+        where = f": {os.fsdecode(name)}" if isinstance(name, str | bytes) and name else ""
+        return ErrorReply(request_id, error.errno, f"{error.strerror}{where}")
+    return ErrorReply(request_id, errno.EIO, f"agent error: {type(error).__name__}: {error}")
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, server: AgentServer) -> None:
+        self.server = server
+        self.target_pid = server.target_pid
+        self.root = server.root
+        self.handles = FileHandles()
+        self.counts: Counter[str] = Counter()
+        self.peer = "?"
+        self._transport: asyncio.Transport | None = None
+        self._decoder = MessageDecoder()
+        self._authenticated = False
+        self._streams: dict[int, Stream] = {}
+        self._reserved_streams: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._last_heard = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    # -- transport callbacks --
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
+        self._watchdog = loop.call_later(HANDSHAKE_TIMEOUT, self._check_silence)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
+        try:
+            self._decoder.feed(data)
+            while self._transport is not None:
+                try:
+                    message = next(self._decoder)
+                except StopIteration:
+                    return
+                except MalformedMessage as error:
+                    self._violation(str(error))
+                    continue
+                self._dispatch(message)
+        except FramingError as error:
+            self._violation(str(error))
+            self.close()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._writable.set()
+        for stream in list(self._streams.values()):
+            stream.abort()
+        for task in self._tasks:
+            task.cancel()
+        if self._authenticated:
+            self.server.session_closed(self)
+        # Thread-pool work cannot be cancelled: close the files only once it has finished, so
+        # no fd number is closed (and reused) under a running read.
+        pending = list(self._tasks)
+        if pending:
+            closing = asyncio.ensure_future(asyncio.wait(pending))
+            closing.add_done_callback(lambda _: self.handles.close_all())
+        else:
+            self.handles.close_all()
+
+    # -- used by streams --
+    def send(self, message: Message) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(encode(message))
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+
+    def stream_finished(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+
+    def reserve_stream(self, stream_id: int) -> None:
+        if stream_id % 2 == 0:
+            raise InvalidRequest(errno.EINVAL, "streams a client opens must have odd ids")
+        if stream_id in self._streams or stream_id in self._reserved_streams:
+            raise InvalidRequest(errno.EINVAL, f"stream {stream_id} is already in use")
+        self._reserved_streams.add(stream_id)
+
+    def release_stream(self, stream_id: int) -> None:
+        self._reserved_streams.discard(stream_id)
+
+    def attach_stream(self, stream: Stream) -> None:
+        self._reserved_streams.discard(stream.stream_id)
+        if self._transport is None:
+            stream.abort()  # the client left while the connection was being made
+        else:
+            self._streams[stream.stream_id] = stream
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- messages --
+    def _violation(self, problem: str) -> None:
+        self.server.malformed_frames += 1
+        self.send(ProtocolViolation(problem))
+        if not self._authenticated:
+            log(f"dropped client {self.peer} before the handshake: {problem}")
+            self.close()
+
+    def _dispatch(self, message: Message) -> None:
+        if not self._authenticated:
+            self._handshake(message)
+        elif isinstance(message, Request):
+            self._on_request(message)
+        elif isinstance(message, StreamData | StreamCredit | StreamClose | StreamReset):
+            self._on_stream_message(message)
+        elif isinstance(message, Ping):
+            self.send(Pong(message.nonce))
+        elif isinstance(message, Pong):
+            pass  # hearing anything at all is what keeps the session alive
+        else:
+            self._violation(f"a client does not send {type(message).__name__}")
+
+    def _handshake(self, message: Message) -> None:
+        if not isinstance(message, Hello):
+            self._violation(f"the first message must be Hello, not {type(message).__name__}")
+            return
+        rejection = check_hello(message, self.server.token)
+        if rejection is not None:
+            log(f"rejected client {self.peer} ({rejection.reason}): {rejection.message}")
+            self.send(rejection)
+            self.close()
+            return
+        self._authenticated = True
+        self.server.session_opened(self)
+        self.send(HelloOk(PROTOCOL_VERSION, self.server.session_info()))
+
+    def _on_request(self, request: Request) -> None:
+        if request.kind in REQUESTS:
+            self.counts[request.kind] += 1
+            self.server.totals[request.kind] += 1
+        try:
+            fields = validate_request(request.kind, request.fields)
+        except InvalidRequest as error:
+            self.send(error_reply(request.id, error))
+            return
+        handler = HANDLERS[request.kind]
+        if handler.mode == "inline":
+            try:
+                reply: Fields = handler.run(self, fields)  # type: ignore[assignment]
+            except Exception as error:
+                self.send(error_reply(request.id, error))
+            else:
+                self._send_reply(request.id, reply)
+            return
+        task = asyncio.create_task(self._serve(request.id, handler, fields))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, request_id: int, handler: Handler, fields: Fields) -> None:
+        try:
+            if handler.mode == "thread":
+                reply = await asyncio.to_thread(handler.run, self, fields)
+            else:
+                reply = await handler.run(self, fields)  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self.send(error_reply(request_id, error))
+            return
+        self._send_reply(request_id, reply)  # type: ignore[arg-type]
+        await self.drain()
+
+    def _send_reply(self, request_id: int, fields: dict[str, Any]) -> None:
+        try:
+            frame = encode(Reply(request_id, fields))
+        except ProtocolError as error:
+            self.send(ErrorReply(request_id, errno.EMSGSIZE, f"reply does not fit: {error}"))
+            return
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame)
+
+    def _on_stream_message(
+        self, message: StreamData | StreamCredit | StreamClose | StreamReset
+    ) -> None:
+        stream = self._streams.get(message.stream)
+        if stream is None:
+            return  # closed here while the message was in flight
+        if isinstance(message, StreamData):
+            stream.on_data(message.data)
+        elif isinstance(message, StreamCredit):
+            stream.on_credit(message.amount)
+        elif isinstance(message, StreamClose):
+            stream.on_close()
+        else:
+            stream.on_reset()
+
+    def _check_silence(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._transport is None:
+            return
+        if not self._authenticated:
+            log(f"dropped client {self.peer}: no handshake within {HANDSHAKE_TIMEOUT:.0f} s")
+            self.abort()
+            return
+        silent_for = loop.time() - self._last_heard
+        if silent_for >= PEER_SILENCE_TIMEOUT:
+            log(f"dropped client {self.peer}: nothing heard for {silent_for:.0f} s")
+            self.abort()
+            return
+        self._watchdog = loop.call_later(PEER_SILENCE_TIMEOUT - silent_for, self._check_silence)

@@ -1,0 +1,564 @@
+"""The local side's connection to an agent, with a blocking API for the tracer thread.
+
+One background thread owns the socket's reading side: it decodes replies and resolves the
+futures callers wait on, answers pings, and pumps every open stream between the agent and a
+local socket pair whose other end goes to the traced program. Callers send their own requests
+directly (under a lock), which saves a thread hop on the latency-critical path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import selectors
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+from mirrord_trace.protocol import (
+    KEEPALIVE_INTERVAL,
+    MAX_DATA_CHUNK,
+    PEER_SILENCE_TIMEOUT,
+    PROTOCOL_VERSION,
+    ErrorReply,
+    FlowControlViolation,
+    Hello,
+    HelloOk,
+    HelloRejected,
+    Message,
+    MessageDecoder,
+    Ping,
+    Pong,
+    ProtocolError,
+    ProtocolViolation,
+    ReceiveWindow,
+    Reply,
+    Request,
+    SendCredit,
+    StreamClose,
+    StreamCredit,
+    StreamData,
+    StreamOpen,
+    StreamReset,
+    encode,
+    validate_request,
+)
+from mirrord_trace.protocol.requests import InvalidRequest
+
+_RECEIVE_SIZE = 256 * 1024
+
+
+class RemoteError(Exception):
+    """A request failed; `errno` is what the traced program should see."""
+
+    def __init__(self, errno_code: int, message: str) -> None:
+        super().__init__(errno_code, message)
+        self.errno = errno_code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.message} ({errno.errorcode.get(self.errno, self.errno)})"
+
+
+class AgentLost(RemoteError):
+    """The connection to the agent is gone; every later request fails the same way."""
+
+
+class AgentConnectError(Exception):
+    """No session could be opened (agent unreachable, handshake refused...)."""
+
+
+class HandshakeRejected(AgentConnectError):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"the agent refused the session ({reason}): {message}")
+        self.reason = reason
+
+
+@dataclass
+class AgentStream:
+    """A stream as the local side sees it: `socket` is the end to hand to the program.
+
+    Whatever the program writes to `socket` goes to the remote peer and the other way round;
+    a TCP stream is a SOCK_STREAM pair, a UDP stream a SOCK_SEQPACKET pair (one packet per
+    datagram). Closing `socket` (everywhere it was passed to) ends the stream.
+    """
+
+    stream_id: int
+    socket: socket.socket
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_hello_answer(sock: socket.socket, decoder: MessageDecoder, deadline: float) -> Message:
+    while True:
+        try:
+            return next(decoder)
+        except StopIteration:
+            pass
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        data = sock.recv(_RECEIVE_SIZE)
+        if not data:
+            raise AgentConnectError("the agent closed the connection during the handshake")
+        decoder.feed(data)
+
+
+class _StreamPump:
+    """Moves one stream's bytes between the agent and the local socket; reader thread only."""
+
+    def __init__(self, client: AgentClient, stream_id: int, sock: socket.socket, datagram: bool):
+        self.client = client
+        self.stream_id = stream_id
+        self.sock = sock
+        self.datagram = datagram
+        self.credit = SendCredit()
+        self.window = ReceiveWindow()
+        self.outbox: deque[bytes] = deque()
+        self.active = False  # reading from the program starts once the agent has the stream
+        self.sent_close = False
+        self.received_close = False
+        self.finished = False
+
+    def interest(self) -> int:
+        mask = 0
+        # A datagram cannot be split, so reading one needs room for the largest.
+        needed = MAX_DATA_CHUNK if self.datagram else 1
+        if self.active and not self.sent_close and self.credit.available >= needed:
+            mask |= selectors.EVENT_READ
+        if self.outbox:
+            mask |= selectors.EVENT_WRITE
+        return mask
+
+    def on_readable(self) -> None:
+        size = MAX_DATA_CHUNK if self.datagram else min(MAX_DATA_CHUNK, self.credit.available)
+        try:
+            data = self.sock.recv(size)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self.reset(error.errno or errno.ECONNRESET, f"local socket: {error.strerror}")
+            return
+        if not data:
+            # The program shut down its sending side (or closed the socket).
+            self.sent_close = True
+            self.client._send_quietly(StreamClose(self.stream_id))
+            self._finish_if_done()
+            return
+        self.credit.take(len(data))
+        self.client._send_quietly(StreamData(self.stream_id, data))
+
+    def on_data(self, data: bytes) -> None:
+        try:
+            self.window.on_data(len(data))
+        except FlowControlViolation as violation:
+            self.reset(errno.EPROTO, str(violation))
+            return
+        self.outbox.append(data)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.outbox:
+            chunk = self.outbox[0]
+            try:
+                sent = self.sock.send(chunk)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                # The program closed its end: nobody will read what the peer sends any more.
+                self.reset(error.errno or errno.EPIPE, "the program closed its socket")
+                return
+            if sent == len(chunk) or self.datagram:
+                self.outbox.popleft()
+            else:
+                self.outbox[0] = chunk[sent:]
+            grant = self.window.on_consumed(sent if not self.datagram else len(chunk))
+            if grant:
+                self.client._send_quietly(StreamCredit(self.stream_id, grant))
+        if self.received_close:
+            self._shutdown_write()
+            self._finish_if_done()
+
+    def on_credit(self, amount: int) -> None:
+        try:
+            self.credit.grant(amount)
+        except FlowControlViolation as violation:
+            self.reset(errno.EPROTO, str(violation))
+
+    def on_close(self) -> None:
+        self.received_close = True
+        if not self.outbox:
+            self._shutdown_write()
+            self._finish_if_done()
+
+    def _shutdown_write(self) -> None:
+        # The program may have closed its end already.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def _finish_if_done(self) -> None:
+        if self.sent_close and self.received_close and not self.outbox:
+            self.finish()
+
+    def reset(self, code: int, message: str) -> None:
+        """Abort the stream from this side and tell the agent."""
+        if not self.finished:
+            self.client._send_quietly(StreamReset(self.stream_id, code, message))
+            self.finish()
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.client._forget_stream(self)
+        self.sock.close()
+
+
+class AgentClient:
+    """A session with an agent. Thread-safe; create it with AgentClient.connect()."""
+
+    def __init__(
+        self, sock: socket.socket, decoder: MessageDecoder, session_info: dict[str, Any]
+    ) -> None:
+        self.session_info = session_info
+        # Called once when the connection is lost (not on close()), from the thread that
+        # noticed: usually the I/O thread, or a caller whose send failed.
+        self.on_lost: Callable[[AgentLost], None] | None = None
+        # Called from the I/O thread for each stream the agent opens (incoming connections).
+        self.on_stream_open: Callable[[AgentStream], None] | None = None
+        self._sock = sock
+        self._decoder = decoder
+        self._send_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._request_ids = itertools.count(1)
+        self._stream_ids = itertools.count(1, 2)  # odd: streams this side opens
+        self._pending: dict[int, Future[dict[str, Any]]] = {}
+        self._opening: dict[int, _StreamPump] = {}
+        self._streams: dict[int, _StreamPump] = {}
+        self._lost: AgentLost | None = None
+        self._closing = False
+        self._last_heard = time.monotonic()
+        self._last_sent = self._last_heard
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Sends block at most this long; a peer that accepts nothing for so long is gone.
+        sock.settimeout(PEER_SILENCE_TIMEOUT)
+        self._selector.register(sock, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(
+            target=self._run, name="mirrord-trace-agent-io", daemon=True
+        )
+        self._thread.start()
+
+    @classmethod
+    def connect(cls, host: str, port: int, token: str, *, timeout: float = 5.0) -> AgentClient:
+        """Open a session; raises AgentConnectError (HandshakeRejected) with a clear message."""
+        where = f"{host}:{port}"
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as error:
+            reason = error.strerror or str(error) or type(error).__name__
+            raise AgentConnectError(f"cannot reach the agent at {where}: {reason}") from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(encode(Hello(PROTOCOL_VERSION, token)))
+            decoder = MessageDecoder()
+            answer = _read_hello_answer(sock, decoder, time.monotonic() + timeout)
+        except AgentConnectError:
+            sock.close()
+            raise
+        except (OSError, ProtocolError) as error:
+            sock.close()
+            raise AgentConnectError(
+                f"handshake with the agent at {where} failed: {error}"
+            ) from None
+        if isinstance(answer, HelloRejected):
+            sock.close()
+            raise HandshakeRejected(answer.reason, answer.message)
+        if not isinstance(answer, HelloOk):
+            sock.close()
+            detail = answer.message if isinstance(answer, ProtocolViolation) else answer
+            raise AgentConnectError(f"the agent at {where} answered the handshake with {detail}")
+        return cls(sock, decoder, answer.session)
+
+    # -- requests --
+    def request(self, kind: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
+        """Send one request and wait for its reply fields.
+
+        Raises RemoteError(errno, message) when the agent reports an error (ETIMEDOUT when no
+        reply came within `timeout`), AgentLost when the connection is gone.
+        """
+        future = self.request_async(kind, **fields)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise RemoteError(
+                errno.ETIMEDOUT, f"the agent did not answer {kind} within {timeout} s"
+            ) from None
+
+    def request_async(self, kind: str, **fields: Any) -> Future[dict[str, Any]]:
+        """Send one request; the future resolves to the reply fields or a RemoteError."""
+        return self._start_request(kind, fields, None)
+
+    def _start_request(
+        self, kind: str, fields: dict[str, Any], opening: _StreamPump | None
+    ) -> Future[dict[str, Any]]:
+        try:
+            validate_request(kind, fields)
+        except InvalidRequest as error:
+            raise ValueError(f"invalid {kind} request: {error.message}") from None
+        request_id = next(self._request_ids)
+        future: Future[dict[str, Any]] = Future()
+        with self._state_lock:
+            if self._lost is not None:
+                raise self._lost
+            self._pending[request_id] = future
+            if opening is not None:
+                self._opening[request_id] = opening
+        future.add_done_callback(lambda _: self._pending.pop(request_id, None))
+        self._send(Request(request_id, kind, fields))
+        return future
+
+    # -- streams --
+    def open_stream(
+        self, kind: str = "net.connect", timeout: float | None = None, **fields: Any
+    ) -> AgentStream:
+        """Ask the agent for a stream (net.connect by default) and return the local end.
+
+        Raises RemoteError with the agent's errno (ECONNREFUSED, ETIMEDOUT...) on failure.
+        """
+        stream_id = next(self._stream_ids)
+        datagram = fields.get("transport") == "udp"
+        ours, theirs = socket.socketpair(
+            socket.AF_UNIX, socket.SOCK_SEQPACKET if datagram else socket.SOCK_STREAM
+        )
+        ours.setblocking(False)
+        pump = _StreamPump(self, stream_id, ours, datagram)
+        try:
+            future = self._start_request(kind, {**fields, "stream": stream_id}, pump)
+            info = future.result(timeout)
+        except BaseException as error:
+            with self._state_lock:
+                self._opening = {k: v for k, v in self._opening.items() if v is not pump}
+            ours.close()
+            theirs.close()
+            if isinstance(error, FutureTimeout):
+                message = f"no answer to {kind} within {timeout} s"
+                raise RemoteError(errno.ETIMEDOUT, message) from None
+            raise
+        return AgentStream(stream_id, theirs, info)
+
+    # -- lifetime --
+    @property
+    def lost(self) -> bool:
+        return self._lost is not None
+
+    def close(self) -> None:
+        """End the session; streams are closed and pending requests fail with AgentLost."""
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        os.write(self._wake_write, b"x")
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+            # Only now: the I/O thread may write to the pipe until it has stopped.
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- sending --
+    def _send(self, message: Message) -> None:
+        frame = encode(message)
+        try:
+            with self._send_lock:
+                self._sock.sendall(frame)
+        except OSError as error:
+            lost = self._mark_lost(
+                error.errno or errno.EIO, f"sending to the agent failed: {error}"
+            )
+            raise lost from None
+        self._last_sent = time.monotonic()
+
+    def _send_quietly(self, message: Message) -> None:
+        """Send from the I/O thread; a failure is reported through the lost path."""
+        with contextlib.suppress(AgentLost):
+            self._send(message)
+
+    def _mark_lost(self, code: int, message: str) -> AgentLost:
+        with self._state_lock:
+            if self._lost is not None:
+                return self._lost
+            if code not in (errno.ECONNRESET, errno.EIO, errno.ETIMEDOUT):
+                code = errno.EIO
+            self._lost = AgentLost(code, message)
+            pending = list(self._pending.values())
+            self._pending.clear()
+            self._opening.clear()
+        for future in pending:
+            if not future.done():
+                future.set_exception(self._lost)
+        if not self._closing and self.on_lost is not None:
+            self.on_lost(self._lost)
+        os.write(self._wake_write, b"x")
+        return self._lost
+
+    def _forget_stream(self, pump: _StreamPump) -> None:
+        self._streams.pop(pump.stream_id, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(pump.sock)
+
+    # -- the I/O thread --
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as error:  # a bug here must still fail every waiter, not hang them
+            self._mark_lost(errno.EIO, f"agent client I/O thread failed: {error!r}")
+        finally:
+            if self._lost is None:
+                self._mark_lost(errno.ECONNRESET, "the agent client was closed")
+            for pump in list(self._streams.values()):
+                pump.finish()
+            self._selector.close()
+            self._sock.close()
+
+    def _loop(self) -> None:
+        # Everything the agent sent along with its HelloOk is already in the decoder.
+        if self._decoder.buffered:
+            self._handle_incoming(b"")
+        while self._lost is None and not self._closing:
+            for key, mask in self._selector.select(timeout=KEEPALIVE_INTERVAL / 2):
+                if key.fileobj is self._sock:
+                    self._receive()
+                elif key.fileobj == self._wake_read:
+                    os.read(self._wake_read, 4096)
+                else:
+                    pump: _StreamPump = key.data
+                    if mask & selectors.EVENT_WRITE and not pump.finished:
+                        pump.flush()
+                    if mask & selectors.EVENT_READ and not pump.finished:
+                        pump.on_readable()
+                    self._watch(pump)
+                if self._lost is not None or self._closing:
+                    return
+            self._keepalive()
+
+    def _keepalive(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heard >= PEER_SILENCE_TIMEOUT:
+            silent = now - self._last_heard
+            self._mark_lost(errno.ETIMEDOUT, f"no word from the agent for {silent:.0f} s")
+        elif now - max(self._last_heard, self._last_sent) >= KEEPALIVE_INTERVAL:
+            self._send_quietly(Ping(int(now * 1000)))
+
+    def _receive(self) -> None:
+        try:
+            data = self._sock.recv(_RECEIVE_SIZE)
+        except (BlockingIOError, TimeoutError):
+            return
+        except OSError as error:
+            self._mark_lost(
+                error.errno or errno.ECONNRESET, f"the connection to the agent broke: {error}"
+            )
+            return
+        if not data:
+            self._mark_lost(errno.ECONNRESET, "the agent closed the connection")
+            return
+        self._last_heard = time.monotonic()
+        self._handle_incoming(data)
+
+    def _handle_incoming(self, data: bytes) -> None:
+        try:
+            self._decoder.feed(data)
+            for message in self._decoder:
+                self._dispatch(message)
+        except ProtocolError as error:
+            # Our own agent does not send garbage; if it does, nothing it says can be trusted.
+            self._mark_lost(errno.EIO, f"the agent sent an invalid message: {error}")
+
+    def _dispatch(self, message: Message) -> None:
+        if isinstance(message, Reply | ErrorReply):
+            pump = self._opening.pop(message.id, None)
+            future = self._pending.pop(message.id, None)
+            if isinstance(message, Reply):
+                if pump is not None:
+                    self._activate(pump)
+                if future is not None and not future.done():
+                    future.set_result(message.fields)
+            elif future is not None and not future.done():
+                future.set_exception(RemoteError(message.errno, message.message))
+        elif isinstance(message, StreamData | StreamCredit | StreamClose | StreamReset):
+            self._on_stream_message(message)
+        elif isinstance(message, StreamOpen):
+            self._on_stream_open(message)
+        elif isinstance(message, Ping):
+            self._send_quietly(Pong(message.nonce))
+        elif isinstance(message, Pong):
+            pass
+        elif isinstance(message, ProtocolViolation):
+            print(
+                f"mirrord-trace: the agent refused a message from this side: {message.message}",
+                file=sys.stderr,
+            )
+        else:
+            raise ProtocolError(f"an agent does not send {type(message).__name__}")
+
+    def _activate(self, pump: _StreamPump) -> None:
+        pump.active = True
+        self._streams[pump.stream_id] = pump
+        self._watch(pump)
+
+    def _watch(self, pump: _StreamPump) -> None:
+        if pump.finished:
+            return
+        mask = pump.interest()
+        registered = pump.sock in self._selector.get_map()
+        if mask and registered:
+            self._selector.modify(pump.sock, mask, pump)
+        elif mask:
+            self._selector.register(pump.sock, mask, pump)
+        elif registered:
+            self._selector.unregister(pump.sock)
+
+    def _on_stream_message(
+        self, message: StreamData | StreamCredit | StreamClose | StreamReset
+    ) -> None:
+        pump = self._streams.get(message.stream)
+        if pump is None:
+            return  # already closed on this side
+        if isinstance(message, StreamData):
+            pump.on_data(message.data)
+        elif isinstance(message, StreamCredit):
+            pump.on_credit(message.amount)
+        elif isinstance(message, StreamClose):
+            pump.on_close()
+        else:
+            pump.finish()
+        self._watch(pump)
+
+    def _on_stream_open(self, message: StreamOpen) -> None:
+        if self.on_stream_open is None or message.stream % 2 or message.stream in self._streams:
+            self._send_quietly(
+                StreamReset(message.stream, errno.ECONNREFUSED, "this client takes no streams")
+            )
+            return
+        datagram = message.info.get("transport") == "udp"
+        ours, theirs = socket.socketpair(
+            socket.AF_UNIX, socket.SOCK_SEQPACKET if datagram else socket.SOCK_STREAM
+        )
+        ours.setblocking(False)
+        self._activate(_StreamPump(self, message.stream, ours, datagram))
+        self.on_stream_open(AgentStream(message.stream, theirs, message.info))

@@ -1,0 +1,154 @@
+"""Local targets (`--target pid/N`): run an agent on this machine for a local process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+
+from mirrord_trace.agent_client import AgentClient, AgentConnectError
+from mirrord_trace.protocol import new_token
+
+TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
+_STOP_GRACE = 3.0
+
+
+class TargetError(Exception):
+    """The target cannot be used; the message says why and what to do (the CLI prints it)."""
+
+
+class LocalAgent:
+    """Starts `python -m agent` for local process `pid`; entering yields a connected client.
+
+    The token reaches the agent through its environment, which only root can read (it would
+    be visible to every user in argv). The agent's stderr is kept (see stderr_lines) so a
+    failure can be explained.
+    """
+
+    def __init__(self, pid: int, *, idle_ttl: float = 30.0, startup_timeout: float = 15.0) -> None:
+        self.pid = pid
+        self.idle_ttl = idle_ttl
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client: AgentClient | None = None
+        self.port: int | None = None
+        self._stderr: deque[str] = deque(maxlen=200)
+        self._stderr_reader: threading.Thread | None = None
+
+    def stderr_lines(self) -> list[str]:
+        """What the agent printed on stderr so far (the last 200 lines)."""
+        return list(self._stderr)
+
+    def __enter__(self) -> AgentClient:
+        self._check_target()
+        token = new_token()
+        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.process = subprocess.Popen(
+                self._agent_command(ready_write),
+                env={**os.environ, TOKEN_ENV: token},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(ready_write,),
+                # Its own session: a Ctrl-C meant for the traced program must not reach it.
+                start_new_session=True,
+            )
+        finally:
+            os.close(ready_write)
+        try:
+            self._stderr_reader = threading.Thread(
+                target=self._collect_stderr, name="mirrord-trace-agent-stderr", daemon=True
+            )
+            self._stderr_reader.start()
+            self.port = self._wait_until_ready(ready_read)
+        except BaseException:
+            self._stop_agent()
+            raise
+        finally:
+            os.close(ready_read)
+        try:
+            self.client = AgentClient.connect("127.0.0.1", self.port, token)
+        except AgentConnectError as error:
+            self._stop_agent()
+            raise TargetError(f"cannot talk to the agent for process {self.pid}: {error}") from None
+        return self.client
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self._stop_agent()
+
+    def _agent_command(self, ready_fd: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "agent", "--target-pid", str(self.pid)),
+            *("--listen", "127.0.0.1:0", "--idle-ttl", repr(self.idle_ttl)),
+            *("--ready-fd", str(ready_fd)),
+        ]
+
+    def _check_target(self) -> None:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            raise TargetError(
+                f"there is no process with pid {self.pid}: check the pid in --target pid/N"
+            ) from None
+        except PermissionError:
+            pass  # it exists; the root check below says what is missing
+        if os.geteuid() != 0:
+            raise TargetError("entering another process's namespaces needs root: run with sudo")
+
+    def _collect_stderr(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for raw in self.process.stderr:
+            self._stderr.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def _failure(self, what: str) -> TargetError:
+        assert self.process is not None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=2.0)
+        if self._stderr_reader is not None:
+            self._stderr_reader.join(timeout=2.0)
+        last = next((line for line in reversed(self._stderr) if line.strip()), "")
+        detail = f": {last}" if last else " (it printed nothing)"
+        return TargetError(f"the agent for process {self.pid} {what}{detail}")
+
+    def _wait_until_ready(self, ready_fd: int) -> int:
+        deadline = time.monotonic() + self.startup_timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([ready_fd], [], [], remaining)[0]:
+                raise self._failure(f"did not start within {self.startup_timeout:g} s")
+            chunk = os.read(ready_fd, 4096)
+            if not chunk:
+                raise self._failure("failed to start")
+            line += chunk
+        try:
+            return int(json.loads(line)["port"])
+        except (ValueError, KeyError, TypeError):
+            raise self._failure(f"announced an unreadable ready line {line!r}") from None
+
+    def _stop_agent(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._stderr_reader is not None:
+            self._stderr_reader.join(timeout=2.0)
+        if process.stderr is not None:
+            process.stderr.close()
