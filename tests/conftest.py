@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.sandbox_fixtures import fresh_sandbox_name, sandbox  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = ROOT / "build" / "bin"
 
