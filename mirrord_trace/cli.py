@@ -63,12 +63,14 @@ def _fail(message: str, hint: str, exit_code: int) -> NoReturn:
     sys.exit(exit_code)
 
 
-def _usage_hint(error: click.UsageError) -> str:
-    hint = getattr(error, "hint", None)
-    if hint:
-        return str(hint)
+def _usage_message_and_hint(error: click.UsageError) -> tuple[str, str]:
     command = error.ctx.command_path if error.ctx is not None else PROG
-    return f"run '{command} --help' for usage"
+    hint = getattr(error, "hint", None) or f"run '{command} --help' for usage"
+    # click appends "(Did you mean ...?)" to the message; it belongs in the hint.
+    possibilities = getattr(error, "possibilities", None)
+    if possibilities:
+        return error.message, f"did you mean {' or '.join(possibilities)}? {hint}"
+    return error.format_message(), hint
 
 
 # Subcommands whose modules are slow to import (the sandbox pulls in pyroute2, ~0.4 s): they
@@ -109,7 +111,7 @@ class _OneLineErrorGroup(click.Group):
         except UserError as error:
             _fail(error.format_message(), error.hint, error.exit_code)
         except click.UsageError as error:
-            _fail(error.format_message(), _usage_hint(error), EXIT_USAGE)
+            _fail(*_usage_message_and_hint(error), EXIT_USAGE)
         except click.ClickException as error:
             _fail(error.format_message(), f"see '{PROG} --help'", error.exit_code)
         except click.Abort:

@@ -1,0 +1,209 @@
+"""The `mirrord-trace` console script, run as a user runs it: one error line for every user
+mistake, normal --help, --version, exit statuses passed through, the program's environment."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import mirrord_trace
+
+SCRIPT = Path(sys.executable).parent / "mirrord-trace"
+ERROR_PREFIX = "mirrord-trace: error: "
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="mirrord-trace-cli-") as path:
+        yield Path(path)
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    assert SCRIPT.exists(), f"{SCRIPT} is missing: install the package (make venv)"
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """Exactly one stderr line of the form `mirrord-trace: error: <what> (<what to do>)`."""
+    assert result.returncode == status, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith(ERROR_PREFIX), line
+    assert line.endswith(")") and " (" in line, line
+    assert "Traceback" not in line
+    return line
+
+
+def test_version() -> None:
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"mirrord-trace {mirrord_trace.__version__}\n"
+    assert mirrord_trace.__version__ == importlib.metadata.version("mirrord-trace")
+
+
+def test_help_stays_normal() -> None:
+    result = cli("exec", "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("Usage: mirrord-trace exec [OPTIONS] [PROGRAM]...")
+    for flag in (
+        "--target",
+        "--target-namespace",
+        "--context",
+        "--config-file",
+        "--trace",
+        "--fs-mode",
+        "--override-env-vars-include",
+        "--override-env-vars-exclude",
+        "--no-outgoing",
+        "--no-tcp-outgoing",
+        "--no-udp-outgoing",
+        "--no-remote-dns",
+        "--steal",
+        "--ephemeral-container",
+        "--agent-ttl",
+    ):
+        assert flag in result.stdout
+    top = cli("--help")
+    assert top.returncode == 0 and "exec" in top.stdout and "sandbox" in top.stdout
+
+
+USAGE_ERRORS = [
+    (["exec"], "missing PROGRAM"),
+    (["exec", "--"], "missing PROGRAM"),
+    (["exec", "--bogus", "--", "true"], "'--bogus'"),
+    (["exec", "--stael", "--", "true"], "(did you mean --steal or "),
+    (["frobnicate"], "'frobnicate'"),
+    (["exec", "-t", "foo/bar", "--", "true"], "'foo/bar' is not a target"),
+    (["exec", "-t", "pid/abc", "--", "true"], "pid must be a positive integer"),
+    (["exec", "-t", "rollout/web", "--", "true"], "not supported"),
+    (["exec", "-t"], "'-t' requires an argument"),
+    (["exec", "-n", "Not_A_Namespace", "--", "true"], "'Not_A_Namespace'"),
+    (["exec", "--fs-mode", "reed", "--", "true"], "'reed'"),
+    (["exec", "--agent-ttl", "70000", "--", "true"], "70000"),
+    (["exec", "--agent-ttl", "soon", "--", "true"], "'soon'"),
+    (["exec", "-s", "A=B", "--", "true"], "'A=B'"),
+    (["exec", "-x", "OK;X=Y", "--", "true"], "'X=Y'"),
+    (["exec", "-t", "pod/web", "--", "true"], "Kubernetes targets (pod/web)"),
+    (
+        ["exec", "-t", "deployment/api/container/app", "--", "true"],
+        "Kubernetes targets (deployment/api/container/app)",
+    ),
+    (["exec", "-f", "/nonexistent/mirrord.json", "--", "true"], "no such file"),
+    (["exec", "--trace", "/nonexistent/dir/trace.log", "--", "true"], "cannot write the trace"),
+]
+
+
+@pytest.mark.parametrize(("args", "fragment"), USAGE_ERRORS)
+def test_usage_errors_are_one_line_with_status_2(args: list[str], fragment: str) -> None:
+    line = assert_one_error_line(cli(*args), 2)
+    assert fragment in line
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("c.json", '{"feature": {"fs": {"mode": "reed"}}}', "feature.fs.mode: 'reed' is not one"),
+        ("c.yaml", "feature:\n  netwrk: {}\n", "feature.netwrk: unknown key"),
+        ("c.toml", "[agent]\nttl = -5\n", "agent.ttl: -5"),
+        ("c.json", '{"feature": ', "invalid JSON at line 1"),
+        ("c.yaml", "a: [\n", "invalid YAML"),
+        ("c.toml", "x = \n", "invalid TOML"),
+        ("c.txt", "{}", "unknown file type '.txt'"),
+        (
+            "c.json",
+            '{"feature": {"network": {"outgoing": {"filter": {"remote": ["::1"]}}}}}',
+            "feature.network.outgoing.filter.remote: '::1'",
+        ),
+    ],
+)
+def test_config_file_errors_are_one_line_with_status_2(
+    workdir: Path, name: str, content: str, fragment: str
+) -> None:
+    path = workdir / name
+    path.write_text(content)
+    line = assert_one_error_line(cli("exec", "-f", str(path), "--", "true"), 2)
+    assert fragment in line
+    assert str(path) in line  # which file: either in the message or in the hint
+
+
+def test_a_kubernetes_target_from_the_file_is_refused_and_a_flag_wins(workdir: Path) -> None:
+    path = workdir / "c.json"
+    path.write_text('{"target": {"path": "pod/web", "namespace": "shop"}}')
+    line = assert_one_error_line(cli("exec", "-f", str(path), "--", "true"), 2)
+    assert "Kubernetes targets (pod/web)" in line
+    result = cli("exec", "-f", str(path), "-t", "targetless", "--", "true")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "program", ["/nonexistent/program", "no-such-program-mirrord-trace", "/etc/hostname", "/etc"]
+)
+def test_a_missing_program_is_one_line_with_status_127(program: str) -> None:
+    line = assert_one_error_line(cli("exec", "--", program), 127)
+    assert program in line
+
+
+def test_exit_status_and_signal_death_are_passed_through() -> None:
+    assert cli("exec", "--", "sh", "-c", "exit 3").returncode == 3
+    assert cli("exec", "--", "sh", "-c", "kill -TERM $$").returncode == 128 + 15
+
+
+def test_program_arguments_after_the_program_are_not_ours() -> None:
+    result = cli("exec", "--", "sh", "-c", 'echo "$@"', "sh", "--steal", "-t", "x")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "--steal -t x\n"
+    # Without `--`, everything after PROGRAM belongs to the program as well.
+    result = cli("exec", "sh", "-c", 'echo "$@"', "sh", "--steal", "--", "-f")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "--steal -- -f\n"
+
+
+def test_targetless_env_gets_the_configured_override_and_unset(workdir: Path) -> None:
+    path = workdir / "c.yaml"
+    path.write_text("feature:\n  env:\n    override: {GREETING: hello}\n    unset: aws_profile\n")
+    env = {**os.environ, "AWS_PROFILE": "personal", "KEEP_ME": "yes"}
+    result = cli("exec", "-f", str(path), "--", "/usr/bin/env", env=env)
+    assert result.returncode == 0, result.stderr
+    program_env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert program_env["GREETING"] == "hello"
+    assert program_env["KEEP_ME"] == "yes"
+    assert "AWS_PROFILE" not in program_env
+
+
+def test_trace_file_is_written(workdir: Path) -> None:
+    trace = workdir / "trace.log"
+    result = cli("exec", "--trace", str(trace), "--", "cat", "/etc/hostname")
+    assert result.returncode == 0, result.stderr
+    assert trace.exists()
+    assert "/etc/hostname" in trace.read_text()
+
+
+def test_config_file_and_flags_together_start_the_program(workdir: Path) -> None:
+    path = workdir / "c.json"
+    path.write_text(json.dumps({"feature": {"fs": "local", "network": {"outgoing": False}}}))
+    result = cli(
+        "exec", "-f", str(path), "--fs-mode", "read", "--no-remote-dns", "--steal", "--",
+        "sh", "-c", "echo started",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "started\n"
