@@ -24,7 +24,11 @@ from seccomp import Errno, Rule, Trace
 
 # Paths a program never finds, whatever the mode: credentials of the developer's own machine
 # that would otherwise leak into (or confuse) a program pretending to run in the pod.
-DEFAULT_NOT_FOUND = (r"^{home}/\.kube(/|$)", r"^{home}/\.config/gcloud(/|$)", r"^{home}/\.azure(/|$)")
+DEFAULT_NOT_FOUND = (
+    r"^{home}/\.kube(/|$)",
+    r"^{home}/\.config/gcloud(/|$)",
+    r"^{home}/\.azure(/|$)",
+)
 
 
 class TargetlessPolicy:

@@ -27,6 +27,10 @@ class ProgramNotFound(Exception):
     """The program is missing or not executable; nothing was started."""
 
 
+class TracingUnavailable(Exception):
+    """The kernel would not let the supervisor trace the program; nothing was started."""
+
+
 def resolve_program(name: str, env: Mapping[str, str]) -> str:
     if "/" in name:
         if not os.path.exists(name):
@@ -107,6 +111,15 @@ def _spawn_traced(
     os.close(error_write)
     try:
         pt.seize(pid)
+    except OSError as exc:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(error_read)
+        raise TracingUnavailable(
+            f"cannot trace the program: ptrace refused ({os.strerror(exc.errno or 0)}); "
+            "is mirrord-trace itself running under a debugger or strace, or does "
+            "kernel.yama.ptrace_scope forbid tracing?"
+        ) from exc
     finally:
         os.write(go_write, b"g")
         os.close(go_write)

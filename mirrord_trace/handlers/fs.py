@@ -16,6 +16,7 @@ from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.syscall_table import AT_FDCWD, SyscallShape
 
 Handler = Callable[[SyscallCall], Action]
+AT_EMPTY_PATH = 0x1000
 
 
 class PathPolicy(Protocol):
@@ -45,25 +46,43 @@ class FsPathHandlers:
 
     def absolute_path(self, call: SyscallCall, shape: SyscallShape) -> str:
         path_index = shape.arg_index("path")
-        assert path_index is not None
-        path = os.fsdecode(call.string_arg(path_index))
-        if path.startswith("/"):
-            return path
         dirfd_index = shape.arg_index("dirfd")
+        assert path_index is not None
+        return self._absolute(call, path_index, dirfd_index)
+
+    def _absolute(self, call: SyscallCall, path_index: int, dirfd_index: int | None) -> str:
+        path = os.fsdecode(call.memory.read_cstring(call.args[path_index]))
+        if path[:1] == "/":
+            return path
         dirfd = call.int_arg(dirfd_index) if dirfd_index is not None else AT_FDCWD
         base = self.directory_of(call.tid, dirfd)
         return os.path.join(base, path) if path else base
 
     def handler(self, shape: SyscallShape) -> Handler:
+        # This runs at every trapped stop: argument positions are looked up once, here.
+        path_index = shape.arg_index("path")
+        dirfd_index = shape.arg_index("dirfd")
+        atflags_index = shape.arg_index("atflags")
+        assert path_index is not None
+        absolute = self._absolute
+        decide = self.policy.decide
+        explain = self.explain
+
         def handle(call: SyscallCall) -> Action:
+            if (
+                atflags_index is not None
+                and call.args[atflags_index] & AT_EMPTY_PATH
+                and call.memory.read(call.args[path_index], 1) == b"\0"
+            ):
+                return ALLOW  # fstat(fd) in disguise: about an open fd, not a path
             try:
-                path = self.absolute_path(call, shape)
+                path = absolute(call, path_index, dirfd_index)
             except OSError:
                 return ALLOW  # a bad dirfd: the kernel reports the right error itself
-            verdict, rule = self.policy.decide(path)
+            verdict, rule = decide(path)
             if verdict == "not_found":
                 return Emulate(-errno.ENOENT, why=f"not found: {rule}")
-            if self.explain:
+            if explain:
                 return Allow(why=f"{verdict}: {rule}")
             return ALLOW
 

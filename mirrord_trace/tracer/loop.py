@@ -78,7 +78,7 @@ class Tracer:
             except ChildProcessError:
                 break
             if status & 0xFF == 0x7F:  # stopped
-                try:
+                try:  # noqa: SIM105 - a context manager per stop costs time on the hot path
                     self._on_stop(tid, status)
                 except (pt.PtraceFailed, TaskGone, ProcessLookupError):
                     # The task was killed meanwhile (SIGKILL needs no tracer); its exit follows.
