@@ -64,6 +64,49 @@ from mirrord_trace.targets import (
 
 T = TypeVar("T")
 
+# Every key each section accepts; anything else is an error. docs/configuration.md has a
+# heading per dotted key (tests/test_config_docs.py keeps the two in step).
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("target", "kubeconfig", "kube_context", "feature", "agent"),
+    "target": ("path", "namespace"),
+    "feature": ("env", "fs", "network"),
+    "feature.env": ("include", "exclude", "override", "unset"),
+    "feature.fs": ("mode", "read_write", "read_only", "local", "not_found"),
+    "feature.network": ("incoming", "outgoing", "dns"),
+    "feature.network.incoming": (
+        "mode",
+        "http_filter",
+        "port_mapping",
+        "listen_ports",
+        "ignore_localhost",
+        "ignore_ports",
+        "ports",
+    ),
+    "feature.network.incoming.http_filter": ("header_filter", "path_filter", "ports"),
+    "feature.network.outgoing": ("tcp", "udp", "ignore_localhost", "filter"),
+    "feature.network.outgoing.filter": ("remote", "local"),
+    "feature.network.dns": ("enabled", "filter"),
+    "feature.network.dns.filter": ("remote", "local"),
+    "agent": (
+        "image",
+        "image_pull_policy",
+        "namespace",
+        "ttl",
+        "ephemeral",
+        "privileged",
+        "startup_timeout",
+        "communication_timeout",
+        "log_level",
+        "network_interface",
+    ),
+}
+
+
+def all_keys() -> list[str]:
+    """Every dotted key the configuration accepts, sections included."""
+    return [join(section, name) for section, names in SECTION_KEYS.items() for name in names]
+
+
 # Kubernetes namespaces are DNS-1123 labels.
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -71,7 +114,7 @@ _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 def parse_config(raw: Mapping[str, Any]) -> Config:
     """Validate a whole configuration document (the top-level mapping of the file)."""
     raw = expect_mapping(raw, "")
-    check_keys(raw, "", ("target", "kubeconfig", "kube_context", "feature", "agent"))
+    check_keys(raw, "", SECTION_KEYS[""])
     return Config(
         target=_optional(raw, "target", "target", _target, TargetConfig()),
         kubeconfig=_optional(raw, "kubeconfig", "kubeconfig", expect_str, None),
@@ -96,7 +139,7 @@ def _target(value: object, key: str) -> TargetConfig:
     if isinstance(value, str):
         return TargetConfig(path=_target_path(value, key))
     section = expect_mapping(value, key)
-    check_keys(section, key, ("path", "namespace"))
+    check_keys(section, key, SECTION_KEYS[key])
     return TargetConfig(
         path=_optional(section, "path", join(key, "path"), _target_path, None),
         namespace=_optional(section, "namespace", join(key, "namespace"), parse_namespace, None),
@@ -125,7 +168,7 @@ def parse_namespace(value: object, key: str) -> str:
 
 def _feature(value: object, key: str) -> FeatureConfig:
     section = expect_mapping(value, key)
-    check_keys(section, key, ("env", "fs", "network"))
+    check_keys(section, key, SECTION_KEYS[key])
     return FeatureConfig(
         env=_optional(section, "env", join(key, "env"), _env, EnvConfig()),
         fs=_optional(section, "fs", join(key, "fs"), _fs, FsConfig()),
@@ -144,7 +187,7 @@ def _env(value: object, key: str) -> EnvConfig:
     if isinstance(value, bool):
         return EnvConfig(enabled=value)
     section = _toggle_section(value, key)
-    check_keys(section, key, ("include", "exclude", "override", "unset"))
+    check_keys(section, key, SECTION_KEYS[key])
     override = _optional(section, "override", join(key, "override"), expect_str_map, {})
     for name in override:
         validate_env_pattern(name, join(key, "override"), wildcards=False)
@@ -178,8 +221,8 @@ def _fs(value: object, key: str) -> FsConfig:
     if isinstance(value, str):
         return FsConfig(mode=_fs_mode(value, key))
     section = expect_mapping(value, key)
-    lists = ("read_write", "read_only", "local", "not_found")
-    check_keys(section, key, ("mode", *lists))
+    lists = SECTION_KEYS[key][1:]  # all but "mode"
+    check_keys(section, key, SECTION_KEYS[key])
     patterns = {
         name: _optional(section, name, join(key, name), _path_regexes, ()) for name in lists
     }
@@ -198,7 +241,7 @@ def _path_regexes(value: object, key: str) -> tuple[re.Pattern[str], ...]:
 
 def _network(value: object, key: str) -> NetworkConfig:
     section = expect_mapping(value, key)
-    check_keys(section, key, ("incoming", "outgoing", "dns"))
+    check_keys(section, key, SECTION_KEYS[key])
     return NetworkConfig(
         incoming=_optional(section, "incoming", join(key, "incoming"), _incoming, IncomingConfig()),
         outgoing=_optional(section, "outgoing", join(key, "outgoing"), _outgoing, OutgoingConfig()),
@@ -212,19 +255,7 @@ def _incoming(value: object, key: str) -> IncomingConfig:
     if isinstance(value, str):
         return IncomingConfig(mode=_incoming_mode(value, key))
     section = expect_mapping(value, key)
-    check_keys(
-        section,
-        key,
-        (
-            "mode",
-            "http_filter",
-            "port_mapping",
-            "listen_ports",
-            "ignore_localhost",
-            "ignore_ports",
-            "ports",
-        ),
-    )
+    check_keys(section, key, SECTION_KEYS[key])
     ignore_ports = _optional(section, "ignore_ports", join(key, "ignore_ports"), _port_set, None)
     ports = _optional(section, "ports", join(key, "ports"), _port_set, None)
     if ignore_ports is not None and ports is not None:
@@ -261,7 +292,7 @@ def _port_set(value: object, key: str) -> frozenset[int]:
 
 def _http_filter(value: object, key: str) -> HttpFilterConfig:
     section = expect_mapping(value, key)
-    check_keys(section, key, ("header_filter", "path_filter", "ports"))
+    check_keys(section, key, SECTION_KEYS[key])
     return HttpFilterConfig(
         header_filter=_optional(
             section, "header_filter", join(key, "header_filter"), _http_regex, None
@@ -282,7 +313,7 @@ def _outgoing(value: object, key: str) -> OutgoingConfig:
     if isinstance(value, bool):
         return OutgoingConfig(tcp=value, udp=value)
     section = _toggle_section(value, key)
-    check_keys(section, key, ("tcp", "udp", "ignore_localhost", "filter"))
+    check_keys(section, key, SECTION_KEYS[key])
     return OutgoingConfig(
         tcp=_optional(section, "tcp", join(key, "tcp"), expect_bool, True),
         udp=_optional(section, "udp", join(key, "udp"), expect_bool, True),
@@ -297,7 +328,7 @@ def _dns(value: object, key: str) -> DnsConfig:
     if isinstance(value, bool):
         return DnsConfig(enabled=value)
     section = _toggle_section(value, key)
-    check_keys(section, key, ("enabled", "filter"))
+    check_keys(section, key, SECTION_KEYS[key])
     return DnsConfig(
         enabled=_optional(section, "enabled", join(key, "enabled"), expect_bool, True),
         filter=_optional(section, "filter", join(key, "filter"), _dns_filter, None),
@@ -315,7 +346,7 @@ def _dns_filter(value: object, key: str) -> TrafficFilter:
 def _traffic_filter(value: object, key: str, *, with_protocol: bool) -> TrafficFilter:
     section = expect_mapping(value, key)
     sides = [side.value for side in FilterSide]
-    check_keys(section, key, sides)
+    check_keys(section, key, SECTION_KEYS[key])
     given = [side for side in sides if section.get(side) is not None]
     if len(given) != 1:
         raise ConfigError(key, f"needs exactly one of {', '.join(sides)} (got {len(given)})")
@@ -335,22 +366,7 @@ def _traffic_filter(value: object, key: str, *, with_protocol: bool) -> TrafficF
 
 def _agent(value: object, key: str) -> AgentConfig:
     section = expect_mapping(value, key)
-    check_keys(
-        section,
-        key,
-        (
-            "image",
-            "image_pull_policy",
-            "namespace",
-            "ttl",
-            "ephemeral",
-            "privileged",
-            "startup_timeout",
-            "communication_timeout",
-            "log_level",
-            "network_interface",
-        ),
-    )
+    check_keys(section, key, SECTION_KEYS[key])
 
     def field(name: str, reader: Callable[[Any, str], T], default: T) -> T:
         return _optional(section, name, join(key, name), reader, default)
