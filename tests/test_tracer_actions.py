@@ -1,4 +1,4 @@
-"""Each handler action works on real programs: emulate, rewrite (through the scratch page), exit stop.
+"""Each handler action works on real programs: emulate, rewrite (via scratch page), exit stop.
 
 The trap tables here are built by hand, the way feature handlers build theirs; the programs are
 real static and dynamic binaries, traced through the real supervisor.
@@ -86,7 +86,8 @@ def openat_table(handler) -> TrapTable:
                            action.on_exit)
         return action
 
-    entries = [None, TrapEntry("openat", handler, lambda c: describe(FS_PATH_SYSCALLS["openat"], c)),
+    at = FS_PATH_SYSCALLS["openat"]
+    entries = [None, TrapEntry("openat", handler, lambda c: describe(at, c)),
                TrapEntry("open", shifted, lambda c: describe(opened, c))]
     rules = [Rule(SYSCALL_NUMBERS["openat"], Trace(1)), Rule(SYSCALL_NUMBERS["open"], Trace(2))]
     return TrapTable(rules, entries)
@@ -118,7 +119,8 @@ def test_rewrite_in_many_threads_and_after_fork(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("binary", ["probe-static", "probe-go"])
 def test_emulated_result_reaches_program(binary: str) -> None:
-    out = run_traced(openat_table(DenyOpen()), [str(example_binary(binary)), "cat", MAGIC.decode()])
+    argv = [str(example_binary(binary)), "cat", MAGIC.decode()]
+    out = run_traced(openat_table(DenyOpen()), argv)
     assert out.returncode != 0
     assert os.strerror(errno.EACCES).lower() in out.stderr.decode().lower()
 
