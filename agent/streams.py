@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import typing
 from typing import Protocol
 
 from mirrord_trace.protocol import (
@@ -158,8 +159,7 @@ class UdpStream(asyncio.DatagramProtocol):
         self._finished = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = typing.cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         if self._credit.available >= len(data):

@@ -39,6 +39,7 @@ class LocalAgent:
         self.process: subprocess.Popen[bytes] | None = None
         self.client: AgentClient | None = None
         self.port: int | None = None
+        self.token = new_token()  # callers may open further sessions with it
         self._stderr: deque[str] = deque(maxlen=200)
         self._stderr_reader: threading.Thread | None = None
 
@@ -48,7 +49,7 @@ class LocalAgent:
 
     def __enter__(self) -> AgentClient:
         self._check_target()
-        token = new_token()
+        token = self.token
         ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
         try:
             self.process = subprocess.Popen(

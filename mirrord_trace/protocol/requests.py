@@ -94,7 +94,9 @@ REQUESTS: dict[str, RequestSpec] = {
 def _type_ok(value: object, expected: type | tuple[type, ...]) -> bool:
     kinds = expected if isinstance(expected, tuple) else (expected,)
     # bool is an int subclass; accept it only where bool is what is asked for.
-    return any(type(value) is kind for kind in kinds)
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
