@@ -1,10 +1,10 @@
 """A real target for the agent tests: a process in its own network namespace and chroot.
 
-The target runs with a known environment, serves TCP/UDP echo and a TCP byte source on
-127.0.0.1 inside its namespace only, and drops to uid 1000. dnsmasq answers DNS inside the
-same namespace. A chrooted "oracle" process reads paths the way the target itself would, so
-confinement tests can compare the agent's answers with the truth. Everything is killed and
-removed on exit, whatever happens.
+The target runs with a known environment, serves TCP/UDP echo, a TCP byte source and a UDP
+port that never answers on 127.0.0.1 inside its namespace only, and drops to uid 1000.
+dnsmasq answers DNS inside the same namespace. A chrooted "oracle" process reads paths the
+way the target itself would, so confinement tests can compare the agent's answers with the
+truth. Everything is killed and removed on exit, whatever happens.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ for name, handler in (("echo", echo), ("source", source)):
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 udp.bind(("127.0.0.1", 0))
 ports["udp_echo"] = udp.getsockname()[1]
+blackhole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+blackhole.bind(("127.0.0.1", 0))  # receives, never answers
+ports["udp_blackhole"] = blackhole.getsockname()[1]
 threading.Thread(target=udp_echo, args=(udp,), daemon=True).start()
 os.chroot(root)
 os.chdir("/")
