@@ -1,48 +1,47 @@
 """One run's trap table: which syscalls the filter traps, with which tag, handled by what.
 
-The filter's SECCOMP_RET_DATA tag is the index into `dispatch`, so the tracer finds the handler
-for a stop with one list lookup and no decoding.
+Each feature family (fs, outgoing, dns, incoming) contributes `Trap`s from its own module; the
+session merges them. The filter's SECCOMP_RET_DATA tag is the index into `dispatch`, so the
+tracer finds the handler for a stop with one list lookup and no decoding.
 """
 
 from __future__ import annotations
 
 import errno
-import os
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from mirrord_trace.handlers.fs import FsPathHandlers
-from mirrord_trace.syscall_table import (
-    FS_PATH_SYSCALLS,
-    REFUSED_WITH_ENOSYS,
-    SYSCALL_NUMBERS,
-    describe,
-)
+from mirrord_trace.handlers.actions import ALLOW, Action
+from mirrord_trace.handlers.call import SyscallCall
+from mirrord_trace.syscall_table import REFUSED_WITH_ENOSYS, SYSCALL_NUMBERS, SyscallShape, describe
 from mirrord_trace.tracer.loop import TrapEntry
-from seccomp import Errno, Rule, Trace
+from seccomp import ArgCondition, Errno, Rule, Trace
 
-# Paths a program never finds, whatever the mode: credentials of the developer's own machine
-# that would otherwise leak into (or confuse) a program pretending to run in the pod.
-DEFAULT_NOT_FOUND = (
-    r"^{home}/\.kube(/|$)",
-    r"^{home}/\.config/gcloud(/|$)",
-    r"^{home}/\.azure(/|$)",
-)
+if TYPE_CHECKING:
+    from mirrord_trace.config import Config
+
+# A family's handler returns None for a call that is not its business, so that several
+# families can share one syscall (close, read, write...); the first answer wins.
+FamilyHandler = Callable[[SyscallCall], "Action | None"]
 
 
-class TargetlessPolicy:
-    """No target: every path is local except the not-found ones."""
+@dataclass(frozen=True)
+class SessionContext:
+    """What feature families build their handlers from."""
 
-    def __init__(self, not_found: Iterable[str]) -> None:
-        home = re.escape(os.path.expanduser("~"))
-        patterns = [p.replace("{home}", home) for p in not_found]
-        self._not_found = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+    config: Config
+    agent: Any | None = None  # mirrord_trace.agent_client.AgentClient, None when targetless
+    explain: bool = False  # --trace is on: handlers say why they decided
+    supervisor_pid: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
 
-    def decide(self, path: str) -> tuple[str, str]:
-        if self._not_found is not None and self._not_found.search(path):
-            return "not_found", "not_found pattern"
-        return "local", "no target: everything else is local"
+
+@dataclass(frozen=True)
+class Trap:
+    shape: SyscallShape
+    handler: FamilyHandler
+    when: ArgCondition | None = None  # trap only when this holds; otherwise the call runs
 
 
 @dataclass(frozen=True)
@@ -51,18 +50,57 @@ class TrapTable:
     dispatch: Sequence[TrapEntry | None]
 
 
-def build_trap_table(*, fs_mode: str = "read", explain: bool = False,
-                     not_found: Iterable[str] = DEFAULT_NOT_FOUND) -> TrapTable:
+Family = Callable[[SessionContext], list[Trap]]
+
+
+def families() -> list[Family]:
+    """Every feature family, imported here so that a disabled one costs no import time."""
+    from mirrord_trace.handlers import fs
+
+    return [fs.traps]
+
+
+def build_trap_table(context: SessionContext, chosen: Sequence[Family] | None = None) -> TrapTable:
+    by_syscall: dict[str, list[Trap]] = {}
+    for family in families() if chosen is None else chosen:
+        for trap in family(context):
+            by_syscall.setdefault(trap.shape.name, []).append(trap)
+
     rules: list[Rule] = [
         Rule(SYSCALL_NUMBERS[name], Errno(errno.ENOSYS)) for name in REFUSED_WITH_ENOSYS
     ]
     dispatch: list[TrapEntry | None] = [None]  # tag 0 is never used
-    if fs_mode != "local":
-        fs = FsPathHandlers(TargetlessPolicy(not_found), explain=explain)
-        for shape in FS_PATH_SYSCALLS.values():
-            tag = len(dispatch)
-            dispatch.append(
-                TrapEntry(shape.name, fs.handler(shape), lambda call, s=shape: describe(s, call))
-            )
-            rules.append(Rule(shape.nr, Trace(tag)))
+    for name, traps in by_syscall.items():
+        shape = traps[0].shape
+        tag = len(dispatch)
+        dispatch.append(TrapEntry(name, _merged(traps), lambda call, s=shape: describe(s, call)))
+        conditions = {trap.when for trap in traps}
+        when = conditions.pop() if len(conditions) == 1 else None
+        rules.append(Rule(shape.nr, Trace(tag), when=when))
     return TrapTable(rules, dispatch)
+
+
+def _merged(traps: list[Trap]) -> Callable[[SyscallCall], Action]:
+    if len(traps) == 1:
+        only = traps[0].handler
+
+        def single(call: SyscallCall) -> Action:
+            action = only(call)
+            return ALLOW if action is None else action
+
+        return single
+    handlers = [trap.handler for trap in traps]
+
+    def chain(call: SyscallCall) -> Action:
+        for handler in handlers:
+            action = handler(call)
+            if action is not None:
+                return action
+        return ALLOW
+
+    return chain
+
+
+def trapped_syscall_names(context: SessionContext) -> list[str]:
+    """The syscalls a session with this configuration traps (benchmarks give strace the same)."""
+    return [entry.name for entry in build_trap_table(context).dispatch if entry is not None]

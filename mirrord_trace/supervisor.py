@@ -12,12 +12,15 @@ import shutil
 import signal
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from mirrord_trace.session import TrapTable, build_trap_table
+from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.loop import Tracer
 from seccomp import build_filter, prepare_filter
+
+if TYPE_CHECKING:
+    from mirrord_trace.config import Config
 
 FORWARDED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
 SI_KERNEL = 0x80  # si_code of signals the terminal sent to the whole foreground group
@@ -54,7 +57,7 @@ def run(
     argv: Sequence[str],
     *,
     env: Mapping[str, str],
-    config: object | None = None,
+    config: Config | None = None,
     agent: object | None = None,
     trace: TextIO | None = None,
     table: TrapTable | None = None,
@@ -64,8 +67,15 @@ def run(
         raise ProgramNotFound("no program given")
     path = resolve_program(argv[0], env)
     if table is None:
-        fs_mode = _config_value(config, "feature", "fs", "mode", default="read")
-        table = build_trap_table(fs_mode=fs_mode, explain=trace is not None)
+        from mirrord_trace.config import Config
+
+        context = SessionContext(
+            config if config is not None else Config(),
+            agent=agent,
+            explain=trace is not None,
+            supervisor_pid=os.getpid(),
+        )
+        table = build_trap_table(context)
     prepared = prepare_filter(build_filter(table.rules))
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:
@@ -138,12 +148,3 @@ def _start_signal_forwarder(pid: int) -> None:
                 return
 
     threading.Thread(target=forward, name="signal-forwarder", daemon=True).start()
-
-
-def _config_value(config: object | None, *keys: str, default: str) -> str:
-    value: object = config
-    for key in keys:
-        if value is None:
-            return default
-        value = getattr(value, key, None)
-    return value if isinstance(value, str) else default

@@ -9,11 +9,14 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mirrord_trace.handlers.actions import ALLOW, Action, Allow, Emulate
 from mirrord_trace.handlers.call import SyscallCall
-from mirrord_trace.syscall_table import AT_FDCWD, SyscallShape
+from mirrord_trace.syscall_table import AT_FDCWD, FS_PATH_SYSCALLS, SyscallShape
+
+if TYPE_CHECKING:
+    from mirrord_trace.session import SessionContext, Trap
 
 Handler = Callable[[SyscallCall], Action]
 AT_EMPTY_PATH = 0x1000
@@ -87,3 +90,15 @@ class FsPathHandlers:
             return ALLOW
 
         return handle
+
+
+def traps(context: SessionContext) -> list[Trap]:
+    from mirrord_trace.config.model import FsMode
+    from mirrord_trace.handlers.path_policy import TargetlessPolicy
+    from mirrord_trace.session import Trap
+
+    fs = context.config.feature.fs
+    if fs.mode == FsMode.LOCAL:
+        return []
+    handlers = FsPathHandlers(TargetlessPolicy(fs.not_found), explain=context.explain)
+    return [Trap(shape, handlers.handler(shape)) for shape in FS_PATH_SYSCALLS.values()]
