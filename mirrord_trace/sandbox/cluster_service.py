@@ -132,8 +132,13 @@ class _UdpServer(socketserver.UDPServer):
 @click.option("--http-port", type=int, default=80, show_default=True)
 @click.option("--echo-port", type=int, default=7, show_default=True)
 @click.option("--body", required=True, help="Body answered for GET /.")
-def main(address: str, http_port: int, echo_port: int, body: str) -> None:
-    handler = type("Handler", (_ServiceHandler,), {"body_text": body})
+@click.option("--sandbox", required=True, help="Sandbox name, shown in the Server header.")
+def main(address: str, http_port: int, echo_port: int, body: str, sandbox: str) -> None:
+    handler = type(
+        "Handler",
+        (_ServiceHandler,),
+        {"body_text": body, "server_version": f"sandbox-cluster-service/{sandbox}"},
+    )
     http_server = _HttpServer((address, http_port), handler)
     echo_servers: list[socketserver.BaseServer] = [
         _ThreadingTcpServer((address, echo_port), _TcpEcho),

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-
-from pyroute2 import IPRoute, NetNS, netns
+from typing import TYPE_CHECKING
 
 from mirrord_trace.sandbox.plan import POD_VETH, SandboxPlan
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+# pyroute2 is imported inside the functions: importing it costs ~0.4 s, which every
+# `mirrord-trace` start would pay just because the CLI registers the sandbox commands.
 
 _RTN_UNREACHABLE = 7
 
 
 def host_networks_in_use() -> list[ipaddress.IPv4Network]:
     """Networks the host already routes or has addresses in (the default route excluded)."""
+    from pyroute2 import IPRoute
+
     used: list[ipaddress.IPv4Network] = []
     with IPRoute() as ipr:
         for route in ipr.get_routes(family=socket.AF_INET):
@@ -42,6 +49,8 @@ def plan_collides(plan: SandboxPlan, used: list[ipaddress.IPv4Network]) -> bool:
 
 
 def build_network(plan: SandboxPlan) -> None:
+    from pyroute2 import IPRoute, NetNS, netns
+
     netns.create(plan.netns)
     with IPRoute() as ipr:
         ipr.link(
@@ -71,6 +80,8 @@ def netns_exists(plan: SandboxPlan) -> bool:
 
 
 def host_veth_exists(plan: SandboxPlan) -> bool:
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
         return bool(ipr.link_lookup(ifname=plan.host_veth))
 
@@ -91,6 +102,8 @@ def teardown_network(plan: SandboxPlan, with_routes: bool) -> None:
     with_routes is False when the plan's index is unknown (no state), so the route is not ours
     to judge.
     """
+    from pyroute2 import IPRoute, netns
+
     with IPRoute() as ipr:
         # Deleting one end of a veth pair deletes both, even while the namespace lives on.
         for index in ipr.link_lookup(ifname=plan.host_veth):

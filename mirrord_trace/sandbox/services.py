@@ -67,6 +67,7 @@ def cluster_service_argv(info: SandboxInfo) -> list[str]:
             f"--http-port={info.service_port}",
             f"--echo-port={info.echo_port}",
             f"--body={info.service_body}",
+            f"--sandbox={info.name}",  # also tells, in ps, which sandbox it serves
         ],
     )
 
