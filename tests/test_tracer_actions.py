@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mirrord_trace.handlers.actions import ALLOW, Action, Emulate, ExitStop, Rewrite
+from mirrord_trace.handlers.actions import ALLOW, Action, Emulate, ExitStop, Inject, Rewrite
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.session import TrapTable
 from mirrord_trace.supervisor import run
@@ -129,3 +129,33 @@ def test_exit_stop_can_replace_result() -> None:
     out = run_traced(openat_table(CountingExit()),
                      [str(example_binary("probe-static")), "cat", MAGIC.decode()])
     assert os.strerror(errno.ENOTDIR) in out.stderr.decode()
+
+
+class MoveFdHigh:
+    """At openat's exit, dup3 the new fd to 900+ and close the original: the program sees 900+."""
+
+    def __init__(self) -> None:
+        self.next_fd = 900
+
+    def __call__(self, call: SyscallCall) -> Action:
+        if call.string_arg(1) != MAGIC:
+            return ALLOW
+
+        def at_exit(fd: int) -> Inject | None:
+            if fd < 0:
+                return None
+            high = self.next_fd
+            self.next_fd += 1
+            dup3, close = SYSCALL_NUMBERS["dup3"], SYSCALL_NUMBERS["close"]
+            return Inject(((dup3, (fd, high, 0)), (close, (fd,))),
+                          lambda results: results[0])
+
+        return Rewrite({1: b"/etc/hostname\0"}, on_exit=at_exit)
+
+
+@pytest.mark.parametrize("binary", ["probe-static", "probe-go"])
+def test_injected_syscalls_at_exit_move_fd(binary: str) -> None:
+    out = run_traced(openat_table(MoveFdHigh()),
+                     [str(example_binary(binary)), "cat", MAGIC.decode(), MAGIC.decode()])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == Path("/etc/hostname").read_bytes() * 2

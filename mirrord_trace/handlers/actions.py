@@ -58,7 +58,20 @@ class ExitStop:
     why: str = ""
 
 
-ExitCallback = Callable[[int], "int | None"]
+@dataclass(frozen=True, slots=True)
+class Inject:
+    """Returned by an exit callback: run these syscalls in the tracee, then report `result`.
+
+    Each call is (syscall number, up to six int arguments). `result` maps the injected calls'
+    results to what the program sees from its own syscall. Example: move a new fd above the
+    trap base with dup3 + close, so later calls on it can be trapped by fd number alone.
+    """
+
+    calls: tuple[tuple[int, tuple[int, ...]], ...]
+    result: Callable[[list[int]], int]
+
+
+ExitCallback = Callable[[int], "int | Inject | None"]
 # `why` is the decision in words ("local: /usr/** is read locally"), shown by --trace.
 Action = Allow | Emulate | Rewrite | ExitStop
 

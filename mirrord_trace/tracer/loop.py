@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from mirrord_trace.handlers.actions import Action, Allow, Emulate, ExitStop, Rewrite
+from mirrord_trace.handlers.actions import Action, Allow, Emulate, ExitStop, Inject, Rewrite
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.memory import TraceeMemoryError
@@ -32,6 +32,7 @@ _CLONE_VM = 0x100
 _SYS_CLONE = 56
 _SYS_CLONE3 = 435
 _SYS_MMAP = 9
+_SYSCALL_INFO_EXIT = 2  # PTRACE_SYSCALL_INFO_EXIT
 _ARG_REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 
 
@@ -283,14 +284,15 @@ class Tracer:
         pt.cont(tid)
 
     def _wait_for_syscall_exit(self, tid: int) -> None:
+        """Wait for an injected syscall's exit stop, passing over its entry and seccomp stops."""
         while True:
             _, status = os.waitpid(tid, pt.WALL)
             if status & 0xFF != 0x7F:
                 self._on_termination(tid, status)
                 raise TaskGone(tid)
-            if (status >> 8) & 0xFF == _SYSCALL_STOP:
+            sig = (status >> 8) & 0xFF
+            if sig == _SYSCALL_STOP and self._syscall_info.read(tid)[0] == _SYSCALL_INFO_EXIT:
                 return
-            # Nothing else can stop a task inside a syscall it was resumed into; be safe anyway.
             pt.cont_to_exit(tid)
 
     def _on_syscall_exit(self, task: Task) -> None:
@@ -299,10 +301,37 @@ class Tracer:
         if callback is not None:
             regs = self._registers.load(tid)
             replacement = callback(signed(regs.rax))
+            if type(replacement) is Inject:
+                replacement = replacement.result(self._inject(task, regs, replacement.calls))
+                regs = self._registers.load(tid)
             if replacement is not None:
                 regs.rax = replacement & _MASK64
                 self._registers.store(tid)
         pt.cont(tid)
+
+    def _inject(
+        self, task: Task, regs: pt.Registers, calls: tuple[tuple[int, tuple[int, ...]], ...]
+    ) -> list[int]:
+        """Run syscalls in a task stopped at a syscall exit; leaves its registers as they were."""
+        tid = task.tid
+        saved = {name: getattr(regs, name) for name, _ in pt.Registers._fields_}
+        results: list[int] = []
+        for nr, args in calls:
+            for name, _ in pt.Registers._fields_:
+                setattr(regs, name, saved[name])
+            regs.rax = nr
+            regs.orig_rax = nr
+            regs.rip = saved["rip"] - 2  # re-execute the `syscall` instruction
+            for register, value in zip(_ARG_REGISTERS, args, strict=False):
+                setattr(regs, register, value & _MASK64)
+            self._registers.store(tid)
+            pt.cont_to_exit(tid)
+            self._wait_for_syscall_exit(tid)
+            results.append(signed(self._registers.load(tid).rax))
+        for name, _ in pt.Registers._fields_:
+            setattr(regs, name, saved[name])
+        self._registers.store(tid)
+        return results
 
     # ---- --trace --------------------------------------------------------------------------
 
@@ -324,10 +353,22 @@ class Tracer:
 
         inner = action.on_exit if isinstance(action, ExitStop | Rewrite) else None
 
-        def log_result(result: int) -> int | None:
-            replaced = inner(result) if inner is not None else None
-            trace.write(f"{prefix} = {_result(result if replaced is None else replaced)}\n")
+        def write(result: int) -> None:
+            trace.write(f"{prefix} = {_result(result)}\n")
             trace.flush()
+
+        def log_result(result: int) -> int | Inject | None:
+            replaced = inner(result) if inner is not None else None
+            if type(replaced) is Inject:
+                final = replaced.result
+
+                def logged(results: list[int]) -> int:
+                    value = final(results)
+                    write(value)
+                    return value
+
+                return Inject(replaced.calls, logged)
+            write(result if replaced is None else replaced)
             return replaced
 
         if isinstance(action, Rewrite):
