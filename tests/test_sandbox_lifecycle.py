@@ -172,6 +172,16 @@ def test_up_then_down_leaves_nothing_behind(fresh_sandbox_name: str) -> None:
     assert down(fresh_sandbox_name) is False
 
 
+def test_down_from_another_process(fresh_sandbox_name: str) -> None:
+    footprint = Footprint.of(up(fresh_sandbox_name))
+    result = _cli("down", "--name", fresh_sandbox_name)
+    assert result.returncode == 0, result.stderr
+    assert footprint.remains() == []
+    # The processes were this process's children: its next sandbox call collects them.
+    assert status(fresh_sandbox_name) is None
+    assert footprint.zombies() == []
+
+
 def test_up_twice_keeps_the_running_sandbox(fresh_sandbox_name: str) -> None:
     info = up(fresh_sandbox_name)
     with pytest.raises(SandboxExistsError, match="already up"):

@@ -200,6 +200,7 @@ def up(
     validate_name(name)
     require_root("up")
     _require_programs()
+    processes.reap_finished_children()
     with state.exclusive_lock():
         try:
             existing = state.load(name)
@@ -240,6 +241,7 @@ def up(
 def status(name: str = DEFAULT_NAME) -> SandboxInfo | None:
     """The sandbox's description with its current `problems`, or None if there is none."""
     validate_name(name)
+    processes.reap_finished_children()
     info = state.load(name)
     if info is not None:
         info.problems = problems(info)
@@ -250,6 +252,7 @@ def down(name: str = DEFAULT_NAME) -> bool:
     """Remove everything of sandbox `name`; True if there was anything to remove."""
     validate_name(name)
     require_root("down")
+    processes.reap_finished_children()
     with state.exclusive_lock():
         try:
             info = state.load(name)

@@ -146,7 +146,9 @@ def _signal_all(pids: Iterable[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def _reap_own_children() -> None:
+def reap_finished_children() -> None:
+    """Collect the exit status of sandbox processes this process started that have died (say,
+    after another process ran `down`), so they do not linger as zombies."""
     for pid, process in list(_children.items()):
         if process.poll() is not None:
             del _children[pid]
@@ -156,7 +158,7 @@ def _wait_gone(pids: set[int], timeout: float) -> set[int]:
     deadline = time.monotonic() + timeout
     remaining = set(pids)
     while remaining and time.monotonic() < deadline:
-        _reap_own_children()
+        reap_finished_children()
         remaining = {pid for pid in remaining if is_running(pid)}
         if remaining:
             time.sleep(_POLL_SECONDS)
