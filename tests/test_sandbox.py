@@ -200,9 +200,9 @@ def test_absolute_symlink_resolves_inside_the_pod_only(sandbox: SandboxInfo) -> 
     assert not sandbox.pod_path("/app/config-link.yaml").exists()
 
 
-def test_target_inside_view_hostname(sandbox: SandboxInfo) -> None:
+def test_target_has_the_pods_hostname(sandbox: SandboxInfo) -> None:
     result = run_in_target(
-        ["/bin/busybox", "hostname"], name=sandbox.name, capture_output=True, text=True, timeout=30
+        ["/bin/busybox", "hostname"], sandbox, capture_output=True, text=True, timeout=30
     )
     assert result.stdout.strip() == sandbox.hostname == "app-7f9c"
     assert socket.gethostname() != sandbox.hostname
