@@ -82,7 +82,8 @@ class AddressFilter:
         else:
             host_text = "" if host is None else str(host)
         port = "" if self.port is None else f":{self.port}"
-        return f"{protocol}{host_text}{port}"
+        # The entry that matches everything still needs a non-empty spelling.
+        return f"{protocol}{host_text}{port}" or "any://"
 
 
 def parse_address_filter(text: str, *, with_protocol: bool = True) -> AddressFilter:
