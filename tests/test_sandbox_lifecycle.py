@@ -235,6 +235,35 @@ def test_down_after_the_processes_were_killed(fresh_sandbox_name: str) -> None:
     assert footprint.zombies() == []
 
 
+def test_down_after_up_itself_was_killed_half_way(fresh_sandbox_name: str) -> None:
+    name = fresh_sandbox_name
+    netns_path = Path("/run/netns") / netns_name(name)
+    crashing = subprocess.Popen(
+        [sys.executable, "-m", "mirrord_trace.sandbox", "up", "--name", name]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not netns_path.exists():
+            assert crashing.poll() is None and time.monotonic() < deadline, "up never got going"
+            time.sleep(0.002)
+        crashing.kill()
+    finally:
+        crashing.wait()
+    left = status(name)
+    assert left is not None, "the state must survive a crash, or down could not find the parts"
+    if left.phase == "building":
+        assert "its build did not finish" in left.problems
+
+    assert down(name) is True
+    assert netns_name(name) not in subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True).stdout  # fmt: skip
+    assert host_veth_name(name) not in subprocess.run(
+        ["ip", "-o", "link"], capture_output=True, text=True).stdout  # fmt: skip
+    assert _unclaimed_sandbox_routes() == []
+    assert _live_processes_of(name) == []
+    assert not state_dir(name).exists()
+
+
 def test_up_rebuilds_a_stale_sandbox(fresh_sandbox_name: str) -> None:
     info = up(fresh_sandbox_name)
     old = Footprint.of(info)

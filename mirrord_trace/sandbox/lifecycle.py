@@ -188,6 +188,27 @@ def _build(info: SandboxInfo, large_file_data: bytes) -> None:
     state.save(info)
 
 
+def _build_or_remove(info: SandboxInfo, large_file_data: bytes) -> None:
+    """Build the sandbox; if that fails, remove whatever part of it exists, then report."""
+    try:
+        _build(info, large_file_data)
+    except BaseException as error:
+        outcome = "what was built is removed"
+        try:
+            _teardown(_plan_of(info), info)
+        except SandboxError as cleanup_error:
+            outcome = (
+                f"removing what was built failed too ({cleanup_error}): "
+                f"run `mirrord-trace sandbox down --name {info.name}`"
+            )
+        if not isinstance(error, Exception):  # KeyboardInterrupt and the like stay as they are
+            raise
+        detail = str(error) if isinstance(error, SandboxError) else repr(error)
+        raise SandboxError(
+            f"could not bring sandbox {info.name!r} up: {detail}; {outcome}"
+        ) from error
+
+
 def up(
     name: str = DEFAULT_NAME, *, exist_ok: bool = False, report: Reporter = _quiet
 ) -> SandboxInfo:
@@ -222,19 +243,7 @@ def up(
         large_file_data = pod_content.large_file_bytes()
         info = describe(plan, secrets.token_hex(16), hashlib.sha256(large_file_data).hexdigest())
         state.save(info)  # before anything else exists: down can always find what up made
-        try:
-            _build(info, large_file_data)
-        except BaseException as error:
-            try:
-                _teardown(plan, info)
-            except SandboxError as cleanup_error:
-                error.add_note(f"cleaning up also failed: {cleanup_error}")
-            if isinstance(error, Exception):
-                detail = str(error) if isinstance(error, SandboxError) else repr(error)
-                raise SandboxError(
-                    f"could not bring sandbox {name!r} up: {detail}; what was built is removed"
-                ) from error
-            raise
+        _build_or_remove(info, large_file_data)
         return info
 
 
