@@ -78,7 +78,8 @@ class Session(asyncio.Protocol):
         self._authenticated = False
         self._streams: dict[int, Stream] = {}
         self._reserved_streams: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # network work: cancelled on close
+        self._thread_tasks: set[asyncio.Task[None]] = set()  # file work: awaited on close
         self._writable = asyncio.Event()
         self._writable.set()
         self._last_heard = 0.0
@@ -130,9 +131,8 @@ class Session(asyncio.Protocol):
             self.server.session_closed(self)
         # Thread-pool work cannot be cancelled: close the files only once it has finished, so
         # no fd number is closed (and reused) under a running read.
-        pending = list(self._tasks)
-        if pending:
-            closing = asyncio.ensure_future(asyncio.wait(pending))
+        if self._thread_tasks:
+            closing = asyncio.ensure_future(asyncio.wait(list(self._thread_tasks)))
             closing.add_done_callback(lambda _: self.handles.close_all())
         else:
             self.handles.close_all()
@@ -228,8 +228,9 @@ class Session(asyncio.Protocol):
                 self._send_reply(request.id, reply)
             return
         task = asyncio.create_task(self._serve(request.id, handler, fields))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._thread_tasks if handler.mode == "thread" else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _serve(self, request_id: int, handler: Handler, fields: Fields) -> None:
         try:

@@ -284,3 +284,24 @@ def test_stats_count_requests_by_kind(agent: LocalAgent) -> None:
         counts = fresh.request("stats")
     assert counts["session"] == {"noop": 17, "fs.stat": 5, "stats": 1}
     assert counts["total"]["noop"] >= 17
+
+
+@pytest.mark.parametrize(
+    ("host", "family", "expected"),
+    [
+        ("web", socket.AF_INET, "10.96.0.10"),  # via the target's search list and ndots
+        ("api.svc.cluster.test", 0, "10.96.0.10"),
+        ("hosts-only.test", 0, "10.1.2.3"),  # only in the target's /etc/hosts
+        ("10.0.0.7", socket.AF_INET, "10.0.0.7"),
+    ],
+)
+def test_getaddrinfo_resolves_like_the_target(
+    client: AgentClient, host: str, family: int, expected: str
+) -> None:
+    reply = client.request("dns.getaddrinfo", host=host, family=family)
+    assert {"family": socket.AF_INET, "address": expected} in reply["addresses"]
+
+
+def test_getaddrinfo_of_an_unknown_name_fails(client: AgentClient) -> None:
+    code = remote_errno(client.request, "dns.getaddrinfo", host="nothing.invalid.", timeout=2.0)
+    assert code in (errno.ENOENT, errno.EAGAIN)

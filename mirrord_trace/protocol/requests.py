@@ -20,7 +20,9 @@ Replies (fields of Reply):
   fs.readlink       {"target": str}
   fs.listdir        {"entries": [{"name": str, "type": DT_*, "ino": int}]}  with "." and ".."
   dns.query         {"payload": bytes}                 the nameserver's reply, unchanged
-  dns.getaddrinfo   {"addresses": [{"family": int, "address": str}]}
+  dns.getaddrinfo   {"addresses": [{"family": int, "address": str}]}  with the target's
+                    /etc/hosts, /etc/resolv.conf (search, ndots) and netns; ENOENT when the
+                    name does not exist (EAI_NONAME), EAGAIN/ETIMEDOUT when no server answered
   net.connect       {"stream": int, "local": [host, port], "peer": [host, port]}
                     the stream id is the one the client chose (odd); data flows as StreamData
 
