@@ -18,6 +18,7 @@ from typing import NoReturn
 
 import click
 
+from agent.container_pid import ContainerNotFound, find_container_pid, parse_container_id
 from agent.linux import CLONE_NEWNET, setns
 from agent.server import AgentServer
 from agent.target_root import TargetRoot
@@ -100,8 +101,34 @@ def announce(port: int, host: str, ready_fd: int | None) -> None:
         fail(f"cannot write to --ready-fd {ready_fd}: {error.strerror}")
 
 
+def check_container_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_container_id(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+    return value
+
+
+def resolve_target(target_pid: int | None, container_id: str | None) -> int:
+    """--target-pid, or the main process of --container-id (a Kubernetes container)."""
+    if target_pid is not None:
+        return target_pid
+    assert container_id is not None
+    try:
+        return find_container_pid(container_id)
+    except ContainerNotFound as error:
+        fail(str(error))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--target-pid", type=click.IntRange(min=1), required=True, help="Target process.")
+@click.option("--target-pid", type=click.IntRange(min=1), help="Target process.")
+@click.option(
+    "--container-id",
+    callback=check_container_id,
+    help="Target container, as in the pod status (containerd://<id>); its main process is "
+    "found through /proc/*/cgroup.",
+)
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="HOST:PORT to listen on.")
 @click.option(
     "--token-file",
@@ -121,13 +148,21 @@ def announce(port: int, host: str, ready_fd: int | None) -> None:
     help="Write the ready line (JSON: host, port, pid) to this fd instead of stdout.",
 )
 def main(
-    target_pid: int, listen: str, token_file: Path | None, idle_ttl: float, ready_fd: int | None
+    target_pid: int | None,
+    container_id: str | None,
+    listen: str,
+    token_file: Path | None,
+    idle_ttl: float,
+    ready_fd: int | None,
 ) -> None:
-    """Serve mirrord-trace requests from inside the namespaces of process TARGET_PID."""
+    """Serve mirrord-trace requests from inside the namespaces of a target process."""
+    if (target_pid is None) == (container_id is None):
+        raise click.UsageError("give exactly one of --target-pid and --container-id")
     host, port = parse_listen(listen)
     token = read_token(token_file)
     if os.geteuid() != 0:
         fail(NEED_ROOT)
+    target_pid = resolve_target(target_pid, container_id)
     listener = make_listener(host, port)
     root = enter_target(target_pid)
     server = AgentServer(target_pid, root, token, idle_ttl, listener)
