@@ -262,11 +262,20 @@ class AgentClient:
         where = f"{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as error:
             reason = error.strerror or str(error) or type(error).__name__
             raise AgentConnectError(f"cannot reach the agent at {where}: {reason}") from None
+        return cls.over_socket(sock, token, where=where, timeout=timeout)
+
+    @classmethod
+    def over_socket(
+        cls, sock: socket.socket, token: str, *, where: str, timeout: float = 5.0
+    ) -> AgentClient:
+        """Open a session over a connected stream socket (e.g. one end of a Kubernetes
+        port-forward); the client owns `sock` from now on, and closes it on failure."""
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(timeout)
             sock.sendall(encode(Hello(PROTOCOL_VERSION, token)))
             decoder = MessageDecoder()
             answer = _read_hello_answer(sock, decoder, time.monotonic() + timeout)
