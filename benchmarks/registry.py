@@ -115,10 +115,12 @@ def load_scenario_modules() -> list[str]:
     """Import every benchmarks.scenarios_* module; returns one line per module that failed, so
     one broken module does not take the others down."""
     problems = []
-    for module in pkgutil.iter_modules(benchmarks.__path__):
-        if module.name.startswith("scenarios_"):
+    names = sorted(module.name for module in pkgutil.iter_modules(benchmarks.__path__))
+    # The core scenarios come first in listings and default runs; the rest in name order.
+    for name in sorted(names, key=lambda name: name != "scenarios_core"):
+        if name.startswith("scenarios_"):
             try:
-                importlib.import_module(f"benchmarks.{module.name}")
+                importlib.import_module(f"benchmarks.{name}")
             except Exception as error:
-                problems.append(f"benchmarks.{module.name}: {type(error).__name__}: {error}")
+                problems.append(f"benchmarks.{name}: {type(error).__name__}: {error}")
     return problems
