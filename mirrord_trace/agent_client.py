@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +95,21 @@ class AgentStream:
     stream_id: int
     socket: socket.socket
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve(
+    future: Future[dict[str, Any]],
+    result: dict[str, Any] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Complete `future` unless its caller already gave up on it (timed out, cancelled)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or {})
+    except InvalidStateError:
+        pass
 
 
 def _read_hello_answer(sock: socket.socket, decoder: MessageDecoder, deadline: float) -> Message:
@@ -224,9 +239,17 @@ class AgentClient:
     """A session with an agent. Thread-safe; create it with AgentClient.connect()."""
 
     def __init__(
-        self, sock: socket.socket, decoder: MessageDecoder, session_info: dict[str, Any]
+        self,
+        sock: socket.socket,
+        decoder: MessageDecoder,
+        session_info: dict[str, Any],
+        *,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        silence_timeout: float = PEER_SILENCE_TIMEOUT,
     ) -> None:
         self.session_info = session_info
+        self.keepalive_interval = keepalive_interval
+        self.silence_timeout = silence_timeout
         # Called once when the connection is lost (not on close()), from the thread that
         # noticed: usually the I/O thread, or a caller whose send failed.
         self.on_lost: Callable[[AgentLost], None] | None = None
@@ -248,7 +271,7 @@ class AgentClient:
         self._selector = selectors.DefaultSelector()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Sends block at most this long; a peer that accepts nothing for so long is gone.
-        sock.settimeout(PEER_SILENCE_TIMEOUT)
+        sock.settimeout(silence_timeout)
         self._selector.register(sock, selectors.EVENT_READ, None)
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self._thread = threading.Thread(
@@ -257,8 +280,21 @@ class AgentClient:
         self._thread.start()
 
     @classmethod
-    def connect(cls, host: str, port: int, token: str, *, timeout: float = 5.0) -> AgentClient:
-        """Open a session; raises AgentConnectError (HandshakeRejected) with a clear message."""
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        token: str,
+        *,
+        timeout: float = 5.0,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+    ) -> AgentClient:
+        """Open a session; raises AgentConnectError (HandshakeRejected) with a clear message.
+
+        When nothing at all arrives from the agent for `silence_timeout` seconds (it pings
+        after `keepalive_interval` idle seconds), the agent counts as lost.
+        """
         where = f"{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
@@ -266,11 +302,25 @@ class AgentClient:
         except OSError as error:
             reason = error.strerror or str(error) or type(error).__name__
             raise AgentConnectError(f"cannot reach the agent at {where}: {reason}") from None
-        return cls.over_socket(sock, token, where=where, timeout=timeout)
+        return cls.over_socket(
+            sock,
+            token,
+            where=where,
+            timeout=timeout,
+            keepalive_interval=keepalive_interval,
+            silence_timeout=silence_timeout,
+        )
 
     @classmethod
     def over_socket(
-        cls, sock: socket.socket, token: str, *, where: str, timeout: float = 5.0
+        cls,
+        sock: socket.socket,
+        token: str,
+        *,
+        where: str,
+        timeout: float = 5.0,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        silence_timeout: float = PEER_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session over a connected stream socket (e.g. one end of a Kubernetes
         port-forward); the client owns `sock` from now on, and closes it on failure."""
@@ -294,7 +344,13 @@ class AgentClient:
             sock.close()
             detail = answer.message if isinstance(answer, ProtocolViolation) else answer
             raise AgentConnectError(f"the agent at {where} answered the handshake with {detail}")
-        return cls(sock, decoder, answer.session)
+        return cls(
+            sock,
+            decoder,
+            answer.session,
+            keepalive_interval=keepalive_interval,
+            silence_timeout=silence_timeout,
+        )
 
     # -- requests --
     def request(self, kind: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
@@ -418,10 +474,12 @@ class AgentClient:
             self._pending.clear()
             self._opening.clear()
         for future in pending:
-            if not future.done():
-                future.set_exception(self._lost)
+            _resolve(future, error=self._lost)
         if not self._closing and self.on_lost is not None:
-            self.on_lost(self._lost)
+            try:
+                self.on_lost(self._lost)
+            except Exception as error:  # the hook's bug must not hide the loss itself
+                print(f"mirrord-trace: on_lost hook failed: {error!r}", file=sys.stderr)
         os.write(self._wake_write, b"x")
         return self._lost
 
@@ -449,7 +507,7 @@ class AgentClient:
         if self._decoder.buffered:
             self._handle_incoming(b"")
         while self._lost is None and not self._closing:
-            for key, mask in self._selector.select(timeout=KEEPALIVE_INTERVAL / 2):
+            for key, mask in self._selector.select(timeout=self.keepalive_interval / 2):
                 if key.fileobj is self._sock:
                     self._receive()
                 elif key.fileobj == self._wake_read:
@@ -467,10 +525,10 @@ class AgentClient:
 
     def _keepalive(self) -> None:
         now = time.monotonic()
-        if now - self._last_heard >= PEER_SILENCE_TIMEOUT:
+        if now - self._last_heard >= self.silence_timeout:
             silent = now - self._last_heard
             self._mark_lost(errno.ETIMEDOUT, f"no word from the agent for {silent:.0f} s")
-        elif now - max(self._last_heard, self._last_sent) >= KEEPALIVE_INTERVAL:
+        elif now - max(self._last_heard, self._last_sent) >= self.keepalive_interval:
             self._send_quietly(Ping(int(now * 1000)))
 
     def _receive(self) -> None:
@@ -505,10 +563,10 @@ class AgentClient:
             if isinstance(message, Reply):
                 if pump is not None:
                     self._activate(pump)
-                if future is not None and not future.done():
-                    future.set_result(message.fields)
-            elif future is not None and not future.done():
-                future.set_exception(RemoteError(message.errno, message.message))
+                if future is not None:
+                    _resolve(future, result=message.fields)
+            elif future is not None:
+                _resolve(future, error=RemoteError(message.errno, message.message))
         elif isinstance(message, StreamData | StreamCredit | StreamClose | StreamReset):
             self._on_stream_message(message)
         elif isinstance(message, StreamOpen):

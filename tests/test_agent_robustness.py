@@ -299,3 +299,35 @@ def test_an_agent_that_fails_to_start_is_explained(target: Target) -> None:
         LocalAgent(target.pid, idle_ttl=-1).__enter__()
     message = str(caught.value)
     assert "failed to start" in message and "idle-ttl" in message
+
+
+def test_pings_keep_an_idle_session_alive(agent: LocalAgent) -> None:
+    assert agent.port is not None
+    with AgentClient.connect(
+        "127.0.0.1", agent.port, agent.token, keepalive_interval=0.2, silence_timeout=1.0
+    ) as idle:
+        time.sleep(2.5)  # idle for more than twice the silence timeout
+        assert not idle.lost
+        assert idle.request("noop") == {}
+
+
+def test_a_frozen_agent_counts_as_lost_after_the_silence_timeout(agent: LocalAgent) -> None:
+    assert agent.port is not None and agent.process is not None
+    with AgentClient.connect(
+        "127.0.0.1", agent.port, agent.token, keepalive_interval=0.2, silence_timeout=1.0
+    ) as watched:
+        losses: list[AgentLost] = []
+        watched.on_lost = losses.append
+        pending = watched.request_async("noop")
+        pending.result(timeout=5)
+        agent.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(AgentLost) as caught:
+                watched.request("noop", timeout=10)
+            assert time.monotonic() - started < 3.0
+        finally:
+            agent.process.send_signal(signal.SIGCONT)
+    assert caught.value.errno == errno.ETIMEDOUT
+    assert "no word from the agent" in str(caught.value)
+    assert len(losses) == 1
