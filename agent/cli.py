@@ -84,7 +84,10 @@ def enter_target(pid: int) -> TargetRoot:
         if error.errno in (errno.ENOENT, errno.ESRCH):
             fail(f"no process with pid {pid}: check --target-pid")
         if error.errno in (errno.EPERM, errno.EACCES):
-            fail(NEED_ROOT)
+            fail(
+                f"permission denied entering the namespaces of process {pid}: the agent needs "
+                "CAP_SYS_ADMIN + CAP_SYS_PTRACE over it (root in its user namespace)"
+            )
         fail(f"cannot enter the namespaces of process {pid}: {error.strerror}")
 
 

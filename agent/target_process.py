@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
 
+class TargetGone(OSError):
+    def __init__(self, pid: int) -> None:
+        super().__init__(errno.ESRCH, f"the target process {pid} has exited")
+
+
 def read_environment(pid: int) -> dict[str, str]:
     """The target's environment as it was at exec, names and values fsdecoded."""
-    with open(f"/proc/{pid}/environ", "rb") as environ:
-        raw = environ.read()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            raw = environ.read()
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone(pid) from None
     env: dict[str, str] = {}
     for entry in raw.split(b"\0"):
         name, separator, value = entry.partition(b"=")
@@ -28,11 +37,14 @@ class Credentials:
 def read_credentials(pid: int) -> Credentials:
     """The target's real uid/gid and supplementary groups (what access(2) checks against)."""
     fields: dict[str, list[str]] = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, rest = line.partition(":")
-            if key in ("Uid", "Gid", "Groups"):
-                fields[key] = rest.split()
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, rest = line.partition(":")
+                if key in ("Uid", "Gid", "Groups"):
+                    fields[key] = rest.split()
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone(pid) from None
     return Credentials(
         uid=int(fields["Uid"][0]),
         gid=int(fields["Gid"][0]),

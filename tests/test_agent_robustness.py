@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 
-from mirrord_trace.agent_client import AgentClient, AgentLost, HandshakeRejected
+from mirrord_trace.agent_client import AgentClient, AgentLost, HandshakeRejected, RemoteError
 from mirrord_trace.local_target import LocalAgent, TargetError
 from mirrord_trace.protocol import (
     MAX_FRAME_SIZE,
@@ -331,3 +331,20 @@ def test_a_frozen_agent_counts_as_lost_after_the_silence_timeout(agent: LocalAge
     assert caught.value.errno == errno.ETIMEDOUT
     assert "no word from the agent" in str(caught.value)
     assert len(losses) == 1
+
+
+def test_a_target_that_exits_is_reported_as_gone() -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        with LocalAgent(sleeper.pid) as client:
+            assert "env" in client.request("env")
+            sleeper.kill()
+            sleeper.wait()
+            with pytest.raises(RemoteError) as caught:
+                client.request("env")
+            assert caught.value.errno == errno.ESRCH
+            assert f"target process {sleeper.pid} has exited" in str(caught.value)
+            assert client.request("noop") == {}  # the session itself carries on
+    finally:
+        sleeper.kill()
+        sleeper.wait()
