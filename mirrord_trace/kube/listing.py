@@ -1,0 +1,40 @@
+"""`mirrord-trace ls`: the targets a user can pick in a namespace, in the --target syntax."""
+
+from __future__ import annotations
+
+from mirrord_trace.kube.cluster import Cluster
+from mirrord_trace.kube.errors import Action, Forbidden
+from mirrord_trace.kube.targets import candidate_containers, is_running
+
+
+def list_targets(cluster: Cluster, namespace: str) -> list[str]:
+    """Running pods (`pod/NAME`, and `pod/NAME/container/C` when it has several containers
+    besides mesh sidecars), then deployments with a ready pod. Deployments are left out
+    when the user may not list them (pods are enough to pick a target)."""
+    pods = cluster.call(
+        Action("list", "pods", namespace), cluster.core.list_namespaced_pod, namespace
+    )["items"]
+    targets: list[str] = []
+    for pod in sorted(pods, key=lambda pod: pod["metadata"]["name"]):
+        if not is_running(pod):
+            continue
+        name = pod["metadata"]["name"]
+        containers = candidate_containers(pod)
+        if len(containers) == 1:
+            targets.append(f"pod/{name}")
+        else:
+            targets.extend(f"pod/{name}/container/{container}" for container in containers)
+    try:
+        deployments = cluster.call(
+            Action("list", "deployments.apps", namespace),
+            cluster.apps.list_namespaced_deployment,
+            namespace,
+        )["items"]
+    except Forbidden:
+        deployments = []
+    targets.extend(
+        f"deployment/{deployment['metadata']['name']}"
+        for deployment in sorted(deployments, key=lambda d: d["metadata"]["name"])
+        if deployment.get("status", {}).get("readyReplicas", 0) > 0
+    )
+    return targets

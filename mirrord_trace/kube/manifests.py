@@ -1,0 +1,154 @@
+"""The agent's Kubernetes objects: a Job whose pod runs on the target's node, or an ephemeral
+container in the target pod. Pure functions of an AgentLaunch; tests validate their output
+against the upstream OpenAPI schemas.
+
+Why each setting is there:
+- hostPID: the agent finds the target container's process in the node's /proc (by its
+  container id) and enters its namespaces; nodeName pins it to the target's node (no scheduler).
+- capabilities NET_ADMIN (iptables for stealing), SYS_PTRACE (/proc/<pid>/root, environ, ns),
+  SYS_ADMIN (setns) on top of the runtime's defaults; `privileged` only when asked
+  (agent.privileged), for clusters whose runtime needs it.
+- ttlSecondsAfterFinished: the Job (and its pod) disappear by themselves after the agent exits,
+  even when the local side could not delete them; backoffLimit 0: a failed agent is not retried.
+- mesh opt-out annotations/labels: an injected istio/linkerd sidecar would intercept the
+  agent's port-forwarded traffic and keep the Job from finishing.
+- terminationMessagePolicy FallbackToLogsOnError: when the agent fails, its last log lines
+  (its one-line error) appear in the pod status, so the local side can show them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from mirrord_trace import __version__
+from mirrord_trace.kube.targets import ResolvedTarget
+
+DEFAULT_AGENT_IMAGE = f"ghcr.io/mirrord-trace/agent:{__version__}"
+AGENT_CONTAINER = "mirrord-trace-agent"
+AGENT_CAPABILITIES = ("NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN")
+TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
+MANAGED_BY = {
+    "app.kubernetes.io/name": AGENT_CONTAINER,
+    "app.kubernetes.io/managed-by": "mirrord-trace",
+}
+# Label form (istio >= 1.10, preferred) and annotation form of the sidecar opt-outs.
+MESH_OPT_OUT_LABELS = {"sidecar.istio.io/inject": "false"}
+MESH_OPT_OUT_ANNOTATIONS = {
+    "sidecar.istio.io/inject": "false",
+    "linkerd.io/inject": "disabled",
+    "kuma.io/sidecar-injection": "disabled",
+}
+AGENT_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "50Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+_NAME_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_agent_name() -> str:
+    """A fresh object name: the prefix says what it is, the suffix makes it unique."""
+    return f"{AGENT_CONTAINER}-" + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(10))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLaunch:
+    """Everything that goes into the agent's manifest."""
+
+    name: str  # Job name, or ephemeral container name
+    namespace: str  # where the Job is created (the ephemeral container lives in the target's)
+    target: ResolvedTarget
+    image: str
+    image_pull_policy: str
+    port: int  # the agent listens on 127.0.0.1:port in its pod's network namespace
+    token: str
+    ttl: int  # ttlSecondsAfterFinished
+    privileged: bool
+    idle_ttl: int  # the agent exits after this many seconds without a client
+
+    def command(self) -> list[str]:
+        return [
+            *("python3", "-m", "agent", "--container-id", self.target.container_id),
+            *("--listen", f"127.0.0.1:{self.port}", "--idle-ttl", str(self.idle_ttl)),
+        ]
+
+    def labels(self) -> dict[str, str]:
+        return {**MANAGED_BY, **MESH_OPT_OUT_LABELS, "mirrord-trace/target-pod": self.target.pod}
+
+
+def _security_context(launch: AgentLaunch) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "capabilities": {"add": list(AGENT_CAPABILITIES)},
+        # The target pod (for an ephemeral container) may demand non-root; the agent is root.
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+    }
+    if launch.privileged:
+        context["privileged"] = True
+    return context
+
+
+def _container_base(launch: AgentLaunch) -> dict[str, Any]:
+    return {
+        "image": launch.image,
+        "imagePullPolicy": launch.image_pull_policy,
+        "command": launch.command(),
+        "env": [{"name": TOKEN_ENV, "value": launch.token}],
+        "securityContext": _security_context(launch),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def agent_job(launch: AgentLaunch) -> dict[str, Any]:
+    """batch/v1 Job running the agent on the target's node."""
+    metadata = {
+        "name": launch.name,
+        "namespace": launch.namespace,
+        "labels": launch.labels(),
+        "annotations": dict(MESH_OPT_OUT_ANNOTATIONS),
+    }
+    pod_spec = {
+        "nodeName": launch.target.node,
+        "hostPID": True,
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 5,
+        # Whatever taints the target's node has, the agent must run there.
+        "tolerations": [{"operator": "Exists"}],
+        "containers": [
+            {"name": AGENT_CONTAINER, **_container_base(launch), "resources": AGENT_RESOURCES}
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "ttlSecondsAfterFinished": launch.ttl,
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {
+                    "labels": launch.labels(),
+                    "annotations": dict(MESH_OPT_OUT_ANNOTATIONS),
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def ephemeral_agent_container(launch: AgentLaunch) -> dict[str, Any]:
+    """core/v1 EphemeralContainer running the agent inside the target pod; it shares the
+    target container's process namespace (targetContainerName) and the pod's network."""
+    return {
+        "name": launch.name,
+        **_container_base(launch),
+        "targetContainerName": launch.target.container,
+    }
+
+
+def ephemeral_containers_patch(launch: AgentLaunch) -> dict[str, Any]:
+    """Strategic merge patch for the pods/ephemeralcontainers subresource (merge key: name)."""
+    return {"spec": {"ephemeralContainers": [ephemeral_agent_container(launch)]}}

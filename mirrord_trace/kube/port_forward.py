@@ -1,0 +1,81 @@
+"""Reaching the agent through the API server's port-forward (WebSocket, v4.channel.k8s.io,
+through the `kubernetes` client's portforward), and opening the agent session over it.
+
+A running container is not yet a listening agent: until it listens, the kubelet reports the
+failed dial on the port's error channel and closes the data channel; we retry until the
+startup deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import portforward
+from websocket import WebSocketBadStatusException
+
+from mirrord_trace.agent_client import AgentClient, AgentConnectError, HandshakeRejected
+from mirrord_trace.kube.cluster import Cluster
+from mirrord_trace.kube.errors import Action, AgentFailed, AgentStartTimeout, from_api_answer
+
+HANDSHAKE_TIMEOUT = 10.0
+_RETRY_PAUSE = 0.25
+
+
+def open_port_forward(cluster: Cluster, namespace: str, pod: str, port: int) -> Any:
+    """A kubernetes.stream PortForward to `pod`:`port` (one WebSocket, one connection)."""
+    action = Action("create", "pods/portforward", namespace, pod)
+    try:
+        return portforward(
+            cluster.core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+        )
+    except ApiException as error:
+        # The client wraps the WebSocket handshake failure; the answer (a Status) is inside.
+        cause = error.__context__
+        if isinstance(cause, WebSocketBadStatusException) and cause.status_code:
+            raise from_api_answer(
+                cause.status_code, cause.resp_body, action, cluster.context
+            ) from None
+        raise cluster.unreachable(cause or error) from None
+
+
+def connect_agent(
+    cluster: Cluster,
+    namespace: str,
+    pod: str,
+    port: int,
+    token: str,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> tuple[AgentClient, Any]:
+    """-> (agent session, the PortForward carrying it). Close both when done."""
+    deadline = time.monotonic() + timeout
+    where = f"pod {pod} port {port} (port-forward)"
+    while True:
+        forward = open_port_forward(cluster, namespace, pod, port)
+        # The client hands out a wrapper of one end of a socket pair; the session wants the
+        # socket itself (the wrapper only hides setsockopt calls that a pair refuses).
+        sock = forward.socket(port)._socket
+        try:
+            return AgentClient.over_socket(sock, token, where=where, timeout=HANDSHAKE_TIMEOUT), (
+                forward
+            )
+        except HandshakeRejected as error:
+            forward.close()
+            raise AgentFailed(
+                f"the agent in pod {pod} refused the session: {error}",
+                "another mirrord-trace may be using this agent; try again",
+            ) from None
+        except AgentConnectError as error:
+            problem = " ".join((forward.error(port) or str(error)).split())
+            forward.close()
+        if time.monotonic() >= deadline:
+            raise AgentStartTimeout(
+                f"the agent in pod {pod} did not answer through the port-forward within "
+                f"{timeout:g} s: {problem}",
+                f"look at its log: 'kubectl -n {namespace} logs {pod}'",
+            )
+        progress("waiting for the agent to listen")
+        time.sleep(_RETRY_PAUSE)
