@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from agent.target_process import Credentials
@@ -24,7 +26,9 @@ from mirrord_trace.protocol.requests import (
     DT_SOCK,
     DT_UNKNOWN,
     INLINE_READ_LIMIT,
+    LISTING_LIMIT,
     MAX_READ_SIZE,
+    stat_version,
 )
 
 # open(2) flags a reader may pass that change how the path is looked up.
@@ -99,35 +103,64 @@ def _read_up_to(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def open_read(root: TargetRoot, handles: FileHandles, path: str, flags: int) -> dict[str, Any]:
+def open_read(
+    root: TargetRoot,
+    handles: FileHandles,
+    path: str,
+    flags: int,
+    list_entries: bool = False,
+    known: list[int] | None = None,
+) -> dict[str, Any]:
     # O_PATH first: opening a FIFO or a device for reading could block or have side effects.
     with root.opened(path, os.O_PATH | (flags & _LOOKUP_FLAGS)) as path_fd:
         info = os.fstat(path_fd)
         if stat.S_ISLNK(info.st_mode):
             raise OSError(errno.ELOOP, "is a symbolic link and O_NOFOLLOW was given", path)
         reply: dict[str, Any] = {"stat": stat_dict(info)}
+        if known and known == stat_version(reply["stat"]):
+            reply["unchanged"] = True
+            return reply
+        if stat.S_ISDIR(info.st_mode) and list_entries:
+            with _reopened(path_fd, os.O_RDONLY | os.O_DIRECTORY) as dir_fd:
+                entries, more = _entries(dir_fd, 0, LISTING_LIMIT)
+            reply["entries"] = entries
+            reply["more"] = more
+            return reply
         if not stat.S_ISREG(info.st_mode):
             return reply
         # Reopening through the agent's own /proc magic link gives a readable fd for exactly
         # the file already resolved inside the root.
         fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    reply.update(first_content(handles, fd))
+    return reply
+
+
+def first_content(handles: FileHandles, fd: int, keep_open: bool = False) -> dict[str, Any]:
+    """The first INLINE_READ_LIMIT bytes, and a handle when there is more (or `keep_open`).
+
+    Closes `fd` unless a handle now owns it.
+    """
     try:
         # One byte past the limit tells whether more follows, without a second round trip.
         content = _read_up_to(fd, INLINE_READ_LIMIT + 1)
     except BaseException:
         os.close(fd)
         raise
-    if len(content) <= INLINE_READ_LIMIT:
-        os.close(fd)
-        reply["content"] = content
-    else:
-        reply["content"] = content[:INLINE_READ_LIMIT]
+    reply: dict[str, Any] = {"content": content[:INLINE_READ_LIMIT]}
+    if len(content) > INLINE_READ_LIMIT or keep_open:
         reply["handle"] = handles.add(fd)
+    else:
+        os.close(fd)
     return reply
 
 
-def read(handles: FileHandles, handle: int, offset: int, size: int) -> dict[str, Any]:
-    return {"data": os.pread(handles.fd(handle), min(size, MAX_READ_SIZE), offset)}
+def read(
+    handles: FileHandles, handle: int, offset: int, size: int, close_after: bool = False
+) -> dict[str, Any]:
+    data = os.pread(handles.fd(handle), min(size, MAX_READ_SIZE), offset)
+    if close_after:
+        handles.close(handle)
+    return {"data": data}
 
 
 def close(handles: FileHandles, handle: int) -> dict[str, Any]:
@@ -156,8 +189,10 @@ def _permitted(info: os.stat_result, who: Credentials, mode: int) -> bool:
     return bits & mode == mode
 
 
-def access(root: TargetRoot, who: Credentials, path: str, mode: int) -> dict[str, Any]:
-    with root.opened(path, os.O_PATH) as fd:
+def access(
+    root: TargetRoot, who: Credentials, path: str, mode: int, follow: bool = True
+) -> dict[str, Any]:
+    with root.opened(path, os.O_PATH | (0 if follow else os.O_NOFOLLOW)) as fd:
         if mode == os.F_OK:
             return {}
         info = os.fstat(fd)
@@ -188,16 +223,38 @@ def _dtype(entry: os.DirEntry[str]) -> int:
         return DT_UNKNOWN
 
 
-def listdir(root: TargetRoot, path: str) -> dict[str, Any]:
+@contextmanager
+def _reopened(path_fd: int, flags: int) -> Iterator[int]:
+    """A real fd (not O_PATH) for the file an O_PATH fd already resolved inside the root."""
+    fd = os.open(f"/proc/self/fd/{path_fd}", flags | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _entries(dir_fd: int, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` entries (0: all) after skipping `offset`, and whether more follow."""
+    entries: list[dict[str, Any]] = []
+    with os.scandir(dir_fd) as scan:
+        for index, entry in enumerate(scan):
+            if index < offset:
+                continue
+            if limit and len(entries) == limit:
+                return entries, True
+            entries.append({"name": entry.name, "type": _dtype(entry), "ino": entry.inode()})
+    return entries, False
+
+
+def listdir(root: TargetRoot, path: str, offset: int = 0, limit: int = 0) -> dict[str, Any]:
     with root.opened(path, os.O_RDONLY | os.O_DIRECTORY) as fd:
-        with root.opened(os.path.join(path, ".."), os.O_PATH) as parent_fd:
-            parent_ino = os.fstat(parent_fd).st_ino
-        entries: list[dict[str, Any]] = [
-            {"name": ".", "type": DT_DIR, "ino": os.fstat(fd).st_ino},
-            {"name": "..", "type": DT_DIR, "ino": parent_ino},
-        ]
-        with os.scandir(fd) as scan:
-            entries.extend(
-                {"name": entry.name, "type": _dtype(entry), "ino": entry.inode()} for entry in scan
-            )
-    return {"entries": entries}
+        entries: list[dict[str, Any]] = []
+        if offset == 0:
+            with root.opened(os.path.join(path, ".."), os.O_PATH) as parent_fd:
+                parent_ino = os.fstat(parent_fd).st_ino
+            entries = [
+                {"name": ".", "type": DT_DIR, "ino": os.fstat(fd).st_ino},
+                {"name": "..", "type": DT_DIR, "ino": parent_ino},
+            ]
+        more_entries, more = _entries(fd, offset, limit)
+    return {"entries": entries + more_entries, "more": more}

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent import fs_requests, net_requests
+from agent import fs_requests, fs_write_requests, net_requests
 from agent.streams import TcpStream, UdpStream
 from agent.target_process import read_credentials, read_environment
 from mirrord_trace.protocol.requests import REQUESTS, InvalidRequest
@@ -44,13 +44,22 @@ def _stats(session: Session, fields: Fields) -> Fields:
 
 
 def _open_read(session: Session, fields: Fields) -> Fields:
-    return fs_requests.open_read(session.root, session.handles, fields["path"], fields["flags"])
+    return fs_requests.open_read(
+        session.root,
+        session.handles,
+        fields["path"],
+        fields["flags"],
+        list_entries=fields["list"],
+        known=fields["known"],
+    )
 
 
 def _read(session: Session, fields: Fields) -> Fields:
     if fields["size"] < 0 or fields["offset"] < 0:
         raise InvalidRequest(errno.EINVAL, "offset and size must not be negative")
-    return fs_requests.read(session.handles, fields["handle"], fields["offset"], fields["size"])
+    return fs_requests.read(
+        session.handles, fields["handle"], fields["offset"], fields["size"], fields["close"]
+    )
 
 
 def _close(session: Session, fields: Fields) -> Fields:
@@ -63,7 +72,7 @@ def _stat(session: Session, fields: Fields) -> Fields:
 
 def _access(session: Session, fields: Fields) -> Fields:
     who = read_credentials(session.target_pid)
-    return fs_requests.access(session.root, who, fields["path"], fields["mode"])
+    return fs_requests.access(session.root, who, fields["path"], fields["mode"], fields["follow"])
 
 
 def _readlink(session: Session, fields: Fields) -> Fields:
@@ -71,7 +80,44 @@ def _readlink(session: Session, fields: Fields) -> Fields:
 
 
 def _listdir(session: Session, fields: Fields) -> Fields:
-    return fs_requests.listdir(session.root, fields["path"])
+    if fields["offset"] < 0 or fields["limit"] < 0:
+        raise InvalidRequest(errno.EINVAL, "offset and limit must not be negative")
+    return fs_requests.listdir(session.root, fields["path"], fields["offset"], fields["limit"])
+
+
+def _open_write(session: Session, fields: Fields) -> Fields:
+    return fs_write_requests.open_write(
+        session.root, session.handles, fields["path"], fields["flags"], fields["mode"]
+    )
+
+
+def _pwrite(session: Session, fields: Fields) -> Fields:
+    if fields["offset"] < 0:
+        raise InvalidRequest(errno.EINVAL, "offset must not be negative")
+    return fs_write_requests.pwrite(
+        session.handles,
+        fields["handle"],
+        fields["offset"],
+        fields["data"],
+        fields["size"],
+        fields["sync"],
+    )
+
+
+def _mkdir(session: Session, fields: Fields) -> Fields:
+    return fs_write_requests.mkdir(session.root, fields["path"], fields["mode"])
+
+
+def _unlink(session: Session, fields: Fields) -> Fields:
+    return fs_write_requests.unlink(session.root, fields["path"], fields["directory"])
+
+
+def _rename(session: Session, fields: Fields) -> Fields:
+    return fs_write_requests.rename(session.root, fields["old"], fields["new"], fields["flags"])
+
+
+def _truncate(session: Session, fields: Fields) -> Fields:
+    return fs_write_requests.truncate(session.root, fields["path"], fields["length"])
 
 
 async def _dns_query(session: Session, fields: Fields) -> Fields:
@@ -127,6 +173,12 @@ HANDLERS: dict[str, Handler] = {
     "fs.access": Handler("thread", _access),
     "fs.readlink": Handler("thread", _readlink),
     "fs.listdir": Handler("thread", _listdir),
+    "fs.open_write": Handler("thread", _open_write),
+    "fs.pwrite": Handler("thread", _pwrite),
+    "fs.mkdir": Handler("thread", _mkdir),
+    "fs.unlink": Handler("thread", _unlink),
+    "fs.rename": Handler("thread", _rename),
+    "fs.truncate": Handler("thread", _truncate),
     "dns.query": Handler("async", _dns_query),
     "dns.getaddrinfo": Handler("async", _dns_getaddrinfo),
     "net.connect": Handler("async", _connect),

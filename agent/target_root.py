@@ -29,12 +29,12 @@ class TargetRoot:
     def close(self) -> None:
         os.close(self.fd)
 
-    def open(self, path: str, flags: int) -> int:
-        """An fd for `path` resolved inside the root; `flags` are open(2) flags."""
+    def open(self, path: str, flags: int, mode: int = 0) -> int:
+        """An fd for `path` resolved inside the root; `flags` and `mode` are open(2)'s."""
         encoded = os.fsencode(path)
         for _ in range(_EAGAIN_RETRIES):
             try:
-                return openat2(self.fd, encoded, flags | os.O_CLOEXEC, _RESOLVE)
+                return openat2(self.fd, encoded, flags | os.O_CLOEXEC, _RESOLVE, mode)
             except BlockingIOError:
                 continue
         raise OSError(errno.EAGAIN, "path kept changing during lookup", path)

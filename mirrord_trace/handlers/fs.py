@@ -94,11 +94,12 @@ class FsPathHandlers:
 
 def traps(context: SessionContext) -> list[Trap]:
     from mirrord_trace.config.model import FsMode
-    from mirrord_trace.handlers.path_policy import TargetlessPolicy
+    from mirrord_trace.handlers.path_policy import PathPolicy
     from mirrord_trace.session import Trap
 
     fs = context.config.feature.fs
     if fs.mode == FsMode.LOCAL:
         return []
-    handlers = FsPathHandlers(TargetlessPolicy(fs.not_found), explain=context.explain)
+    policy = PathPolicy(fs, targetless=True, explain=context.explain)
+    handlers = FsPathHandlers(policy, explain=context.explain)
     return [Trap(shape, handlers.handler(shape)) for shape in FS_PATH_SYSCALLS.values()]

@@ -1,35 +1,248 @@
-"""Which paths are local, remote, or not found: mirrord's fs modes and override patterns."""
+"""Which paths are local, remote, or not found: mirrord's fs modes, default lists and overrides.
+
+The decision order (docs/fs.md documents it; tests keep the two in step) is mirrord's:
+
+    1. user not_found      -> not found
+    2. user read_write     -> remote, reads and writes
+    3. user read_only      -> remote reads; writes stay local
+    4. user local          -> local
+    5. default not_found   -> not found   (~/.kube, ~/.config/gcloud, ~/.azure)
+    6. default remote      -> remote reads; writes stay local (/etc/resolv.conf, /etc/hosts...)
+    7. default local       -> local       (/proc, /sys, /dev, /lib*, /usr, /etc, /tmp, cwd...)
+    8. feature.fs.mode     -> read: remote reads, local writes; write: remote both;
+                              localwithoverrides: local
+
+The first rule whose patterns match the absolute path decides. Mode `local` traps nothing at
+all; without a target every "remote" answer becomes local (there is nothing remote to reach).
+Patterns are regular expressions searched (not anchored) case-insensitively, like mirrord's.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-# Paths a program never finds, whatever the mode: credentials of the developer's own machine
-# that would otherwise leak into (or confuse) a program pretending to run in the pod.
+from mirrord_trace.config.model import FsConfig, FsMode
+
+LOCAL = "local"
+REMOTE = "remote"
+NOT_FOUND = "not_found"
+
+# Credentials of the developer's own machine, hidden from a program that pretends to run in the
+# pod: under the home directory of whoever runs mirrord-trace.
 DEFAULT_NOT_FOUND = (
-    r"^{home}/\.kube(/|$)",
     r"^{home}/\.config/gcloud(/|$)",
+    r"^{home}/\.kube(/|$)",
     r"^{home}/\.azure(/|$)",
 )
 
+# Read from the pod even though /etc is local: name resolution and TLS trust must match the pod.
+DEFAULT_REMOTE = (
+    r"^/etc/resolv\.conf$",
+    r"^/etc/hosts$",
+    r"^/etc/hostname$",
+    r"^/etc/ssl/certs(/|$)",
+)
 
-def _combined(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    listed = list(patterns)
-    return re.compile("|".join(f"(?:{p})" for p in listed)) if listed else None
+# Read locally in every mode: the machine's own system files, language runtimes and tooling,
+# scratch space, and the program itself with its working directory (mirrord's list; /lib* and
+# versioned shared objects added because the dynamic loader runs under the filter here).
+DEFAULT_LOCAL = (
+    r".\.so(\.[0-9]+)*$",
+    r".\.d$",
+    r".\.pyc$",
+    r".\.py$",
+    r".\.jar$",
+    r".\.class$",
+    r".\.js$",
+    r".\.pth$",
+    r".\.plist$",
+    r"venv\.cfg$",
+    r"^/proc(/|$)",
+    r"^/sys(/|$)",
+    r"^/lib[^/]*(/|$)",
+    r"^/etc(/|$)",
+    r"^/usr(/|$)",
+    r"^/home(/|$)",
+    r"^/bin(/|$)",
+    r"^/sbin(/|$)",
+    r"^/dev(/|$)",
+    r"^/opt(/|$)",
+    r"^/tmp(/|$)",
+    r"^/var/tmp(/|$)",
+    r"^/snap(/|$)",
+    r"^/run(/|$)",
+    r"^/selinux(/|$)",
+    r"^/nix(/|$)",
+    r".+\.asdf/.+",
+    r"clr-.*-pipe-",
+    r"\.pdb$",
+    r"\.dll$",
+    r".*(^|/)jvm\.cfg$",
+    r"/package\.json$",
+    r"/\.yarnrc$",
+    r"/\.yarnrc\.yml$",
+    r"/\.yarnrc\.json$",
+    r"/node_modules",
+    r".*/\.tool-versions$",
+    "^{temp}",
+    "^/$",
+)
+
+# (rule name, what a read gets, what a write gets); the order is the decision order.
+RULE_ORDER: tuple[tuple[str, str, str], ...] = (
+    ("user not_found", NOT_FOUND, NOT_FOUND),
+    ("user read_write", REMOTE, REMOTE),
+    ("user read_only", REMOTE, LOCAL),
+    ("user local", LOCAL, LOCAL),
+    ("default not_found", NOT_FOUND, NOT_FOUND),
+    ("default remote", REMOTE, LOCAL),
+    ("default local", LOCAL, LOCAL),
+)
+MODE_VERDICTS: dict[FsMode, tuple[str, str]] = {
+    FsMode.READ: (REMOTE, LOCAL),
+    FsMode.WRITE: (REMOTE, REMOTE),
+    FsMode.LOCAL_WITH_OVERRIDES: (LOCAL, LOCAL),
+    FsMode.LOCAL: (LOCAL, LOCAL),
+}
+_DECISION_CACHE_LIMIT = 4096
 
 
-class TargetlessPolicy:
-    """No target: every path is local except the not-found ones."""
+class PatternList:
+    """Several regexes searched as one: one combined regex when they combine, else in turn."""
 
-    def __init__(self, not_found: Iterable[str | re.Pattern[str]] = ()) -> None:
-        home = re.escape(os.path.expanduser("~"))
-        defaults = [p.replace("{home}", home) for p in DEFAULT_NOT_FOUND]
-        users = [p.pattern if isinstance(p, re.Pattern) else p for p in not_found]
-        self._not_found = _combined([*users, *defaults])
+    def __init__(self, patterns: Iterable[str | re.Pattern[str]]) -> None:
+        self.sources = tuple(p.pattern if isinstance(p, re.Pattern) else p for p in patterns)
+        self.compiled = tuple(re.compile(source, re.IGNORECASE) for source in self.sources)
+        self._combined: re.Pattern[str] | None = None
+        if self.sources:
+            try:
+                self._combined = re.compile(
+                    "|".join(f"(?:{s})" for s in self.sources), re.IGNORECASE
+                )
+            except re.error:  # e.g. a user pattern with inline global flags
+                self._combined = None
 
-    def decide(self, path: str) -> tuple[str, str]:
-        if self._not_found is not None and self._not_found.search(path):
-            return "not_found", "not_found pattern"
-        return "local", "no target: everything else is local"
+    def __bool__(self) -> bool:
+        return bool(self.sources)
+
+    def matches(self, path: str) -> bool:
+        if self._combined is not None:
+            return self._combined.search(path) is not None
+        return any(pattern.search(path) for pattern in self.compiled)
+
+    def first_match(self, path: str) -> str | None:
+        """The source of the first pattern that matches (for --trace)."""
+        for source, pattern in zip(self.sources, self.compiled, strict=True):
+            if pattern.search(path):
+                return source
+        return None
+
+
+@dataclass(frozen=True)
+class Whereabouts:
+    """What the default lists are relative to: this machine's user, directories and program."""
+
+    home: str
+    cwd: str
+    program: str
+    temp_dir: str
+
+    @classmethod
+    def current(cls, program: str = "") -> Whereabouts:
+        return cls(
+            home=os.path.expanduser("~"),
+            cwd=os.getcwd(),
+            program=os.path.abspath(program) if program else "",
+            temp_dir=tempfile.gettempdir(),
+        )
+
+
+def default_local_patterns(where: Whereabouts) -> list[str]:
+    temp = re.escape(where.temp_dir.rstrip("/") or "/")
+    patterns = [p.replace("{temp}", temp) for p in DEFAULT_LOCAL]
+    cwd = where.cwd.rstrip("/")
+    if cwd:  # not "/": a container's WORKDIR is often "/", which would make everything local
+        patterns.append(f"^{re.escape(cwd)}(/|$)")
+    if where.program:
+        patterns.append(f"^{re.escape(where.program)}$")
+    home = where.home.rstrip("/")
+    if home:
+        patterns.append(f"^{re.escape(home)}/\\.")  # the user's hidden files and directories
+    return patterns
+
+
+def default_not_found_patterns(where: Whereabouts) -> list[str]:
+    home = re.escape(where.home.rstrip("/"))
+    return [p.replace("{home}", home) for p in DEFAULT_NOT_FOUND] if home else []
+
+
+class PathPolicy:
+    """Decides each absolute path: `decide(path, write) -> (verdict, rule in words)`."""
+
+    def __init__(
+        self,
+        fs: FsConfig,
+        *,
+        targetless: bool = False,
+        where: Whereabouts | None = None,
+        explain: bool = False,
+    ) -> None:
+        where = where if where is not None else Whereabouts.current()
+        self.mode = fs.mode
+        self.targetless = targetless
+        self.explain = explain
+        lists: Sequence[PatternList] = (
+            PatternList(fs.not_found),
+            PatternList(fs.read_write),
+            PatternList(fs.read_only),
+            PatternList(fs.local),
+            PatternList(default_not_found_patterns(where)),
+            PatternList(DEFAULT_REMOTE),
+            PatternList(default_local_patterns(where)),
+        )
+        self._rules = [
+            (name, patterns, read, write)
+            for (name, read, write), patterns in zip(RULE_ORDER, lists, strict=True)
+            if patterns
+        ]
+        self._mode_read, self._mode_write = MODE_VERDICTS[fs.mode]
+        self._cache: dict[tuple[str, bool], tuple[str, str]] = {}
+
+    @property
+    def can_write_remotely(self) -> bool:
+        """Whether any path at all may be written in the target."""
+        if self.targetless:
+            return False
+        return self.mode is FsMode.WRITE or any(
+            name == "user read_write" for name, *_ in self._rules
+        )
+
+    def decide(self, path: str, write: bool = False) -> tuple[str, str]:
+        key = (path, write)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        decision = self._decide(path, write)
+        if len(self._cache) >= _DECISION_CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = decision
+        return decision
+
+    def _decide(self, path: str, write: bool) -> tuple[str, str]:
+        read_verdict, write_verdict = self._mode_read, self._mode_write
+        rule = f"fs mode {self.mode.value}"
+        for name, patterns, rule_read, rule_write in self._rules:
+            if patterns.matches(path):
+                read_verdict, write_verdict = rule_read, rule_write
+                rule = f"{name} pattern {patterns.first_match(path)}" if self.explain else name
+                break
+        verdict = write_verdict if write else read_verdict
+        if write and verdict != read_verdict:
+            rule = f"{rule}, writes stay local"
+        if verdict == REMOTE and self.targetless:
+            return LOCAL, f"no target ({rule})"
+        return verdict, rule

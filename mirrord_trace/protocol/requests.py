@@ -12,13 +12,28 @@ Replies (fields of Reply):
   fs.open_read      {"stat": STAT, "content": bytes, ["handle": int]}
                     regular files: the first INLINE_READ_LIMIT bytes inline; "handle" is
                     present when there is more (continue with fs.read at len(content)).
-                    Other file types: just "stat".
-  fs.read           {"data": bytes}                    empty at end of file
+                    Directories with "list": true: also "entries" as in fs.listdir, without
+                    "." and "..". Other file types: just "stat". When "known" equals the
+                    file's VERSION the reply is {"stat": STAT, "unchanged": true} and nothing
+                    else: the caller's copy is still good.
+  fs.read           {"data": bytes}                    empty at end of file; "close": true
+                                                       closes the handle after this read
   fs.close          {}
   fs.stat           {"stat": STAT}
   fs.access         {}                                 EACCES/ENOENT... as an error
   fs.readlink       {"target": str}
-  fs.listdir        {"entries": [{"name": str, "type": DT_*, "ino": int}]}  with "." and ".."
+  fs.listdir        {"entries": [{"name": str, "type": DT_*, "ino": int}], "more": bool}
+                    with "." and ".."; "offset"/"limit" page through huge directories
+  fs.open_write     {"stat": STAT, "content": bytes, "handle": int, "created": bool}
+                    opens (O_CREAT, O_EXCL, O_TRUNC as given; "mode" for a new file, exact)
+                    a regular file for reading and writing; content as in fs.open_read, the
+                    handle stays open for fs.read/fs.pwrite until fs.close
+  fs.pwrite         {"written": int}                   then ftruncate to "size" if >= 0,
+                                                       then fsync if "sync"
+  fs.mkdir          {}                                 "mode" exact (no umask applied)
+  fs.unlink         {}                                 rmdir when "directory"
+  fs.rename         {}                                 "flags": renameat2 RENAME_* flags
+  fs.truncate       {}
   dns.query         {"payload": bytes}                 the nameserver's reply, unchanged
   dns.getaddrinfo   {"addresses": [{"family": int, "address": str}]}  with the target's
                     /etc/hosts, /etc/resolv.conf (search, ndots) and netns; ENOENT when the
@@ -26,7 +41,8 @@ Replies (fields of Reply):
   net.connect       {"stream": int, "local": [host, port], "peer": [host, port]}
                     the stream id is the one the client chose (odd); data flows as StreamData
 
-STAT is a map with the keys in STAT_FIELDS (times in nanoseconds). Paths are resolved inside
+STAT is a map with the keys in STAT_FIELDS (times in nanoseconds); VERSION is the list
+[dev, ino, size, mtime_ns, ctime_ns] taken from it (see stat_version). Paths are resolved inside
 the target's root directory; `..` and symlinks cannot leave it.
 """
 
@@ -45,6 +61,15 @@ STAT_FIELDS = (
     "mode", "size", "uid", "gid", "nlink", "ino", "dev", "rdev",
     "atime_ns", "mtime_ns", "ctime_ns", "blksize", "blocks",
 )  # fmt: skip
+
+# fs.open_read lists at most this many directory entries; fs.listdir pages through the rest.
+LISTING_LIMIT = 20_000
+
+
+def stat_version(stat: dict[str, int]) -> list[int]:
+    """What tells two states of a file apart without reading it (fs.open_read's "known")."""
+    return [stat["dev"], stat["ino"], stat["size"], stat["mtime_ns"], stat["ctime_ns"]]
+
 
 # getdents64 d_type values (linux/dirent.h), as fs.listdir reports them.
 DT_UNKNOWN, DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 0, 1, 2, 4, 6, 8, 10, 12
@@ -74,13 +99,23 @@ REQUESTS: dict[str, RequestSpec] = {
     "noop": RequestSpec(),
     "env": RequestSpec(),
     "stats": RequestSpec(),
-    "fs.open_read": RequestSpec({"path": str}, {"flags": (int, 0)}),
-    "fs.read": RequestSpec({"handle": int, "offset": int, "size": int}),
+    "fs.open_read": RequestSpec(
+        {"path": str}, {"flags": (int, 0), "list": (bool, False), "known": (list, [])}
+    ),
+    "fs.read": RequestSpec({"handle": int, "offset": int, "size": int}, {"close": (bool, False)}),
     "fs.close": RequestSpec({"handle": int}),
     "fs.stat": RequestSpec({"path": str}, {"follow": (bool, True)}),
-    "fs.access": RequestSpec({"path": str, "mode": int}),
+    "fs.access": RequestSpec({"path": str, "mode": int}, {"follow": (bool, True)}),
     "fs.readlink": RequestSpec({"path": str}),
-    "fs.listdir": RequestSpec({"path": str}),
+    "fs.listdir": RequestSpec({"path": str}, {"offset": (int, 0), "limit": (int, 0)}),
+    "fs.open_write": RequestSpec({"path": str, "flags": int}, {"mode": (int, 0o644)}),
+    "fs.pwrite": RequestSpec(
+        {"handle": int, "offset": int, "data": bytes}, {"size": (int, -1), "sync": (bool, False)}
+    ),
+    "fs.mkdir": RequestSpec({"path": str}, {"mode": (int, 0o755)}),
+    "fs.unlink": RequestSpec({"path": str}, {"directory": (bool, False)}),
+    "fs.rename": RequestSpec({"old": str, "new": str}, {"flags": (int, 0)}),
+    "fs.truncate": RequestSpec({"path": str, "length": int}),
     "dns.query": RequestSpec(
         {"payload": bytes, "nameserver": str},
         {"port": (int, 53), "transport": (str, "udp"), "timeout": (_NUMBER, 5.0)},
