@@ -9,6 +9,7 @@ import socket
 from collections import Counter
 from typing import Any
 
+from agent.mounts import MountWatch
 from agent.session import Session, log
 from agent.target_root import TargetRoot
 from mirrord_trace.protocol import (
@@ -35,6 +36,7 @@ class AgentServer:
         self.idle_ttl = idle_ttl
         self.totals: Counter[str] = Counter()
         self.malformed_frames = 0
+        self.mounts = MountWatch(target_pid)
         self._listener = listener
         self._sessions: set[Session] = set()
         self._next_session_id = 1

@@ -219,7 +219,10 @@ class Session(asyncio.Protocol):
             self.send(error_reply(request.id, error))
             return
         handler = HANDLERS[request.kind]
-        if handler.mode == "inline":
+        # File work on local filesystems is quicker done than handed to a thread (mounts.py).
+        if handler.mode == "inline" or (
+            handler.mode == "thread" and self.server.mounts.inline_ok()
+        ):
             try:
                 reply: Fields = handler.run(self, fields)  # type: ignore[assignment]
             except Exception as error:

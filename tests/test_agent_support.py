@@ -32,9 +32,18 @@ TARGET_ENV = {
 }
 
 _TARGET_SCRIPT = r"""
-import json, os, socket, subprocess, sys, threading, time
-root, source_bytes = sys.argv[1], int(sys.argv[2])
+import ctypes, json, os, socket, subprocess, sys, threading, time
+root, source_bytes, stuck_fuse = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+if stuck_fuse:
+    # A FUSE mount whose server never answers: every lookup below it blocks (like a dead
+    # NFS server) until this process, the only holder of the device fd, dies.
+    fuse_fd = os.open("/dev/fuse", os.O_RDWR)
+    options = f"fd={fuse_fd},rootmode=40000,user_id=0,group_id=0".encode()
+    libc = ctypes.CDLL(None, use_errno=True)
+    mount_point = os.path.join(root, "stuck").encode()
+    if libc.mount(b"deadfuse", mount_point, b"fuse.dead", 0, options) != 0:
+        sys.exit(f"mounting the stuck FUSE filesystem failed: errno {ctypes.get_errno()}")
 PATTERN = bytes(range(256)) * 256
 
 def serve(listener, handler):
@@ -122,7 +131,7 @@ class Target:
 def _build_root(base: Path) -> tuple[Path, str]:
     (base / "secret.txt").write_bytes(SECRET)
     root = base / "root"
-    for directory in ("etc", "data/subdir", "maze", "bin"):
+    for directory in ("etc", "data/subdir", "maze", "bin", "stuck"):
         (root / directory).mkdir(parents=True)
     (root / "etc/hostname").write_text("target-host\n")
     (root / "etc/resolv.conf").write_text(
@@ -170,20 +179,17 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_target() -> Iterator[Target]:
+def running_target(stuck_fuse: bool = False) -> Iterator[Target]:
+    """The target; with `stuck_fuse`, its own mount namespace has a FUSE filesystem at /stuck
+    whose server never answers."""
     base = Path(tempfile.mkdtemp(prefix="mirrord-trace-agent-test-"))
     processes: list[subprocess.Popen] = []
     try:
         root, big_sha = _build_root(base)
+        namespaces = ["--net", "--mount", "--propagation=private"] if stuck_fuse else ["--net"]
+        arguments = [str(root), str(SOURCE_BYTES), "1" if stuck_fuse else "0"]
         target = subprocess.Popen(
-            [
-                "unshare",
-                "--net",
-                sys.executable,
-                "-c",
-                _TARGET_SCRIPT,
-                *(str(root), str(SOURCE_BYTES)),
-            ],
+            ["unshare", *namespaces, sys.executable, "-c", _TARGET_SCRIPT, *arguments],
             env=TARGET_ENV,
             stdout=subprocess.PIPE,
         )
