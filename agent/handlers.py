@@ -162,6 +162,18 @@ async def _connect(session: Session, fields: Fields) -> Fields:
     }
 
 
+async def _incoming_subscribe(session: Session, fields: Fields) -> Fields:
+    from agent.incoming_service import service_for  # only sessions with incoming traffic
+
+    return await service_for(session.server).subscribe(session, fields)
+
+
+def _incoming_unsubscribe(session: Session, fields: Fields) -> Fields:
+    from agent.incoming_service import service_for
+
+    return service_for(session.server).unsubscribe(session, fields)
+
+
 HANDLERS: dict[str, Handler] = {
     "noop": Handler("inline", _noop),
     "env": Handler("inline", _env),
@@ -182,6 +194,8 @@ HANDLERS: dict[str, Handler] = {
     "dns.query": Handler("async", _dns_query),
     "dns.getaddrinfo": Handler("async", _dns_getaddrinfo),
     "net.connect": Handler("async", _connect),
+    "incoming.subscribe": Handler("async", _incoming_subscribe),
+    "incoming.unsubscribe": Handler("inline", _incoming_unsubscribe),
 }
 
 assert HANDLERS.keys() == REQUESTS.keys(), "every request kind in the protocol needs a handler"

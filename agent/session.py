@@ -11,6 +11,7 @@ import errno
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.fs_requests import FileHandles
@@ -84,6 +85,9 @@ class Session(asyncio.Protocol):
         self._writable.set()
         self._last_heard = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
+        # Run when the client is gone, before its streams are dropped (e.g. incoming
+        # subscriptions give their ports back).
+        self.close_callbacks: list[Callable[[], None]] = []
 
     # -- transport callbacks --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -123,6 +127,11 @@ class Session(asyncio.Protocol):
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._writable.set()
+        for callback in self.close_callbacks:
+            try:
+                callback()
+            except Exception as error:  # one failed clean-up must not skip the others
+                log(f"clean-up after client {self.peer} failed: {error!r}")
         for stream in list(self._streams.values()):
             stream.abort()
         for task in self._tasks:

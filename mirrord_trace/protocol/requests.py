@@ -40,6 +40,12 @@ Replies (fields of Reply):
                     name does not exist (EAI_NONAME), EAGAIN/ETIMEDOUT when no server answered
   net.connect       {"stream": int, "local": [host, port], "peer": [host, port]}
                     the stream id is the one the client chose (odd); data flows as StreamData
+  incoming.subscribe {"subscription": int}            traffic to the target's TCP `port`:
+                    mode "mirror" (a copy) or "steal" (the traffic itself; with header_filter /
+                    path_filter, case-insensitive regexes, only the matching HTTP requests).
+                    Each connection arrives as a StreamOpen (even id) whose info is
+                    {"subscription", "mode", "port", "peer": [host, port], "local": [host, port]}
+  incoming.unsubscribe {}                             stop; stolen traffic goes to the target again
 
 STAT is a map with the keys in STAT_FIELDS (times in nanoseconds); VERSION is the list
 [dev, ino, size, mtime_ns, ctime_ns] taken from it (see stat_version). Paths are resolved inside
@@ -125,7 +131,13 @@ REQUESTS: dict[str, RequestSpec] = {
         {"family": int, "host": str, "port": int, "stream": int},
         {"transport": (str, "tcp"), "timeout": (_NUMBER, 10.0)},
     ),
+    "incoming.subscribe": RequestSpec(
+        {"port": int, "mode": str}, {"header_filter": (str, ""), "path_filter": (str, "")}
+    ),
+    "incoming.unsubscribe": RequestSpec({"subscription": int}),
 }
+
+INCOMING_MODES = ("mirror", "steal")
 
 
 def _type_ok(value: object, expected: type | tuple[type, ...]) -> bool:
@@ -164,4 +176,6 @@ def validate_request(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
             raise InvalidRequest(EINVAL, f"{kind}: field {name!r} must be {_type_name(expected)}")
     if "transport" in result and result["transport"] not in TRANSPORTS:
         raise InvalidRequest(EINVAL, f"{kind}: transport must be one of {TRANSPORTS}")
+    if kind == "incoming.subscribe" and result["mode"] not in INCOMING_MODES:
+        raise InvalidRequest(EINVAL, f"{kind}: mode must be one of {INCOMING_MODES}")
     return result

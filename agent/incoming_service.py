@@ -1,0 +1,174 @@
+"""incoming.subscribe / incoming.unsubscribe: the agent's side of incoming traffic.
+
+One IncomingService per agent process owns the mirror hub (packet capture) and the steal hub
+(listener, rules, guardian); sessions subscribe to ports through it. A session's subscriptions
+end with the session, so the rules of a client that vanished (its supervisor was killed) are
+gone as soon as the agent notices the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+from agent.http_filter import HttpFilter
+from agent.incoming_http_proxy import Streams
+from agent.incoming_mirror import MirrorHub, MirrorStream
+from agent.incoming_steal import StealHub
+from agent.streams import TcpStream
+from mirrord_trace.protocol import StreamOpen
+from mirrord_trace.protocol.requests import InvalidRequest
+
+if TYPE_CHECKING:
+    from agent.server import AgentServer
+    from agent.session import Session
+
+_subscription_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One port a session subscribed to; also the receiver the hubs hand connections to."""
+
+    owner: SessionIncoming
+    id: int
+    port: int
+    mode: str
+    http_filter: HttpFilter | None = None
+
+    # -- mirror --
+    def open_copy(self, info: dict[str, Any]) -> MirrorStream | None:
+        session = self.owner.session
+        return self.owner.open_stream(self, info, lambda stream: MirrorStream(stream, session))
+
+    # -- steal --
+    def take_connection(self, info: dict[str, Any], client: Streams) -> bool:
+        reader, writer = client
+        stream = self.owner.open_stream(
+            self, info, lambda stream_id: TcpStream(stream_id, reader, writer, self.owner.session)
+        )
+        return stream is not None
+
+    async def open_program_stream(self, info: dict[str, Any]) -> Streams | None:
+        """A connection to the program through a stream: the far end of a socket pair is
+        bridged like a stolen connection, the near end is the filter's upstream."""
+        near, far = socket.socketpair()
+        far_reader, far_writer = await asyncio.open_connection(sock=far)
+        stream = self.owner.open_stream(
+            self,
+            info,
+            lambda stream_id: TcpStream(stream_id, far_reader, far_writer, self.owner.session),
+        )
+        if stream is None:
+            far_writer.close()
+            near.close()
+            return None
+        return await asyncio.open_connection(sock=near)
+
+
+@dataclass(eq=False)
+class SessionIncoming:
+    """A session's subscriptions and the ids of the streams the agent opens to it."""
+
+    service: IncomingService
+    session: Session
+    subscriptions: dict[int, Subscription] = field(default_factory=dict)
+    _stream_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(2, 2))
+    closed: bool = False
+
+    def open_stream(self, subscription: Subscription, info: dict[str, Any], make: Any) -> Any:
+        """Announce a new agent-opened stream and attach `make(stream_id)` to the session."""
+        if self.closed or subscription.id not in self.subscriptions:
+            return None
+        stream_id = next(self._stream_ids)
+        stream = make(stream_id)
+        self.session.send(StreamOpen(stream_id, {**info, "subscription": subscription.id}))
+        self.session.attach_stream(stream)
+        return stream
+
+
+class IncomingService:
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self.mirror = MirrorHub(log)
+        self.steal = StealHub(log)
+        self._sessions: WeakKeyDictionary[Session, SessionIncoming] = WeakKeyDictionary()
+
+    def _for(self, session: Session) -> SessionIncoming:
+        state = self._sessions.get(session)
+        if state is None:
+            state = SessionIncoming(self, session)
+            self._sessions[session] = state
+            session.close_callbacks.append(lambda: self.session_closed(session))
+        return state
+
+    async def subscribe(self, session: Session, fields: dict[str, Any]) -> dict[str, Any]:
+        port: int = fields["port"]
+        if not 1 <= port <= 65535:
+            raise InvalidRequest(errno.EINVAL, f"port {port} is out of range")
+        mode: str = fields["mode"]
+        http_filter = HttpFilter.from_fields(fields["header_filter"], fields["path_filter"])
+        if http_filter is not None and mode != "steal":
+            raise InvalidRequest(errno.EINVAL, "an HTTP filter only applies when stealing")
+        state = self._for(session)
+        subscription = Subscription(state, next(_subscription_ids), port, mode, http_filter)
+        state.subscriptions[subscription.id] = subscription
+        try:
+            if mode == "mirror":
+                self.mirror.add(port, subscription)
+            else:
+                await self.steal.add(port, subscription)
+        except BaseException:
+            state.subscriptions.pop(subscription.id, None)
+            raise
+        if state.closed:  # the session ended while the rules were being added
+            self._drop(subscription)
+        return {"subscription": subscription.id}
+
+    def unsubscribe(self, session: Session, fields: dict[str, Any]) -> dict[str, Any]:
+        state = self._sessions.get(session)
+        subscription = state.subscriptions.get(fields["subscription"]) if state else None
+        if subscription is None:
+            raise InvalidRequest(errno.ENOENT, f"no subscription {fields['subscription']}")
+        self._drop(subscription)
+        return {}
+
+    def session_closed(self, session: Session) -> None:
+        state = self._sessions.pop(session, None)
+        if state is None:
+            return
+        state.closed = True
+        for subscription in list(state.subscriptions.values()):
+            self._drop(subscription)
+
+    def _drop(self, subscription: Subscription) -> None:
+        subscription.owner.subscriptions.pop(subscription.id, None)
+        if subscription.mode == "mirror":
+            self.mirror.remove(subscription.port, subscription)
+        else:
+            self.steal.remove(subscription.port, subscription)
+
+    def close(self) -> None:
+        """The agent is stopping: every rule goes now."""
+        for session in list(self._sessions):
+            self.session_closed(session)
+        self.mirror.close()
+        self.steal.close()
+
+
+_services: WeakKeyDictionary[AgentServer, IncomingService] = WeakKeyDictionary()
+
+
+def service_for(server: AgentServer) -> IncomingService:
+    service = _services.get(server)
+    if service is None:
+        from agent.session import log
+
+        service = IncomingService(log)
+        _services[server] = service
+    return service
