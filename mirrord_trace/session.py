@@ -35,6 +35,21 @@ class SessionContext:
     explain: bool = False  # --trace is on: handlers say why they decided
     supervisor_pid: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    program: str = ""  # the program's path as executed (the fs defaults read it locally)
+    # Called once the program has ended, last added first, while the agent is still
+    # connected (e.g. the fs family writes files back, then removes its local copies).
+    end_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    def end(self) -> None:
+        """Run the end hooks; every hook runs even when one fails (the first error is raised)."""
+        failure: BaseException | None = None
+        while self.end_hooks:
+            try:
+                self.end_hooks.pop()()
+            except BaseException as error:  # re-raised below, after the other hooks
+                failure = failure or error
+        if failure is not None:
+            raise failure
 
 
 @dataclass(frozen=True)
@@ -55,9 +70,9 @@ Family = Callable[[SessionContext], list[Trap]]
 
 def families() -> list[Family]:
     """Every feature family, imported here so that a disabled one costs no import time."""
-    from mirrord_trace.handlers import fs
+    from mirrord_trace.handlers import fs, incoming
 
-    return [fs.traps]
+    return [fs.traps, incoming.traps]
 
 
 def build_trap_table(context: SessionContext, chosen: Sequence[Family] | None = None) -> TrapTable:

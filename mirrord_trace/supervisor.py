@@ -66,6 +66,7 @@ def run(
     if not argv:
         raise ProgramNotFound("no program given")
     path = resolve_program(argv[0], env)
+    context: SessionContext | None = None
     if table is None:
         from mirrord_trace.config import Config
 
@@ -74,8 +75,23 @@ def run(
             agent=agent,
             explain=trace is not None,
             supervisor_pid=os.getpid(),
+            program=os.path.abspath(path),
         )
         table = build_trap_table(context)
+    try:
+        return _run_traced(path, argv, env, table, trace)
+    finally:
+        if context is not None:
+            context.end()
+
+
+def _run_traced(
+    path: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    table: TrapTable,
+    trace: TextIO | None,
+) -> int:
     prepared = prepare_filter(build_filter(table.rules))
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:

@@ -1,0 +1,217 @@
+"""Remote files open for writing: a local copy the program writes, written back to the target.
+
+Opening runs in the target at once (`fs.open_write`: O_CREAT, O_EXCL and O_TRUNC take effect
+there, errors are the target's); the program then reads and writes a local copy natively. The
+copy's data goes back to the target (whole, then truncated to the local size):
+
+  - whenever a description of the copy that was open for writing is closed, however that
+    happened (close, dup2 over it, exec with O_CLOEXEC, process exit) - inotify reports it;
+  - on fsync/fdatasync of it (then also fsync'ed in the target);
+  - before any other remote operation on the same path (stat, open, rename...);
+  - when the session ends.
+
+While a writer is open, later opens of the same path share its copy, so the program sees its
+own writes as it would on one file. Pending inotify events are read before each remote
+operation, so everything the program did before a syscall is in the target before that
+syscall runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from mirrord_trace.agent_client import AgentClient, AgentLost, RemoteError
+from mirrord_trace.fs.cache import LocalCache, apply_metadata
+from mirrord_trace.fs.inotify import (
+    IN_CLOSE_NOWRITE,
+    IN_CLOSE_WRITE,
+    IN_MODIFY,
+    IN_OPEN,
+    Inotify,
+)
+from mirrord_trace.fs.remote_files import READ_AHEAD, RemoteFiles, fill_copy
+from mirrord_trace.protocol.requests import MAX_READ_SIZE
+
+# The open(2) flags the agent applies in the target; the others only concern the local copy.
+TARGET_OPEN_FLAGS = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOFOLLOW
+_WATCHED = IN_OPEN | IN_MODIFY | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
+
+
+@dataclass
+class Writer:
+    remote: str
+    handle: int
+    local: str
+    reader_fd: int  # the supervisor's own descriptor of the copy (opened before the watch)
+    wd: int
+    synced: tuple[int, int]  # (size, ctime_ns) of the copy when it last matched the target
+    opens: int = 0  # descriptions of the copy open in the program
+    dirty: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def _state(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_size, info.st_ctime_ns
+
+
+class Writers:
+    def __init__(self, client: AgentClient, cache: LocalCache, files: RemoteFiles) -> None:
+        self.client = client
+        self.cache = cache
+        self.files = files
+        self._inotify: Inotify | None = None
+        self._by_wd: dict[int, Writer] = {}
+        self._by_remote: dict[str, Writer] = {}
+        self._by_local: dict[str, Writer] = {}
+
+    # -- opening --
+    def shared_copy(self, remote: str) -> str | None:
+        """The copy of a path the program has open for writing, to share it."""
+        writer = self._by_remote.get(remote)
+        return writer.local if writer is not None else None
+
+    def open(self, remote: str, flags: int, mode: int) -> str:
+        """Open `remote` for writing in the target; -> the local copy's path. RemoteError."""
+        reply = self.client.request(
+            "fs.open_write", path=remote, flags=flags & TARGET_OPEN_FLAGS, mode=mode
+        )
+        handle: int = reply["handle"]
+        local, fd = self.cache.new_file(remote, "w")
+        try:
+            fill_copy(self.client, fd, reply, close_handle=False)
+            apply_metadata(fd, reply["stat"])
+            reader_fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            self.cache.forget(local)
+            with contextlib.suppress(RemoteError):
+                self.client.request_async("fs.close", handle=handle)
+            raise
+        finally:
+            os.close(fd)
+        if self._inotify is None:
+            self._inotify = Inotify()
+        wd = self._inotify.watch(local, _WATCHED)
+        writer = Writer(remote, handle, local, reader_fd, wd, _state(reader_fd))
+        self._by_wd[wd] = writer
+        self._by_remote[remote] = writer
+        self._by_local[local] = writer
+        self.files.forget(remote)  # a read copy would be stale from the first write on
+        return local
+
+    # -- keeping the target up to date --
+    def poll(self) -> None:
+        """Act on what the program did to the copies since the last call."""
+        if not self._by_wd or self._inotify is None:
+            return
+        for wd, mask in self._inotify.events():
+            writer = self._by_wd.get(wd)
+            if writer is None:
+                continue
+            if mask & IN_OPEN:
+                writer.opens += 1
+            elif mask & IN_MODIFY:
+                writer.dirty = True
+            elif mask & (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE):
+                writer.opens -= 1
+                if mask & IN_CLOSE_WRITE:
+                    self._write_back(writer)
+                if writer.opens <= 0:
+                    self._finish(writer)
+
+    def sync_path(self, remote: str) -> None:
+        """Before a remote operation on `remote`: the target must have the program's writes."""
+        if not self._by_wd:
+            return
+        self.poll()
+        writer = self._by_remote.get(remote)
+        if writer is not None:
+            self._write_back(writer)
+
+    def fsync(self, local: str) -> int | None:
+        """fsync of a copy: write back and fsync in the target; -> 0 or -errno, None if `local`
+        is not a copy of a remote file open for writing."""
+        writer = self._by_local.get(local)
+        if writer is None:
+            return None
+        self.poll()
+        return self._write_back(writer, sync=True)
+
+    def renamed(self, old: str, new: str) -> None:
+        """The program renamed a remote path: writers below it now have new names."""
+        for writer in list(self._by_remote.values()):
+            if writer.remote == old or writer.remote.startswith(old.rstrip("/") + "/"):
+                del self._by_remote[writer.remote]
+                writer.remote = new + writer.remote[len(old) :]
+                self._by_remote[writer.remote] = writer
+
+    def close(self) -> None:
+        """End of session: everything still open goes back to the target."""
+        self.poll()
+        for writer in list(self._by_wd.values()):
+            self._write_back(writer)
+            self._finish(writer)
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+
+    # -- internals --
+    def _write_back(self, writer: Writer, sync: bool = False) -> int:
+        state = _state(writer.reader_fd)
+        if not writer.dirty and state == writer.synced and not sync:
+            return 0
+        try:
+            self._send(writer, state[0], sync)
+        except RemoteError as error:
+            if not isinstance(error, AgentLost):  # the loss itself was reported once already
+                print(
+                    f"mirrord-trace: warning: could not write {writer.remote} back to the "
+                    f"target: {error}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return -error.errno
+        writer.dirty = False
+        writer.synced = state
+        return 0
+
+    def _send(self, writer: Writer, size: int, sync: bool) -> None:
+        """The copy's first `size` bytes to the target, then its size; the last chunk (which
+        truncates, and fsyncs when asked) only once every other chunk has landed."""
+        pending: deque[Future[dict[str, Any]]] = deque()
+        offset = 0
+        last = max(0, size - 1) // MAX_READ_SIZE * MAX_READ_SIZE
+        while offset < last:
+            data = os.pread(writer.reader_fd, MAX_READ_SIZE, offset)
+            pending.append(
+                self.client.request_async(
+                    "fs.pwrite", handle=writer.handle, offset=offset, data=data
+                )
+            )
+            offset += MAX_READ_SIZE
+            while len(pending) >= READ_AHEAD:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+        data = os.pread(writer.reader_fd, size - last, last) if size else b""
+        self.client.request(
+            "fs.pwrite", handle=writer.handle, offset=last, data=data, size=size, sync=sync
+        )
+
+    def _finish(self, writer: Writer) -> None:
+        self._by_wd.pop(writer.wd, None)
+        if self._by_remote.get(writer.remote) is writer:
+            del self._by_remote[writer.remote]
+        self._by_local.pop(writer.local, None)
+        if self._inotify is not None:
+            self._inotify.unwatch(writer.wd)
+        os.close(writer.reader_fd)
+        self.cache.forget(writer.local)
+        with contextlib.suppress(RemoteError):  # the agent is gone, and with it the handle
+            self.client.request_async("fs.close", handle=writer.handle)
