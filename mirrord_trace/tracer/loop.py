@@ -8,14 +8,16 @@ must come from that thread.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import signal
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
-from mirrord_trace.handlers.actions import Action, Allow, Emulate, ExitStop, Inject, Rewrite
+from mirrord_trace.handlers.actions import Action, Allow, Emulate, ExitStop, Inject, Rewrite, Wait
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.memory import TraceeMemoryError
@@ -27,6 +29,7 @@ Describe = Callable[[SyscallCall], str]
 _MASK64 = (1 << 64) - 1
 _SKIP_SYSCALL = _MASK64  # orig_rax = -1: the kernel skips the syscall, rax is the result
 _SYSCALL_STOP = signal.SIGTRAP | 0x80
+_SECCOMP_STOP_STATUS = 0x7F | (signal.SIGTRAP << 8) | (pt.PTRACE_EVENT_SECCOMP << 16)
 _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _CLONE_VM = 0x100
 _SYS_CLONE = 56
@@ -34,6 +37,22 @@ _SYS_CLONE3 = 435
 _SYS_MMAP = 9
 _SYSCALL_INFO_EXIT = 2  # PTRACE_SYSCALL_INFO_EXIT
 _ARG_REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+
+# A parked thread (Wait) sleeps in ppoll(NULL, 0, NULL, &empty_mask): no fds, no timeout, and
+# every signal unblocked for the duration, so the wake-up signal gets through even when the
+# program blocks it. SIGURG is ignored by default and Go tolerates spurious ones, so a wake-up
+# that slips past the tracer (merged with one of the program's own) does no harm.
+_SYS_PPOLL = 271
+_SYS_TGKILL = 234
+_PARK_ARGS: dict[int, int | bytes] = {0: 0, 1: 0, 2: 0, 3: bytes(8), 4: 8}
+WAKE_SIGNAL = signal.SIGURG
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _wake(tgid: int, tid: int) -> None:
+    """Interrupt a parked thread (any thread may call this; a vanished task is ignored)."""
+    _libc.syscall(_SYS_TGKILL, tgid, tid, WAKE_SIGNAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +92,23 @@ class Tracer:
         """Trace until the main program ends; returns its waitpid status."""
         waitpid = os.waitpid
         wall = pt.WALL
+        tasks = self.tasks
+        on_seccomp = self._on_seccomp
         while self._main_status is None:
             try:
                 tid, status = waitpid(-1, wall)
             except ChildProcessError:
                 break
-            if status & 0xFF == 0x7F:  # stopped
+            if status == _SECCOMP_STOP_STATUS:  # the hot path: one int compare, no decoding
+                task = tasks.get(tid)
                 try:  # noqa: SIM105 - a context manager per stop costs time on the hot path
+                    on_seccomp(task or self._adopt(tid), tid)
+                except (pt.PtraceFailed, TaskGone, ProcessLookupError):
+                    pass  # killed meanwhile (SIGKILL needs no tracer); its exit follows
+            elif status & 0xFF == 0x7F:  # stopped
+                try:  # noqa: SIM105
                     self._on_stop(tid, status)
                 except (pt.PtraceFailed, TaskGone, ProcessLookupError):
-                    # The task was killed meanwhile (SIGKILL needs no tracer); its exit follows.
                     pass
             else:
                 self._on_termination(tid, status)
@@ -118,9 +144,13 @@ class Tracer:
         elif sig == _SYSCALL_STOP:
             self._on_syscall_exit(self.tasks.get(tid) or self._adopt(tid))
         elif event == 0:
-            # Signal-delivery stop: the program's own signal, delivered unchanged.
-            self.tasks.get(tid) or self._adopt(tid)
-            pt.cont(tid, sig)
+            task = self.tasks.get(tid) or self._adopt(tid)
+            if sig == WAKE_SIGNAL and task.wakes_pending:
+                task.wakes_pending -= 1  # the tracer's own wake-up of a parked thread
+                pt.cont(tid)
+            else:
+                # Signal-delivery stop: the program's own signal, delivered unchanged.
+                pt.cont(tid, sig)
         elif event == pt.PTRACE_EVENT_STOP:
             self.tasks.get(tid) or self._adopt(tid)
             if sig in _GROUP_STOP_SIGNALS:
@@ -226,8 +256,27 @@ class Tracer:
         elif type(action) is ExitStop:
             task.on_exit = action.on_exit
             pt.cont_to_exit(tid)
+        elif type(action) is Wait:
+            self._park(task, regs, action)
         else:
             raise TypeError(f"not an action: {action!r}")
+
+    def _park(self, task: Task, regs: pt.Registers, action: Wait) -> None:
+        """Swap the syscall for an interruptible sleep until the future completes (see Wait)."""
+        future, finish = action.future, action.finish
+        if future.done():
+            self._apply(task, regs, Emulate(finish(future)))
+            return
+        if task.space.slot(task.tid) is None:
+            task.replay = action  # the empty signal mask needs the scratch slot: map it first
+            self._map_scratch_region(task, regs)
+            return
+        task.wakes_pending += 1
+        tgid, tid = task.tgid, task.tid
+        future.add_done_callback(lambda _: _wake(tgid, tid))
+        self._rewrite(
+            task, regs, Rewrite(_PARK_ARGS, syscall=_SYS_PPOLL, on_exit=lambda _: finish(future))
+        )
 
     def _rewrite(self, task: Task, regs: pt.Registers, action: Rewrite) -> None:
         tid = task.tid
@@ -304,6 +353,12 @@ class Tracer:
             if type(replacement) is Inject:
                 replacement = replacement.result(self._inject(task, regs, replacement.calls))
                 regs = self._registers.load(tid)
+            elif type(replacement) is Emulate:
+                memory = task.space.memory(tid)
+                with contextlib.suppress(TraceeMemoryError):  # the program's own bad pointer
+                    for address, data in replacement.writes:
+                        memory.write(address, data)
+                replacement = replacement.result
             if replacement is not None:
                 regs.rax = replacement & _MASK64
                 self._registers.store(tid)
@@ -350,6 +405,16 @@ class Tracer:
             trace.write(f"{prefix} = {_result(action.result)}\n")
             trace.flush()
             return action
+        if isinstance(action, Wait):
+            finish = action.finish
+
+            def logged_finish(future: Future[Any]) -> int:
+                value = finish(future)
+                trace.write(f"{prefix} = {_result(value)}\n")
+                trace.flush()
+                return value
+
+            return Wait(action.future, logged_finish, action.why)
 
         inner = action.on_exit if isinstance(action, ExitStop | Rewrite) else None
 
@@ -357,7 +422,7 @@ class Tracer:
             trace.write(f"{prefix} = {_result(result)}\n")
             trace.flush()
 
-        def log_result(result: int) -> int | Inject | None:
+        def log_result(result: int) -> int | Inject | Emulate | None:
             replaced = inner(result) if inner is not None else None
             if type(replaced) is Inject:
                 final = replaced.result
@@ -368,7 +433,8 @@ class Tracer:
                     return value
 
                 return Inject(replaced.calls, logged)
-            write(result if replaced is None else replaced)
+            shown = replaced.result if type(replaced) is Emulate else replaced
+            write(result if shown is None else shown)
             return replaced
 
         if isinstance(action, Rewrite):

@@ -43,6 +43,14 @@ class TraceeMemory:
         if address == 0:
             raise TraceeMemoryError(14, "NULL string pointer")
         fd = self._fd if self._fd >= 0 else self._open()
+        if address % PAGE_SIZE <= PAGE_SIZE - 256:  # the common case: a short path, one pread
+            try:
+                head = os.pread(fd, 256, address)
+            except OSError as exc:
+                raise TraceeMemoryError(exc.errno, f"read string at {address:#x}") from exc
+            end = head.find(b"\0")
+            if end >= 0:
+                return head[:end]
         chunks: list[bytes] = []
         total = 0
         want = min(256, PAGE_SIZE - (address % PAGE_SIZE))  # most paths are short

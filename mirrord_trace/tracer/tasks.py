@@ -86,3 +86,5 @@ class Task:
     trace_prefix: str | None = None
     # An action decided before a scratch region existed, applied when the syscall re-traps.
     replay: Action | None = None
+    # Wake-up signals the tracer sent this thread (Wait) and has not yet kept from the program.
+    wakes_pending: int = 0
