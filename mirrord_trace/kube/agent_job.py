@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mirrord_trace.kube.cluster import Cluster
+from mirrord_trace.kube.cluster import Cluster, core_path, group_path
 from mirrord_trace.kube.errors import Action, Forbidden, KubeError, TargetNotFound
 from mirrord_trace.kube.manifests import AGENT_CONTAINER, AgentLaunch, agent_job
 from mirrord_trace.kube.pod_state import agent_progress, failed_create, job_cannot_create_pod
@@ -31,9 +31,9 @@ class AgentJob:
     def start(self) -> None:
         self.cluster.call(
             Action("create", "jobs.batch", self.namespace),
-            self.cluster.batch.create_namespaced_job,
-            self.namespace,
-            agent_job(self.launch),
+            "POST",
+            group_path("batch/v1", self.namespace, "jobs"),
+            body=agent_job(self.launch),
         )
         self.created = True
 
@@ -62,9 +62,13 @@ class AgentJob:
         try:
             events = self.cluster.call(
                 Action("list", "events", self.namespace),
-                self.cluster.core.list_namespaced_event,
-                self.namespace,
-                field_selector=(f"involvedObject.kind=Job,involvedObject.name={self.launch.name}"),
+                "GET",
+                core_path(self.namespace, "events"),
+                query={
+                    "fieldSelector": (
+                        f"involvedObject.kind=Job,involvedObject.name={self.launch.name}"
+                    )
+                },
             )["items"]
         except Forbidden:
             return  # reading events is optional; the wait goes on until the timeout
@@ -81,10 +85,9 @@ class AgentJob:
         try:
             self.cluster.call(
                 Action("delete", "jobs.batch", self.namespace, self.launch.name),
-                self.cluster.batch.delete_namespaced_job,
-                self.launch.name,
-                self.namespace,
-                propagation_policy="Background",
+                "DELETE",
+                group_path("batch/v1", self.namespace, "jobs", self.launch.name),
+                query={"propagationPolicy": "Background"},
             )
         except TargetNotFound:
             return None  # already gone

@@ -1,23 +1,27 @@
 """The connection to the cluster: kubeconfig and context through the `kubernetes` client, and
 every API call made the same way (raw JSON answers, bounded timeouts, errors classified).
 
-Answers are kept as the API's own JSON (camelCase field names, as in the API reference) rather
-than the client's model objects, so the code reads like the objects it inspects.
+Requests go through the client's ApiClient (its authentication, TLS, proxies and token
+refresh) by path, not through the generated CoreV1Api/BatchV1Api classes: importing those
+builds hundreds of pydantic models, ~2.5 s of start-up that a session would pay for nothing.
+Answers are kept as the API's own JSON (camelCase field names, as in the API reference).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.watch.watch import iter_resp_lines
 
 from mirrord_trace.kube.errors import Action, ClusterUnreachable, NoKubeconfig, from_api_answer
 
@@ -27,6 +31,25 @@ READ_TIMEOUT = 30.0
 IN_CLUSTER = "in-cluster"
 
 
+def core_path(
+    namespace: str, resource: str, name: str | None = None, sub: str | None = None
+) -> str:
+    """/api/v1/namespaces/NS/RESOURCE[/NAME[/SUB]] (core group: pods, events)."""
+    return _path("/api/v1", namespace, resource, name, sub)
+
+
+def group_path(group_version: str, namespace: str, resource: str, name: str | None = None) -> str:
+    """/apis/GROUP/VERSION/namespaces/NS/RESOURCE[/NAME] (batch/v1 jobs, apps/v1 deployments)."""
+    return _path(f"/apis/{group_version}", namespace, resource, name, None)
+
+
+def _path(base: str, namespace: str, resource: str, name: str | None, sub: str | None) -> str:
+    parts = [base, "namespaces", quote(namespace, safe=""), resource]
+    parts += [quote(name, safe="")] if name else []
+    parts += [sub] if sub else []
+    return "/".join(parts)
+
+
 @dataclass
 class Cluster:
     api_client: client.ApiClient
@@ -34,28 +57,79 @@ class Cluster:
     context: str  # the kubeconfig context used, or "in-cluster"
     default_namespace: str
 
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api_client)
+    def _request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None,
+        body: Any,
+        content_type: str | None,
+        read_timeout: float,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        request = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(
+            *request, _request_timeout=(CONNECT_TIMEOUT, read_timeout)
+        )
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response
 
-    @property
-    def batch(self) -> client.BatchV1Api:
-        return client.BatchV1Api(self.api_client)
-
-    @property
-    def apps(self) -> client.AppsV1Api:
-        return client.AppsV1Api(self.api_client)
-
-    def call(self, action: Action, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call a client API method; -> the answer's JSON. Raises the matching KubeError."""
+    def call(
+        self,
+        action: Action,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        """One API request; -> the answer's JSON. Raises the matching KubeError."""
+        if body is not None and content_type is None:
+            content_type = "application/json"
         with self.translated_errors(action):
-            response = method(
-                *args,
-                _preload_content=False,
-                _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                **kwargs,
-            )
-            return json.loads(response.data)
+            response = self._request(method, path, query, body, content_type, READ_TIMEOUT)
+            return json.loads(response.read())
+
+    def watch(
+        self, action: Action, path: str, query: dict[str, str], timeout_seconds: int
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events ({"type", "object"}) of a collection for up to timeout_seconds."""
+        query = {**query, "watch": "true", "timeoutSeconds": str(timeout_seconds)}
+        with self.translated_errors(action):
+            response = self._request("GET", path, query, None, None, timeout_seconds + READ_TIMEOUT)
+            try:
+                for line in iter_resp_lines(response.response):
+                    if line.strip():
+                        yield json.loads(line)
+            finally:
+                # Closed, not just released: a half-read stream must not go back to the pool.
+                response.response.close()
+                response.response.release_conn()
+
+    def websocket_headers_and_url(
+        self, path: str, query: dict[str, str]
+    ) -> tuple[str, dict[str, str]]:
+        """URL and headers (credentials included) for a WebSocket request to `path`."""
+        _, url, headers, _, _ = self.api_client.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=list(query.items()),
+            header_params={},
+            auth_settings=["BearerToken"],
+        )
+        return url, headers
 
     @contextmanager
     def translated_errors(self, action: Action) -> Iterator[None]:

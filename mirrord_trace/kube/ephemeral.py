@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mirrord_trace.kube.cluster import Cluster
+from mirrord_trace.kube.cluster import Cluster, core_path
 from mirrord_trace.kube.errors import (
     Action,
     EphemeralUnsupported,
@@ -38,11 +38,10 @@ class EphemeralAgent:
         try:
             self.cluster.call(
                 Action("patch", "pods/ephemeralcontainers", self.namespace, pod),
-                self.cluster.core.patch_namespaced_pod_ephemeralcontainers,
-                pod,
-                self.namespace,
-                ephemeral_containers_patch(self.launch),
-                _content_type=STRATEGIC_MERGE,
+                "PATCH",
+                core_path(self.namespace, "pods", pod, "ephemeralcontainers"),
+                body=ephemeral_containers_patch(self.launch),
+                content_type=STRATEGIC_MERGE,
             )
         except TargetNotFound:
             if self._pod_exists():
@@ -57,9 +56,8 @@ class EphemeralAgent:
         try:
             self.cluster.call(
                 Action("get", "pods", self.namespace, self.launch.target.pod),
-                self.cluster.core.read_namespaced_pod,
-                self.launch.target.pod,
-                self.namespace,
+                "GET",
+                core_path(self.namespace, "pods", self.launch.target.pod),
             )
         except TargetNotFound:
             return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mirrord_trace.kube.cluster import Cluster
+from mirrord_trace.kube.cluster import Cluster, core_path, group_path
 from mirrord_trace.kube.errors import Action, Forbidden
 from mirrord_trace.kube.targets import candidate_containers, is_running
 
@@ -11,9 +11,9 @@ def list_targets(cluster: Cluster, namespace: str) -> list[str]:
     """Running pods (`pod/NAME`, and `pod/NAME/container/C` when it has several containers
     besides mesh sidecars), then deployments with a ready pod. Deployments are left out
     when the user may not list them (pods are enough to pick a target)."""
-    pods = cluster.call(
-        Action("list", "pods", namespace), cluster.core.list_namespaced_pod, namespace
-    )["items"]
+    pods = cluster.call(Action("list", "pods", namespace), "GET", core_path(namespace, "pods"))[
+        "items"
+    ]
     targets: list[str] = []
     for pod in sorted(pods, key=lambda pod: pod["metadata"]["name"]):
         if not is_running(pod):
@@ -27,8 +27,8 @@ def list_targets(cluster: Cluster, namespace: str) -> list[str]:
     try:
         deployments = cluster.call(
             Action("list", "deployments.apps", namespace),
-            cluster.apps.list_namespaced_deployment,
-            namespace,
+            "GET",
+            group_path("apps/v1", namespace, "deployments"),
         )["items"]
     except Forbidden:
         deployments = []

@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import watch
-
-from mirrord_trace.kube.cluster import CONNECT_TIMEOUT, READ_TIMEOUT, Cluster
+from mirrord_trace.kube.cluster import Cluster, core_path
 from mirrord_trace.kube.errors import Action, AgentFailed, AgentStartTimeout
 
 WATCH_WINDOW = 2.0
@@ -39,39 +37,35 @@ def wait_for_pod(
 ) -> dict[str, Any]:
     """Watch the (one) pod that the selectors match until `evaluate` says it is ready."""
     deadline = time.monotonic() + timeout
-    selectors = {
+    query = {
         key: value
-        for key, value in (("label_selector", label_selector), ("field_selector", field_selector))
+        for key, value in (("labelSelector", label_selector), ("fieldSelector", field_selector))
         if value is not None
     }
     description = "waiting"
     pod: dict[str, Any] | None = None
     while (remaining := deadline - time.monotonic()) > 0:
-        watcher = watch.Watch()
-        with cluster.translated_errors(Action("watch", "pods", namespace)):
-            for event in watcher.stream(
-                cluster.core.list_namespaced_pod,
-                namespace,
-                timeout_seconds=max(1, math.ceil(min(WATCH_WINDOW, remaining))),
-                _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                **selectors,
-            ):
-                if event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
-                    continue
-                pod = event["raw_object"]
-                if event["type"] == "DELETED":
-                    raise AgentFailed(
-                        f"pod {pod['metadata']['name']} was deleted while the agent was starting",
-                        "someone or something removed it; try again",
-                    )
-                result = evaluate(pod)
-                if result is None:
-                    watcher.stop()
-                    return pod
-                description = result
-                progress(description)
-                if time.monotonic() >= deadline:
-                    break
+        window = max(1, math.ceil(min(WATCH_WINDOW, remaining)))
+        for event in cluster.watch(
+            Action("watch", "pods", namespace), core_path(namespace, "pods"), query, window
+        ):
+            if event["type"] == "ERROR":
+                break  # e.g. the watch expired: start a new one
+            if event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
+                continue
+            pod = event["object"]
+            if event["type"] == "DELETED":
+                raise AgentFailed(
+                    f"pod {pod['metadata']['name']} was deleted while the agent was starting",
+                    "someone or something removed it; try again",
+                )
+            result = evaluate(pod)
+            if result is None:
+                return pod
+            description = result
+            progress(description)
+            if time.monotonic() >= deadline:
+                break
         if pod is None:
             description = evaluate(None) or description
             progress(description)

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from kubernetes.stream import portforward
+from kubernetes.stream.ws_client import portforward_call
 from websocket import WebSocketBadStatusException
 
 from mirrord_trace.agent_client import AgentClient, AgentConnectError, HandshakeRejected
-from mirrord_trace.kube.cluster import Cluster
+from mirrord_trace.kube.cluster import Cluster, core_path
 from mirrord_trace.kube.errors import Action, AgentFailed, AgentStartTimeout, from_api_answer
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -27,9 +27,17 @@ _RETRY_PAUSE = 0.25
 def open_port_forward(cluster: Cluster, namespace: str, pod: str, port: int) -> Any:
     """A kubernetes.stream PortForward to `pod`:`port` (one WebSocket, one connection)."""
     action = Action("create", "pods/portforward", namespace, pod)
+    query = {"ports": str(port)}
+    url, headers = cluster.websocket_headers_and_url(
+        core_path(namespace, "pods", pod, "portforward"), query
+    )
     try:
-        return portforward(
-            cluster.core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+        return portforward_call(
+            cluster.api_client.configuration,
+            "GET",
+            url,
+            query_params=list(query.items()),
+            headers=headers,
         )
     except ApiException as error:
         # The client wraps the WebSocket handshake failure; the answer (a Status) is inside.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mirrord_trace.kube.cluster import Cluster
+from mirrord_trace.kube.cluster import Cluster, core_path, group_path
 from mirrord_trace.kube.errors import (
     Action,
     ContainerChoiceNeeded,
@@ -43,9 +43,8 @@ def resolve(cluster: Cluster, target: KubernetesTarget, namespace: str) -> Resol
     if isinstance(target, PodTarget):
         pod = cluster.call(
             Action("get", "pods", namespace, target.name),
-            cluster.core.read_namespaced_pod,
-            target.name,
-            namespace,
+            "GET",
+            core_path(namespace, "pods", target.name),
         )
     else:
         pod = running_pod_of_deployment(cluster, target, namespace)
@@ -57,16 +56,15 @@ def running_pod_of_deployment(
 ) -> dict[str, Any]:
     deployment = cluster.call(
         Action("get", "deployments.apps", namespace, target.name),
-        cluster.apps.read_namespaced_deployment,
-        target.name,
-        namespace,
+        "GET",
+        group_path("apps/v1", namespace, "deployments", target.name),
     )
     selector = label_selector(deployment["spec"]["selector"])
     pods = cluster.call(
         Action("list", "pods", namespace),
-        cluster.core.list_namespaced_pod,
-        namespace,
-        label_selector=selector,
+        "GET",
+        core_path(namespace, "pods"),
+        query={"labelSelector": selector},
     )["items"]
     running = [pod for pod in pods if is_running(pod)]
     if not running:
