@@ -1,0 +1,223 @@
+"""Listening sockets: bind, listen, getsockname, accept/accept4 (feature.network.incoming).
+
+A program that binds a TCP socket to port L of a subscribed port gets its socket bound to a
+free port of this machine instead (listen_ports may name it), so several programs can listen
+on "the same" port side by side; getsockname keeps reporting L. When listen() has succeeded,
+the agent is asked to mirror or steal the target's port; connections then arrive through the
+relay (mirrord_trace.incoming.relay), and accept reports the original client's address.
+
+Every other call (UDP, unsubscribed ports, sockets that are not ours) is left alone: these
+handlers return None so that another family (outgoing traffic) may decide.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import sys
+from typing import TYPE_CHECKING, Any
+
+from mirrord_trace.handlers.actions import Action, Emulate, ExitStop
+from mirrord_trace.handlers.call import SyscallCall
+from mirrord_trace.incoming.policy import IncomingPolicy
+from mirrord_trace.incoming.sockaddr import (
+    SOCKADDR_IN6_SIZE,
+    InetAddress,
+    decode_sockaddr,
+    encode_sockaddr,
+)
+from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnection
+from mirrord_trace.incoming.tracee_fds import borrow_socket, socket_inode
+from mirrord_trace.syscall_table import SyscallShape
+
+if TYPE_CHECKING:
+    from mirrord_trace.session import SessionContext, Trap
+
+BIND = SyscallShape("bind", ("fd", "ptr", "int"))
+LISTEN = SyscallShape("listen", ("fd", "int"))
+GETSOCKNAME = SyscallShape("getsockname", ("fd", "ptr", "ptr"))
+ACCEPT = SyscallShape("accept", ("fd", "ptr", "ptr"))
+ACCEPT4 = SyscallShape("accept4", ("fd", "ptr", "ptr", "int"))
+INCOMING_SYSCALLS = (BIND, LISTEN, GETSOCKNAME, ACCEPT, ACCEPT4)
+
+_SOCKLEN = struct.Struct("=i")
+_MAX_SOCKADDR = 128  # sizeof(struct sockaddr_storage)
+
+
+def _sockaddr_writes(
+    address: InetAddress, buffer: int, length_pointer: int, room: int
+) -> tuple[tuple[int, bytes], ...]:
+    """What the kernel would write: at most `room` bytes of the address, then its full size."""
+    encoded = encode_sockaddr(address)
+    writes = [(length_pointer, _SOCKLEN.pack(len(encoded)))]
+    if room > 0:
+        writes.insert(0, (buffer, encoded[:room]))
+    return tuple(writes)
+
+
+class IncomingHandlers:
+    def __init__(
+        self,
+        policy: IncomingPolicy,
+        agent: Any,
+        state: IncomingState | None = None,
+        explain: bool = False,
+    ) -> None:
+        self.policy = policy
+        self.agent = agent
+        self.state = state or IncomingState()
+        self.explain = explain
+        from mirrord_trace.incoming.relay import IncomingRelay  # asyncio: only when needed
+
+        self.relay = IncomingRelay(self.state)
+        agent.on_stream_open = self.relay.on_stream_open
+
+    # -- bind --
+    def bind(self, call: SyscallCall) -> Action | None:
+        length = call.args[2] & 0xFFFFFFFF
+        if not 16 <= length <= _MAX_SOCKADDR:
+            return None
+        requested = decode_sockaddr(call.memory.read(call.args[1], min(length, SOCKADDR_IN6_SIZE)))
+        if requested is None:
+            return None
+        decision = self.policy.decide(requested)
+        if decision is None:
+            return None
+        try:
+            sock = borrow_socket(call.tgid, call.int_arg(0))
+        except OSError:
+            return None  # not a socket, or no such fd: the kernel says so itself
+        with sock:
+            if sock.type != socket.SOCK_STREAM or sock.family != requested.family:
+                return None  # UDP, or a mismatch the kernel reports better than we would
+            try:
+                actual = self._bind_here(sock, requested, decision.local_port)
+            except OSError as error:
+                return Emulate(-(error.errno or errno.EINVAL), why=f"bind here: {error.strerror}")
+            inode = self._inode(sock)
+        self.state.add_listener(Listener(inode, requested, actual, decision))
+        return Emulate(0, why=f"{decision.describe()}; listens here on {actual.host}:{actual.port}")
+
+    @staticmethod
+    def _bind_here(sock: socket.socket, requested: InetAddress, port: int) -> InetAddress:
+        """Bind the program's socket to a free (or the configured) port of this machine."""
+        address = InetAddress(requested.family, requested.host, port, 0, requested.scope_id)
+        try:
+            sock.bind(address.sockaddr_tuple())
+        except OSError as error:
+            if error.errno != errno.EADDRNOTAVAIL:
+                raise
+            # The target's address (the pod IP) does not exist here: any address will do.
+            anywhere = "0.0.0.0" if requested.family == socket.AF_INET else "::"
+            sock.bind(InetAddress(requested.family, anywhere, port).sockaddr_tuple())
+        return InetAddress.from_tuple(sock.family, sock.getsockname())
+
+    @staticmethod
+    def _inode(sock: socket.socket) -> int:
+        return os.fstat(sock.fileno()).st_ino
+
+    # -- listen --
+    def listen(self, call: SyscallCall) -> Action | None:
+        listener = self.state.listener(socket_inode(call.tid, call.int_arg(0)))
+        if listener is None or listener.subscription is not None:
+            return None
+
+        def subscribe_once_listening(result: int) -> int | None:
+            if result != 0:
+                return None
+            return self._subscribe(listener)
+
+        return ExitStop(subscribe_once_listening, why=listener.decision.describe())
+
+    def _subscribe(self, listener: Listener) -> int | None:
+        """Ask the agent for the remote port; a failure becomes listen()'s errno."""
+        from mirrord_trace.agent_client import RemoteError
+
+        decision = listener.decision
+        existing = self.state.subscription_for(decision.remote_port)
+        if existing is not None:
+            self.state.subscribed(listener, existing)  # a second socket (IPv4 + IPv6...)
+            return None
+        try:
+            reply = self.agent.request(
+                "incoming.subscribe",
+                timeout=60.0,
+                port=decision.remote_port,
+                mode=decision.mode,
+                header_filter=decision.header_filter,
+                path_filter=decision.path_filter,
+            )
+        except RemoteError as error:
+            print(
+                f"mirrord-trace: error: cannot {decision.mode} port {decision.remote_port} of "
+                f"the target: {error} (the program's listen() fails)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return -error.errno
+        self.state.subscribed(listener, int(reply["subscription"]))
+        return None
+
+    # -- getsockname --
+    def getsockname(self, call: SyscallCall) -> Action | None:
+        inode = socket_inode(call.tid, call.int_arg(0))
+        listener = self.state.listener(inode)
+        if listener is not None:
+            address = listener.requested
+        else:
+            connection = self.state.accepted_connection(inode)
+            if connection is None:
+                return None
+            address = connection.local  # the target's address, as the client reached it
+        return self._report(call, address, "reports the port the program asked for")
+
+    def _report(self, call: SyscallCall, address: InetAddress, why: str) -> Action:
+        buffer, length_pointer = call.args[1], call.args[2]
+        (room,) = _SOCKLEN.unpack(call.memory.read(length_pointer, 4))
+        if room < 0:
+            return Emulate(-errno.EINVAL)
+        return Emulate(0, _sockaddr_writes(address, buffer, length_pointer, room), why=why)
+
+    # -- accept / accept4 --
+    def accept(self, call: SyscallCall) -> Action | None:
+        listener = self.state.listener(socket_inode(call.tid, call.int_arg(0)))
+        if listener is None:
+            return None
+        buffer, length_pointer = call.args[1], call.args[2]
+        if not buffer or not length_pointer:
+            return None
+        (room,) = _SOCKLEN.unpack(call.memory.read(length_pointer, 4))
+        memory, tid, family = call.memory, call.tid, listener.requested.family
+
+        def report_original_client(result: int) -> Emulate | None:
+            if result < 0 or room <= 0:
+                return None
+            seen = decode_sockaddr(memory.read(buffer, min(room, SOCKADDR_IN6_SIZE)))
+            connection = self.state.relayed_from(seen.port) if seen is not None else None
+            if connection is None:
+                return None  # a connection made directly to the program's real port
+            peer, local = connection.peer.as_family(family), connection.local.as_family(family)
+            inode = socket_inode(tid, result)
+            if inode is not None:
+                self.state.accepted(inode, RelayedConnection(peer, local, connection.mode))
+            return Emulate(result, _sockaddr_writes(peer, buffer, length_pointer, room))
+
+        return ExitStop(report_original_client, why="accept on a subscribed port")
+
+
+def traps(context: SessionContext) -> list[Trap]:
+    from mirrord_trace.session import Trap
+
+    policy = IncomingPolicy(context.config.feature.network.incoming)
+    if not policy.enabled or context.agent is None:
+        return []  # targetless: there is no remote traffic to receive
+    handlers = IncomingHandlers(policy, context.agent, explain=context.explain)
+    return [
+        Trap(BIND, handlers.bind),
+        Trap(LISTEN, handlers.listen),
+        Trap(GETSOCKNAME, handlers.getsockname),
+        Trap(ACCEPT, handlers.accept),
+        Trap(ACCEPT4, handlers.accept),
+    ]
