@@ -11,6 +11,7 @@ up front; the supervisor, the local target and anything heavy are imported where
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -254,11 +255,6 @@ def exec_command(
             "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
         ) from None
     resolved = cfg.target.resolved
-    if isinstance(resolved, PodTarget | DeploymentTarget):
-        raise UserError(
-            f"Kubernetes targets ({resolved}) arrive with a later release of {PROG}",
-            "use --target pid/N for a process on this machine, or run targetless",
-        )
     with ExitStack() as stack:
         trace = _open_trace(trace_path, stack)
         agent, remote_env = _start_session(resolved, cfg, stack)
@@ -285,6 +281,8 @@ def _start_session(
     target: Target, cfg: Config, stack: ExitStack
 ) -> tuple[Any | None, dict[str, str]]:
     """-> (agent client or None, the target's environment). The agent stops with `stack`."""
+    if isinstance(target, PodTarget | DeploymentTarget):
+        return _start_kube_session(target, cfg, stack)
     if not isinstance(target, PidTarget):
         return None, {}
     from mirrord_trace.local_target import LocalAgent, TargetError
@@ -304,6 +302,66 @@ def _start_session(
             "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
         ) from None
     return client, remote_env
+
+
+def _start_kube_session(
+    target: PodTarget | DeploymentTarget, cfg: Config, stack: ExitStack
+) -> tuple[Any, dict[str, str]]:
+    """Kubernetes targets: an agent pod (or ephemeral container) next to the target, reached
+    through the API server's port-forward; removed with `stack`, also on Ctrl-C."""
+    from mirrord_trace.agent_client import RemoteError
+    from mirrord_trace.kube import KubeAgent, KubeError, Progress
+
+    try:
+        client = stack.enter_context(KubeAgent(target, cfg, Progress(PROG)))
+        remote_env = dict(client.request("env")["env"]) if cfg.feature.env.enabled else {}
+    except KubeError as error:
+        raise UserError(error.message, error.hint, EXIT_FAILURE) from None
+    except RemoteError as error:
+        raise UserError(
+            f"the agent failed during start-up: {error}", "try again", EXIT_FAILURE
+        ) from None
+    except KeyboardInterrupt:
+        raise UserError(
+            "interrupted during start-up",
+            "the agent was removed; the program was not started",
+            EXIT_INTERRUPTED,
+        ) from None
+    return client, remote_env
+
+
+@main.command("ls")
+@click.option(
+    "-n", "--namespace", callback=_check_namespace, help="Namespace (default: the context's)."
+)
+@click.option("--context", "kube_context", help="Kubernetes context from the kubeconfig.")
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "-f", "--config-file", metavar="FILE", help="mirrord-style config (kubeconfig, context)."
+)
+def ls_command(
+    namespace: str | None, kube_context: str | None, output: str, config_file: str | None
+) -> None:
+    """List the Kubernetes targets (pods, containers, deployments) you can pick."""
+    try:
+        cfg = load_config(
+            config_file, CliOverrides(target_namespace=namespace, kube_context=kube_context)
+        )
+    except ConfigError as error:
+        raise UserError(str(error), error.hint) from None
+    from mirrord_trace.kube import KubeError, connect, list_targets
+
+    try:
+        cluster = connect(cfg.kubeconfig, cfg.kube_context)
+        targets = list_targets(cluster, cfg.target.namespace or cluster.default_namespace)
+    except KubeError as error:
+        raise UserError(error.message, error.hint, EXIT_FAILURE) from None
+    if output == "json":
+        click.echo(json.dumps(targets))
+    for line in targets if output == "text" else []:
+        click.echo(line)
 
 
 def _open_trace(path: str | None, stack: ExitStack) -> TextIO | None:

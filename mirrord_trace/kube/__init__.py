@@ -13,9 +13,10 @@ Importing this package imports the `kubernetes` client (slow): the CLI does it o
 Kubernetes targets.
 """
 
+from mirrord_trace.kube.cluster import connect
 from mirrord_trace.kube.errors import KubeError
 from mirrord_trace.kube.listing import list_targets
 from mirrord_trace.kube.progress import Progress
 from mirrord_trace.kube.session import KubeAgent
 
-__all__ = ["KubeAgent", "KubeError", "Progress", "list_targets"]
+__all__ = ["KubeAgent", "KubeError", "Progress", "connect", "list_targets"]

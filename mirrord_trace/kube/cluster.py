@@ -147,8 +147,8 @@ class Cluster:
         return ClusterUnreachable(
             f"cannot reach the Kubernetes API server at {self.server} "
             f"(context {self.context}): {network_reason(error)}",
-            "check that the cluster is up and reachable from here (VPN, kubeconfig context; "
-            "try 'kubectl get pods')",
+            "check that the cluster is up and reachable from here: VPN, kubeconfig context, "
+            "'kubectl get pods'",
         )
 
     def close(self) -> None:
@@ -231,8 +231,8 @@ def _config_problem(error: ConfigException, kubeconfig: str | None) -> NoKubecon
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         return NoKubeconfig(
             f"no Kubernetes cluster is configured: no kubeconfig at {where}",
-            "point KUBECONFIG (or 'kubeconfig' in the config file) at your cluster's "
-            "kubeconfig, or use --target pid/N for a local process",
+            "point KUBECONFIG, or 'kubeconfig' in the config file, at your cluster's "
+            "kubeconfig; or use --target pid/N for a local process",
         )
     return NoKubeconfig(
         f"the Kubernetes configuration cannot be used: {text}",
