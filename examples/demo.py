@@ -98,7 +98,7 @@ def tour_file_write(tour: Tour) -> None:
         path = f"/app/data/demo-{name.replace(' ', '-').lower()}.txt"
         inside = Path(str(tour.sandbox.root) + path)
 
-        def written() -> Outcome:
+        def written(argv: list[str] = argv, path: str = path, inside: Path = inside) -> Outcome:
             done = tour.run([*argv, "write", path, "written from my laptop"], True,
                             ["--fs-mode", "write"])
             ok = (done.returncode == 0 and inside.exists()
