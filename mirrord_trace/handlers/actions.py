@@ -7,7 +7,9 @@ Handlers are pure: they look at a decoded call and return one of these values; t
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 # A value a handler puts in an argument register: an int is written as is; bytes are copied
 # into the tracee's scratch page and the register receives their address.
@@ -71,8 +73,26 @@ class Inject:
     result: Callable[[list[int]], int]
 
 
-ExitCallback = Callable[[int], "int | Inject | None"]
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Park the thread until `future` is done; the tracee then sees `finish(future)`.
+
+    For work that takes a round trip (connecting from the target): the tracer goes on serving
+    the program's other threads meanwhile. The thread waits in the kernel (its syscall becomes an
+    interruptible ppoll) and is woken by a signal it never sees. `finish` runs in the tracer
+    thread and returns the result (a negative errno for failures); it may block if the thread
+    was woken early by a signal of the program's own.
+    """
+
+    future: Future[Any]
+    finish: Callable[[Future[Any]], int]
+    why: str = ""
+
+
+# An exit callback may also return an Emulate: its writes go to tracee memory and its result
+# replaces the syscall's (e.g. rewriting the source address a recvfrom reported).
+ExitCallback = Callable[[int], "int | Inject | Emulate | None"]
 # `why` is the decision in words ("local: /usr/** is read locally"), shown by --trace.
-Action = Allow | Emulate | Rewrite | ExitStop
+Action = Allow | Emulate | Rewrite | ExitStop | Wait
 
 ALLOW = Allow()

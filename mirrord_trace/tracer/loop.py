@@ -38,13 +38,16 @@ _SYS_MMAP = 9
 _SYSCALL_INFO_EXIT = 2  # PTRACE_SYSCALL_INFO_EXIT
 _ARG_REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 
-# A parked thread (Wait) sleeps in ppoll(NULL, 0, NULL, &empty_mask): no fds, no timeout, and
-# every signal unblocked for the duration, so the wake-up signal gets through even when the
-# program blocks it. SIGURG is ignored by default and Go tolerates spurious ones, so a wake-up
-# that slips past the tracer (merged with one of the program's own) does no harm.
+# A parked thread (Wait) sleeps in ppoll(NULL, 0, NULL, &mask, 8): no fds, no timeout, and the
+# thread's own signal mask minus the wake-up signal, so the wake-up gets through even when the
+# program blocks it, while the program's other signals stay blocked as the program wants.
+# The tracer completes the call at the wake-up's signal-delivery stop (setting the result there
+# also stops the kernel from restarting the ppoll), so parking costs no exit stop. SIGURG is
+# ignored by default and Go tolerates spurious ones, so a wake-up that slips past the tracer
+# (merged with one of the program's own) does no harm.
 _SYS_PPOLL = 271
 _SYS_TGKILL = 234
-_PARK_ARGS: dict[int, int | bytes] = {0: 0, 1: 0, 2: 0, 3: bytes(8), 4: 8}
+_ERESTARTNOHAND = -514
 WAKE_SIGNAL = signal.SIGURG
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -145,6 +148,8 @@ class Tracer:
             self._on_syscall_exit(self.tasks.get(tid) or self._adopt(tid))
         elif event == 0:
             task = self.tasks.get(tid) or self._adopt(tid)
+            if task.parked is not None:
+                self._on_parked_signal(task)
             if sig == WAKE_SIGNAL and task.wakes_pending:
                 task.wakes_pending -= 1  # the tracer's own wake-up of a parked thread
                 pt.cont(tid)
@@ -263,20 +268,46 @@ class Tracer:
 
     def _park(self, task: Task, regs: pt.Registers, action: Wait) -> None:
         """Swap the syscall for an interruptible sleep until the future completes (see Wait)."""
-        future, finish = action.future, action.finish
+        future = action.future
         if future.done():
-            self._apply(task, regs, Emulate(finish(future)))
+            self._apply(task, regs, Emulate(action.finish(future)))
             return
-        if task.space.slot(task.tid) is None:
-            task.replay = action  # the empty signal mask needs the scratch slot: map it first
+        tid = task.tid
+        slot = task.space.slot(tid)
+        if slot is None:
+            task.replay = action  # the sleep's signal mask needs the scratch slot: map it first
             self._map_scratch_region(task, regs)
             return
+        # The mask sits at the slot's end, clear of arguments a signal handler's own rewritten
+        # syscalls may put at its start while this one waits.
+        mask_address = slot + SLOT_SIZE - 8
+        mask = _blocked_signals(tid) & ~(1 << (WAKE_SIGNAL - 1))
+        task.space.memory(tid).write(mask_address, mask.to_bytes(8, "little"))
+        regs.orig_rax = _SYS_PPOLL
+        regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8 = 0, 0, 0, mask_address, 8
+        self._registers.store(tid)
+        task.parked = action
         task.wakes_pending += 1
-        tgid, tid = task.tgid, task.tid
+        tgid = task.tgid
         future.add_done_callback(lambda _: _wake(tgid, tid))
-        self._rewrite(
-            task, regs, Rewrite(_PARK_ARGS, syscall=_SYS_PPOLL, on_exit=lambda _: finish(future))
-        )
+        pt.cont(tid)
+
+    def _on_parked_signal(self, task: Task) -> None:
+        """A signal interrupted a parked thread's sleep: complete the call if its answer is
+        there; otherwise arrange for the sleep to resume once the signal has been dealt with."""
+        parked = task.parked
+        assert parked is not None
+        regs = self._registers.load(task.tid)
+        if parked.future.done():
+            task.parked = None
+            regs.rax = parked.finish(parked.future) & _MASK64
+            self._registers.store(task.tid)
+        elif signed(regs.rax) == _ERESTARTNOHAND:
+            # Back onto the `syscall` instruction with the ppoll number: after a handler (or
+            # none) the thread sleeps again, and the program never sees EINTR.
+            regs.rax = regs.orig_rax
+            regs.rip -= 2
+            self._registers.store(task.tid)
 
     def _rewrite(self, task: Task, regs: pt.Registers, action: Rewrite) -> None:
         tid = task.tid
@@ -450,6 +481,18 @@ def _result(value: int) -> str:
 
 def _aligned(size: int) -> int:
     return (size + 7) & ~7
+
+
+def _blocked_signals(tid: int) -> int:
+    """The thread's blocked-signal mask (SigBlk in /proc/<tid>/status); 0 if unreadable."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"SigBlk:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
 
 
 def _read_tgid(tid: int) -> int:

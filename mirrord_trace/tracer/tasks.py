@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mirrord_trace.handlers.actions import Action
+from mirrord_trace.handlers.actions import Action, Wait
 from mirrord_trace.tracer.memory import PAGE_SIZE, TraceeMemory
 
 # Rewritten arguments (paths, sockaddrs) live in a per-thread slot of a scratch region mapped
@@ -86,5 +86,7 @@ class Task:
     trace_prefix: str | None = None
     # An action decided before a scratch region existed, applied when the syscall re-traps.
     replay: Action | None = None
+    # A Wait whose answer this thread is parked for (in a ppoll the tracer put in its place).
+    parked: Wait | None = None
     # Wake-up signals the tracer sent this thread (Wait) and has not yet kept from the program.
     wakes_pending: int = 0
