@@ -126,13 +126,22 @@ def _read_hello_answer(sock: socket.socket, decoder: MessageDecoder, deadline: f
 
 
 class _StreamPump:
-    """Moves one stream's bytes between the agent and the local socket; reader thread only."""
+    """Moves one stream's bytes between the agent and the local socket; reader thread only.
 
-    def __init__(self, client: AgentClient, stream_id: int, sock: socket.socket, datagram: bool):
+    `sock` is None while a stream started with start_stream waits for its local end: what the
+    agent sends meanwhile waits in the outbox (at most one window, by flow control).
+    """
+
+    def __init__(
+        self, client: AgentClient, stream_id: int, sock: socket.socket | None, datagram: bool
+    ):
         self.client = client
         self.stream_id = stream_id
         self.sock = sock
         self.datagram = datagram
+        # Set once the local side has nothing more to send (end of file, or the stream ended).
+        self.local_done = threading.Event()
+        self.on_finished: Callable[[], None] | None = None
         self.credit = SendCredit()
         self.window = ReceiveWindow()
         self.outbox: deque[bytes] = deque()
@@ -149,9 +158,10 @@ class _StreamPump:
             mask |= selectors.EVENT_READ
         if self.outbox:
             mask |= selectors.EVENT_WRITE
-        return mask
+        return mask if self.sock is not None else 0
 
     def on_readable(self) -> None:
+        assert self.sock is not None
         size = MAX_DATA_CHUNK if self.datagram else min(MAX_DATA_CHUNK, self.credit.available)
         try:
             data = self.sock.recv(size)
@@ -163,6 +173,7 @@ class _StreamPump:
         if not data:
             # The program shut down its sending side (or closed the socket).
             self.sent_close = True
+            self.local_done.set()
             self.client._send_quietly(StreamClose(self.stream_id))
             self._finish_if_done()
             return
@@ -179,6 +190,8 @@ class _StreamPump:
         self.flush()
 
     def flush(self) -> None:
+        if self.sock is None:
+            return
         while self.outbox:
             chunk = self.outbox[0]
             try:
@@ -208,14 +221,15 @@ class _StreamPump:
 
     def on_close(self) -> None:
         self.received_close = True
-        if not self.outbox:
+        if not self.outbox and self.sock is not None:
             self._shutdown_write()
             self._finish_if_done()
 
     def _shutdown_write(self) -> None:
         # The program may have closed its end already.
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)
+            if self.sock is not None:
+                self.sock.shutdown(socket.SHUT_WR)
 
     def _finish_if_done(self) -> None:
         if self.sent_close and self.received_close and not self.outbox:
@@ -231,8 +245,27 @@ class _StreamPump:
         if self.finished:
             return
         self.finished = True
+        self.local_done.set()
         self.client._forget_stream(self)
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
+        if self.on_finished is not None:
+            self.on_finished()
+
+    def attach(self, sock: socket.socket, on_finished: Callable[[], None] | None) -> None:
+        """Give a stream started with start_stream its local end (I/O thread)."""
+        self.on_finished = on_finished
+        if self.finished:  # the agent ended the stream before the local end existed
+            sock.close()
+            if on_finished is not None:
+                on_finished()
+            return
+        sock.setblocking(False)
+        self.sock = sock
+        self.flush()
+        if self.received_close and not self.outbox:
+            self._shutdown_write()
+            self._finish_if_done()
 
 
 class AgentClient:
@@ -263,6 +296,8 @@ class AgentClient:
         self._stream_ids = itertools.count(1, 2)  # odd: streams this side opens
         self._pending: dict[int, Future[dict[str, Any]]] = {}
         self._opening: dict[int, _StreamPump] = {}
+        # Work other threads hand to the I/O thread (it owns the pumps and the selector).
+        self._io_calls: deque[Callable[[], None]] = deque()
         self._streams: dict[int, _StreamPump] = {}
         self._lost: AgentLost | None = None
         self._closing = False
@@ -420,6 +455,64 @@ class AgentClient:
             raise
         return AgentStream(stream_id, theirs, info)
 
+    def start_stream(
+        self, kind: str = "net.connect", **fields: Any
+    ) -> tuple[int, Future[dict[str, Any]]]:
+        """Ask the agent for a stream without waiting and without a local end yet.
+
+        Returns the stream id and the future of the reply (RemoteError with the agent's errno
+        on failure). After success, call attach_stream with the local socket to pump, or
+        drop_stream; whatever the agent sends meanwhile is held, within the stream window.
+        """
+        stream_id = next(self._stream_ids)
+        pump = _StreamPump(self, stream_id, None, fields.get("transport") == "udp")
+        future = self._start_request(kind, {**fields, "stream": stream_id}, pump)
+        return stream_id, future
+
+    def attach_stream(
+        self,
+        stream_id: int,
+        sock: socket.socket,
+        on_finished: Callable[[], None] | None = None,
+    ) -> threading.Event:
+        """Pump a started stream through `sock` (any connected socket; the client owns it now).
+
+        `on_finished` runs on the I/O thread when the stream has ended both ways or was reset.
+        Returns an event set once the local side has sent everything (end of file) or the
+        stream ended. Thread-safe.
+        """
+        done = threading.Event()
+
+        def attach() -> None:
+            pump = self._streams.get(stream_id)
+            if pump is None:  # already ended (reset by the agent, or the session is gone)
+                sock.close()
+                done.set()
+                if on_finished is not None:
+                    on_finished()
+                return
+            pump.local_done = done
+            pump.attach(sock, on_finished)
+            self._watch(pump)
+
+        self._call_in_io_thread(attach)
+        return done
+
+    def drop_stream(self, stream_id: int, code: int = errno.ECONNABORTED) -> None:
+        """Abandon a started stream that will get no local end. Thread-safe."""
+
+        def drop() -> None:
+            pump = self._streams.get(stream_id)
+            if pump is not None:
+                pump.reset(code, "the local side abandoned the stream")
+
+        self._call_in_io_thread(drop)
+
+    def _call_in_io_thread(self, call: Callable[[], None]) -> None:
+        self._io_calls.append(call)
+        with contextlib.suppress(OSError):  # closed: the I/O thread has ended every stream
+            os.write(self._wake_write, b"x")
+
     # -- lifetime --
     @property
     def lost(self) -> bool:
@@ -485,8 +578,9 @@ class AgentClient:
 
     def _forget_stream(self, pump: _StreamPump) -> None:
         self._streams.pop(pump.stream_id, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(pump.sock)
+        if pump.sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(pump.sock)
 
     # -- the I/O thread --
     def _run(self) -> None:
@@ -512,6 +606,8 @@ class AgentClient:
                     self._receive()
                 elif key.fileobj == self._wake_read:
                     os.read(self._wake_read, 4096)
+                    while self._io_calls:
+                        self._io_calls.popleft()()
                 else:
                     pump: _StreamPump = key.data
                     if mask & selectors.EVENT_WRITE and not pump.finished:
@@ -589,7 +685,7 @@ class AgentClient:
         self._watch(pump)
 
     def _watch(self, pump: _StreamPump) -> None:
-        if pump.finished:
+        if pump.finished or pump.sock is None:
             return
         mask = pump.interest()
         registered = pump.sock in self._selector.get_map()
