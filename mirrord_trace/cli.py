@@ -293,15 +293,23 @@ def _start_session(
         if cfg.feature.env.enabled:
             remote_env = dict(client.request("env")["env"])
     except TargetError as error:
-        hint = getattr(error, "hint", None) or (
-            f"check that process {target.pid} exists and that you run as root"
-        )
-        raise UserError(str(error), hint, EXIT_FAILURE) from None
+        raise UserError(*_split_advice(str(error), target), EXIT_FAILURE) from None
     except KeyboardInterrupt:
         raise UserError(
             "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
         ) from None
     return client, remote_env
+
+
+_ADVICE_VERBS = ("check", "run", "use", "give", "start", "try", "make", "install")
+
+
+def _split_advice(message: str, target: PidTarget) -> tuple[str, str]:
+    """TargetError messages end with their advice ("...: check the pid"); move it to the hint."""
+    what, separator, advice = message.rpartition(": ")
+    if separator and advice.split(" ", 1)[0].lower() in _ADVICE_VERBS:
+        return what, advice
+    return message, f"check process {target.pid} with 'ps -p {target.pid}' and that you are root"
 
 
 def _start_kube_session(

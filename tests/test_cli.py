@@ -6,9 +6,11 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,3 +209,75 @@ def test_config_file_and_flags_together_start_the_program(workdir: Path) -> None
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout == "started\n"
+
+
+@pytest.fixture
+def target_process() -> Iterator[int]:
+    """A local process with its own environment, to be used as `--target pid/N`."""
+    target_env = {"TARGET_ONLY": "from-target", "SHARED": "target", "PATH": "/target/bin"}
+    process = subprocess.Popen(["/bin/sleep", "120"], env=target_env)
+    try:
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_local_target_lends_its_environment(target_process: int) -> None:
+    show = ["--", "/bin/sh", "-c", 'echo "$TARGET_ONLY|$SHARED|$PATH"']
+    local_env = {**os.environ, "SHARED": "local"}
+    result = cli("exec", "-t", f"pid/{target_process}", *show, env=local_env)
+    assert result.returncode == 0, result.stderr
+    # The target's variables are imported (and win), but never its PATH.
+    assert result.stdout == f"from-target|target|{os.environ['PATH']}\n"
+
+    result = cli("exec", "-t", f"pid/{target_process}", "-x", "TARGET_*", *show, env=local_env)
+    assert result.stdout == f"|target|{os.environ['PATH']}\n"
+
+    result = cli("exec", "-t", f"pid/{target_process}", "-s", "TARGET_ONLY", *show, env=local_env)
+    assert result.stdout == f"from-target|local|{os.environ['PATH']}\n"
+
+
+def test_a_missing_local_target_is_one_line(target_process: int) -> None:
+    subprocess.run(["kill", "-9", str(target_process)], check=True)
+    os.waitpid(target_process, 0)
+    line = assert_one_error_line(cli("exec", "-t", f"pid/{target_process}", "--", "true"), 1)
+    assert f"no process with pid {target_process}" in line
+
+
+def test_an_interrupt_during_start_up_is_one_line(workdir: Path) -> None:
+    # A FIFO as the config file holds start-up still (open blocks until a writer comes),
+    # so the interrupt lands there for certain.
+    fifo = workdir / "config.json"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [str(SCRIPT), "exec", "-f", str(fifo), "--", "true"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _blocked_opening_a_fifo(process.pid):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "mirrord-trace never opened the config file"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    line = assert_one_error_line(result, 130)
+    assert "interrupted during start-up" in line
+
+
+def _blocked_opening_a_fifo(pid: int) -> bool:
+    try:
+        syscall = Path(f"/proc/{pid}/syscall").read_text().split()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+    # 257 = openat; the kernel waits in wait_for_partner (fifo_open on older kernels).
+    return syscall[0] == "257" and wchan in ("wait_for_partner", "fifo_open")
