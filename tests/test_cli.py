@@ -105,11 +105,6 @@ USAGE_ERRORS = [
     (["exec", "--agent-ttl", "soon", "--", "true"], "'soon'"),
     (["exec", "-s", "A=B", "--", "true"], "'A=B'"),
     (["exec", "-x", "OK;X=Y", "--", "true"], "'X=Y'"),
-    (["exec", "-t", "pod/web", "--", "true"], "Kubernetes targets (pod/web)"),
-    (
-        ["exec", "-t", "deployment/api/container/app", "--", "true"],
-        "Kubernetes targets (deployment/api/container/app)",
-    ),
     (["exec", "-f", "/nonexistent/mirrord.json", "--", "true"], "no such file"),
     (["exec", "--trace", "/nonexistent/dir/trace.log", "--", "true"], "cannot write the trace"),
 ]
@@ -148,12 +143,20 @@ def test_config_file_errors_are_one_line_with_status_2(
     assert str(path) in line  # which file: either in the message or in the hint
 
 
-def test_a_kubernetes_target_from_the_file_is_refused_and_a_flag_wins(workdir: Path) -> None:
+NO_CLUSTER = {**os.environ, "KUBECONFIG": "/nonexistent/kubeconfig"}
+
+
+@pytest.mark.parametrize("target", ["pod/web", "deployment/api/container/app"])
+def test_a_kubernetes_target_without_a_cluster_is_one_line(target: str) -> None:
+    line = assert_one_error_line(cli("exec", "-t", target, "--", "true", env=NO_CLUSTER), 1)
+    assert "kubeconfig" in line
+
+
+def test_a_target_flag_wins_over_the_files_target(workdir: Path) -> None:
     path = workdir / "c.json"
     path.write_text('{"target": {"path": "pod/web", "namespace": "shop"}}')
-    line = assert_one_error_line(cli("exec", "-f", str(path), "--", "true"), 2)
-    assert "Kubernetes targets (pod/web)" in line
-    result = cli("exec", "-f", str(path), "-t", "targetless", "--", "true")
+    assert_one_error_line(cli("exec", "-f", str(path), "--", "true", env=NO_CLUSTER), 1)
+    result = cli("exec", "-f", str(path), "-t", "targetless", "--", "true", env=NO_CLUSTER)
     assert result.returncode == 0, result.stderr
 
 
