@@ -28,9 +28,12 @@ if TYPE_CHECKING:
     from mirrord_trace.agent_client import AgentClient
     from mirrord_trace.config import Config
 
-# The agent exits this long after its last session ends: it outlives a local side that was
-# killed (no cleanup) by no more than this, and then its Job's TTL removes the rest.
+# Unless agent.communication_timeout says otherwise, the agent exits this long after its last
+# session ends: it outlives a local side that was killed (no cleanup) by no more than this, and
+# then its Job's TTL removes the rest.
 AGENT_IDLE_TTL = 30
+# An ephemeral container cannot be deleted: its agent ends soon after the session does.
+EPHEMERAL_IDLE_TTL = 10
 # Below Linux's default ephemeral port range: an ephemeral agent shares the target's network
 # namespace, where outgoing connections take ports from that range.
 _PORT_RANGE = (20000, 32767)
@@ -87,7 +90,8 @@ class KubeAgent:
             token=new_token(),
             ttl=agent_config.ttl,
             privileged=agent_config.privileged,
-            idle_ttl=AGENT_IDLE_TTL,
+            idle_ttl=agent_config.communication_timeout
+            or (EPHEMERAL_IDLE_TTL if agent_config.ephemeral else AGENT_IDLE_TTL),
         )
         placement: AgentPlacement = (
             EphemeralAgent(self.cluster, launch)

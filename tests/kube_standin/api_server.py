@@ -217,7 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
                     403, "Forbidden", forbidden_message(user, request), forbidden_details(request)
                 )
                 return
-            if namespace not in cluster.namespaces:
+            # Reads in a namespace that does not exist find nothing; writes are refused.
+            if namespace not in cluster.namespaces and method in ("POST", "PATCH"):
                 self._send_status(
                     404,
                     "NotFound",
