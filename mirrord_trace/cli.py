@@ -265,7 +265,7 @@ def exec_command(
             cli_include=env_include,
             cli_exclude=env_exclude,
         )
-        from mirrord_trace.supervisor import ProgramNotFound, run
+        from mirrord_trace.supervisor import ProgramNotFound, TracingUnavailable, run
 
         try:
             return run(list(program), env=program_env, config=cfg, agent=agent, trace=trace)
@@ -275,6 +275,9 @@ def exec_command(
                 "check the program's name and that it is executable",
                 EXIT_PROGRAM_NOT_FOUND,
             ) from None
+        except TracingUnavailable as error:
+            message, _, hint = str(error).partition("; ")
+            raise UserError(message, hint or "run without a tracer attached", 1) from None
 
 
 def _start_session(

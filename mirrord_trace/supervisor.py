@@ -138,6 +138,7 @@ def _spawn_traced(
     try:
         pt.seize(pid)
     except OSError as exc:
+        os.close(go_write)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(error_read)
@@ -146,9 +147,8 @@ def _spawn_traced(
             "is mirrord-trace itself running under a debugger or strace, or does "
             "kernel.yama.ptrace_scope forbid tracing?"
         ) from exc
-    finally:
-        os.write(go_write, b"g")
-        os.close(go_write)
+    os.write(go_write, b"g")
+    os.close(go_write)
     return pid, error_read
 
 

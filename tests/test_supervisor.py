@@ -250,3 +250,12 @@ def test_io_uring_is_refused_with_enosys() -> None:
     traced = subprocess.run([*MIRRORD_TRACE, "--", sys.executable, "-c", code],
                             capture_output=True, timeout=60)
     assert traced.stdout.split() == [b"-1", b"38"]
+
+
+def test_refused_tracing_is_one_clear_line() -> None:
+    """Under another tracer (strace -f), ptrace is refused: one line, nothing started."""
+    out = subprocess.run(["strace", "-f", "-o", "/dev/null", *MIRRORD_TRACE, "--", "true"],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 1
+    lines = out.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "cannot trace the program" in lines[0], lines
