@@ -110,6 +110,7 @@ def open_read(
     flags: int,
     list_entries: bool = False,
     known: list[int] | None = None,
+    share: bool = False,
 ) -> dict[str, Any]:
     # O_PATH first: opening a FIFO or a device for reading could block or have side effects.
     with root.opened(path, os.O_PATH | (flags & _LOOKUP_FLAGS)) as path_fd:
@@ -131,6 +132,12 @@ def open_read(
         # Reopening through the agent's own /proc magic link gives a readable fd for exactly
         # the file already resolved inside the root.
         fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    if share and info.st_size > INLINE_READ_LIMIT:
+        # A client on this machine takes the agent's descriptor itself (pidfd_getfd) rather
+        # than have the content cross the connection; one elsewhere reads it through "handle".
+        handle = handles.add(fd)
+        reply.update({"content": b"", "handle": handle, "fd": fd})
+        return reply
     reply.update(first_content(handles, fd))
     return reply
 

@@ -51,6 +51,7 @@ def _open_read(session: Session, fields: Fields) -> Fields:
         fields["flags"],
         list_entries=fields["list"],
         known=fields["known"],
+        share=fields["share"],
     )
 
 

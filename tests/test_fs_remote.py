@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from mirrord_trace.fs.agent_descriptors import SHARE_ENV
 from tests.conftest import ROOT, example_binary
 
 MIRRORD_TRACE = str(ROOT / ".venv" / "bin" / "mirrord-trace")
@@ -95,9 +96,12 @@ def test_symlinks_are_followed_inside_the_pod(sandbox, binary: str) -> None:
     assert through.stdout == pod_file(sandbox, "/app/data/greeting.txt").read_bytes()
 
 
+@pytest.mark.parametrize("share", ["1", "0"], ids=["agent-descriptor", "streamed"])
 @pytest.mark.parametrize("binary", PROBES)
-def test_file_larger_than_the_inline_limit_reads_whole(sandbox, binary: str) -> None:
-    out = traced(sandbox, probe(binary), "cat", sandbox.large_file)
+def test_file_larger_than_the_inline_limit_reads_whole(sandbox, binary: str, share: str) -> None:
+    # "streamed" is what an agent on another machine does: the content crosses the connection.
+    env = {**os.environ, SHARE_ENV: share}
+    out = traced(sandbox, probe(binary), "cat", sandbox.large_file, env=env)
     assert out.returncode == 0, out.stderr
     assert len(out.stdout) == sandbox.large_file_size
     assert hashlib.sha256(out.stdout).hexdigest() == sandbox.large_file_sha256
@@ -292,3 +296,9 @@ def round_trips(sandbox, *argv: str) -> dict[str, int]:
 def test_one_round_trip_to_read_a_small_file_and_one_to_stat(sandbox, binary: str) -> None:
     assert round_trips(sandbox, probe(binary), "cat", "/app/config.yaml") == {"fs.open_read": 1}
     assert round_trips(sandbox, probe(binary), "stat", "/app/config.yaml") == {"fs.stat": 1}
+
+
+def test_a_large_file_from_a_local_agent_crosses_no_connection(sandbox) -> None:
+    # The agent's descriptor is duplicated: the open, and closing the agent's own handle.
+    requests = round_trips(sandbox, probe("probe-static"), "cat", sandbox.large_file)
+    assert requests == {"fs.open_read": 1, "fs.close": 1}

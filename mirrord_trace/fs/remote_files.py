@@ -12,12 +12,13 @@ import errno
 import os
 import stat
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from mirrord_trace.agent_client import AgentClient, RemoteError
+from mirrord_trace.fs.agent_descriptors import AgentDescriptors
 from mirrord_trace.fs.cache import LocalCache, apply_metadata
 from mirrord_trace.protocol.requests import INLINE_READ_LIMIT, MAX_READ_SIZE, stat_version
 
@@ -25,6 +26,15 @@ from mirrord_trace.protocol.requests import INLINE_READ_LIMIT, MAX_READ_SIZE, st
 LOOKUP_FLAGS = os.O_NOFOLLOW | os.O_DIRECTORY
 # Chunk requests kept in flight while a large file streams in.
 READ_AHEAD = 4
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """What the program opens instead of a remote path; `release` (if any) runs once that
+    open has happened (it drops the supervisor's reference to a shared descriptor)."""
+
+    path: str
+    release: Callable[[], None] | None = None
 
 
 @dataclass
@@ -49,10 +59,11 @@ class RemoteFiles:
     def __init__(self, client: AgentClient, cache: LocalCache) -> None:
         self.client = client
         self.cache = cache
+        self.descriptors = AgentDescriptors(client.session_info.get("agent_pid"))
         self._copies: dict[str, Copy] = {}
 
-    def open_for_read(self, path: str, flags: int, list_entries: bool = True) -> str:
-        """The local path that stands for remote `path`; raises RemoteError."""
+    def open_for_read(self, path: str, flags: int, list_entries: bool = True) -> StandIn:
+        """What stands for remote `path` locally; raises RemoteError."""
         known = self._copies.get(path)
         send_known = known is not None and (known.listed or not list_entries)
         reply = self.client.request(
@@ -61,19 +72,37 @@ class RemoteFiles:
             flags=flags & LOOKUP_FLAGS,
             list=list_entries,
             known=known.version if send_known and known is not None else [],
+            share=self.descriptors.enabled,
         )
         st = reply["stat"]
         if reply.get("unchanged") and known is not None:
-            return known.local
+            return StandIn(known.local)
         if stat.S_ISREG(st["mode"]):
-            return self._keep(path, Copy(self._copy_file(path, reply), stat_version(st), False))
+            if "fd" in reply:
+                shared = self._shared(path, reply)
+                if shared is not None:
+                    return shared
+            local = self._copy_file(path, reply)
+            return StandIn(self._keep(path, Copy(local, stat_version(st), False)))
         if stat.S_ISDIR(st["mode"]):
             entries = reply.get("entries", [])
             if reply.get("more"):
                 entries = entries + self._rest_of_listing(path, len(entries))
             local = self.cache.new_skeleton(path, st, entries)
-            return self._keep(path, Copy(local, stat_version(st), True, listed=list_entries))
+            copy = Copy(local, stat_version(st), True, listed=list_entries)
+            return StandIn(self._keep(path, copy))
         raise RemoteError(errno.ENXIO, f"{path}: only regular files and directories open remotely")
+
+    def _shared(self, path: str, reply: Mapping[str, Any]) -> StandIn | None:
+        fd = self.descriptors.take(reply["fd"], reply["stat"])
+        if fd is None:
+            return None
+        self.client.request_async("fs.close", handle=reply["handle"])  # ours is a duplicate
+        self.forget(path)
+        return StandIn(f"/proc/{os.getpid()}/fd/{fd}", lambda: os.close(fd))
+
+    def close(self) -> None:
+        self.descriptors.close()
 
     def forget(self, path: str) -> None:
         """Drop the copy of `path` (it was renamed, removed or written through a writer)."""
@@ -124,7 +153,7 @@ def fill_copy(
     size = len(content)
     if handle is None:
         return size
-    if size == INLINE_READ_LIMIT:  # the inline part was cut short: more may follow
+    if size == INLINE_READ_LIMIT or size < reply["stat"]["size"]:  # more follows
         size = _stream_rest(client, fd, handle, size, reply["stat"]["size"])
     if close_handle:
         client.request_async("fs.close", handle=handle)  # nothing waits for the answer

@@ -106,6 +106,7 @@ class RemoteFs:
         try:
             self.writers.close()
         finally:
+            self.files.close()
             self.cache.close()
 
 
@@ -191,7 +192,10 @@ class FsHandlers:
             return Emulate(-errno.EOPNOTSUPP, why=f"remote: {rule}: no O_TMPFILE in the target")
         remote.writers.poll()
         local = remote.writers.shared_copy(path)
-        local_flags = flags
+        # The agent followed (or refused) symlinks already; stand-ins are never symlinks but
+        # may be /proc magic links, which O_NOFOLLOW would refuse.
+        local_flags = flags & ~os.O_NOFOLLOW
+        release = None
         try:
             if local is not None:
                 local_flags &= ~(os.O_CREAT | os.O_EXCL)  # it exists: it is open for writing
@@ -202,21 +206,27 @@ class FsHandlers:
                 local = remote.writers.open(path, flags, mode)
                 local_flags &= ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)  # done in the target
             else:
-                local = remote.files.open_for_read(path, flags, not flags & os.O_PATH)
+                stand_in = remote.files.open_for_read(path, flags, not flags & os.O_PATH)
+                local, release = stand_in.path, stand_in.release
         except RemoteError as error:
             return self._failed(error, rule)
         except OSError as error:  # the local copy could not be made (disk full...)
             return Emulate(-(error.errno or errno.EIO), why=f"remote: {rule}: local copy failed")
         why = f"remote: {rule}"
+        on_exit = None
+        if release is not None:
+            def on_exit(result: int, release: Callable[[], None] = release) -> None:
+                release()
+
         new_path = os.fsencode(local) + b"\0"
+        args: dict[int, int | bytes] = {path_index: new_path}
         if name == "openat2":
             mode = self._mode_arg(call, name) if local_flags & os.O_CREAT else 0
             # resolve flags cleared: the path was resolved in the target already.
-            how = _OPEN_HOW.pack(local_flags, mode, 0)
-            return Rewrite({path_index: new_path, 2: how, 3: _OPEN_HOW.size}, why=why)
-        if local_flags != flags and name != "creat":
-            return Rewrite({path_index: new_path, path_index + 1: local_flags}, why=why)
-        return Rewrite({path_index: new_path}, why=why)
+            args.update({2: _OPEN_HOW.pack(local_flags, mode, 0), 3: _OPEN_HOW.size})
+        elif local_flags != flags and name != "creat":
+            args[path_index + 1] = local_flags
+        return Rewrite(args, on_exit=on_exit, why=why)
 
     @staticmethod
     def _mode_arg(call: SyscallCall, name: str) -> int:
@@ -337,7 +347,7 @@ class FsHandlers:
                 skeleton = remote.files.open_for_read(path, os.O_DIRECTORY, list_entries=False)
             except RemoteError as error:
                 return self._failed(error, rule)
-            return Rewrite({0: os.fsencode(skeleton) + b"\0"}, why=f"remote: {rule}")
+            return Rewrite({0: os.fsencode(skeleton.path) + b"\0"}, why=f"remote: {rule}")
 
         return handle
 

@@ -15,7 +15,10 @@ Replies (fields of Reply):
                     Directories with "list": true: also "entries" as in fs.listdir, without
                     "." and "..". Other file types: just "stat". When "known" equals the
                     file's VERSION the reply is {"stat": STAT, "unchanged": true} and nothing
-                    else: the caller's copy is still good.
+                    else: the caller's copy is still good. With "share": true a regular
+                    file larger than INLINE_READ_LIMIT comes without content, with "handle"
+                    and "fd", the agent's own descriptor of it: a client on the same
+                    machine may duplicate it (pidfd_getfd of session "agent_pid").
   fs.read           {"data": bytes}                    empty at end of file; "close": true
                                                        closes the handle after this read
   fs.close          {}
@@ -106,7 +109,8 @@ REQUESTS: dict[str, RequestSpec] = {
     "env": RequestSpec(),
     "stats": RequestSpec(),
     "fs.open_read": RequestSpec(
-        {"path": str}, {"flags": (int, 0), "list": (bool, False), "known": (list, [])}
+        {"path": str},
+        {"flags": (int, 0), "list": (bool, False), "known": (list, []), "share": (bool, False)},
     ),
     "fs.read": RequestSpec({"handle": int, "offset": int, "size": int}, {"close": (bool, False)}),
     "fs.close": RequestSpec({"handle": int}),
