@@ -35,6 +35,10 @@ class RuleError(Exception):
     """iptables refused a rule; the message has its complaint."""
 
 
+class PortTaken(RuleError):
+    """Another live agent steals the port already (its rule would win: the first one does)."""
+
+
 def process_start_time(pid: int) -> int | None:
     """Clock ticks after boot at which `pid` started (with the pid, names a process for good)."""
     try:
@@ -113,6 +117,10 @@ def _comment_of(rule: list[str]) -> str:
     return rule[rule.index("--comment") + 1] if "--comment" in rule else ""
 
 
+def _dport_of(rule: list[str]) -> int | None:
+    return int(rule[rule.index("--dport") + 1]) if "--dport" in rule else None
+
+
 class RuleBook:
     """The rules one agent added, by port; removes them on request, or all of them at the end."""
 
@@ -126,6 +134,7 @@ class RuleBook:
         """Steal `port`: new connections go to `to_port`. IPv4 is required, IPv6 best effort."""
         if port in self._added:
             return
+        self._refuse_if_stolen_elsewhere(port)
         added: list[tuple[IptablesFamily, list[str]]] = []
         try:
             for family in self.families:
@@ -145,6 +154,23 @@ class RuleBook:
         if not any(family.version == 4 for family, _ in added):
             raise RuleError("iptables (IPv4) is not installed in the agent's environment")
         self._added[port] = added
+
+    def _refuse_if_stolen_elsewhere(self, port: int) -> None:
+        for family in self.families:
+            try:
+                rules = saved_rules(family)
+            except RuleError:
+                continue
+            for rule in rules:
+                comment = _comment_of(rule)
+                if (
+                    comment != self.tag
+                    and _dport_of(rule) == port
+                    and owner_is_alive(comment)
+                ):
+                    raise PortTaken(
+                        f"port {port} is stolen by another mirrord-trace session ({comment})"
+                    )
 
     def release(self, port: int) -> None:
         for family, rule in reversed(self._added.pop(port, [])):

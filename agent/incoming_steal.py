@@ -24,7 +24,14 @@ from typing import Any, Protocol
 from agent.http_filter import HttpFilter
 from agent.incoming_guardian import Guardian, GuardianError
 from agent.incoming_http_proxy import FilteredConnection, Streams, pipe_both
-from agent.incoming_rules import AGENT_MARK, RuleBook, RuleError, agent_tag, remove_abandoned_rules
+from agent.incoming_rules import (
+    AGENT_MARK,
+    PortTaken,
+    RuleBook,
+    RuleError,
+    agent_tag,
+    remove_abandoned_rules,
+)
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the same value
 SO_MARK = 36
@@ -54,7 +61,7 @@ def original_destination(sock: socket.socket) -> tuple[str, int] | None:
             raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, _SOCKADDR_IN.size)
             port, address = _SOCKADDR_IN.unpack(raw)
             return socket.inet_ntop(socket.AF_INET, address), port
-        raw = sock.getsockopt(socket.SOL_IPV6, SO_ORIGINAL_DST, _SOCKADDR_IN6.size)
+        raw = sock.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, _SOCKADDR_IN6.size)
         port, address = _SOCKADDR_IN6.unpack(raw)
         return socket.inet_ntop(socket.AF_INET6, address), port
     except OSError:
@@ -124,7 +131,8 @@ class StealHub:
         except (RuleError, GuardianError, OSError) as error:
             if self._receivers.get(port) is receiver:
                 del self._receivers[port]
-            raise OSError(errno.EACCES, f"cannot steal port {port}: {error}") from None
+            code = errno.EADDRINUSE if isinstance(error, PortTaken) else errno.EACCES
+            raise OSError(code, f"cannot steal port {port}: {error}") from None
         if port not in self._receivers:
             self.rules.release(port)  # unsubscribed while the rules were being added
         for warning in self.rules.warnings:

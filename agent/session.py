@@ -7,6 +7,7 @@ byte stream (a frame length above the limit) ends it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import sys
@@ -50,7 +51,10 @@ if TYPE_CHECKING:
 
 
 def log(message: str) -> None:
-    print(f"mirrord-trace agent: {message}", file=sys.stderr, flush=True)
+    # Whoever read our stderr may be gone (the client was killed): logging must never raise,
+    # or the idle exit that follows a log line would never happen.
+    with contextlib.suppress(OSError):
+        print(f"mirrord-trace agent: {message}", file=sys.stderr, flush=True)
 
 
 def error_reply(request_id: int, error: BaseException) -> ErrorReply:
