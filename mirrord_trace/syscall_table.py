@@ -13,7 +13,12 @@ from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
 
 from mirrord_trace.handlers.call import SyscallCall
 
-SYSCALL_NUMBERS: dict[str, int] = {name: nr for nr, name in SYSCALL_NAMES.items()}
+# python-ptrace's table also lists the x32 variants (512 and up) under the same names; the
+# native number is the one the filter must trap (x32 calls are refused in the filter anyway).
+_X32_FIRST = 512
+SYSCALL_NUMBERS: dict[str, int] = {
+    name: nr for nr, name in SYSCALL_NAMES.items() if nr < _X32_FIRST
+}
 AT_FDCWD = -100
 
 
