@@ -70,9 +70,9 @@ Family = Callable[[SessionContext], list[Trap]]
 
 def families() -> list[Family]:
     """Every feature family, imported here so that a disabled one costs no import time."""
-    from mirrord_trace.handlers import fs, incoming
+    from mirrord_trace.handlers import fs, incoming, outgoing
 
-    return [fs.traps, incoming.traps]
+    return [fs.traps, incoming.traps, outgoing.traps]
 
 
 def build_trap_table(context: SessionContext, chosen: Sequence[Family] | None = None) -> TrapTable:

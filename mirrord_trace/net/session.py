@@ -1,0 +1,165 @@
+"""NetSession: everything the outgoing handlers share during one run, and its clean-up."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from mirrord_trace.config.filters import Protocol
+from mirrord_trace.handlers.dns import DnsQueryRouter, prepare_parser
+from mirrord_trace.net.events import EventThread
+from mirrord_trace.net.flows import FlowTable
+from mirrord_trace.net.names import ResolvedNames
+from mirrord_trace.net.policy import OutgoingPolicy
+from mirrord_trace.net.relays import TcpRelay
+from mirrord_trace.net.tracee_socket import TraceeSockets, inodes_of_process
+
+if TYPE_CHECKING:
+    from mirrord_trace.agent_client import AgentClient
+    from mirrord_trace.config import Config
+    from mirrord_trace.net.dns_relay import DnsRelay, Nameservers
+
+# How long the end of a run waits for connections to hand on what the program sent.
+DRAIN_TIMEOUT = 5.0
+# A stream the agent opened for a thread that then vanished is dropped after this long.
+UNCLAIMED_STREAM_TIMEOUT = 30.0
+# How often UDP routes of sockets the program has closed are looked for.
+UDP_SWEEP_INTERVAL = 30.0
+
+
+class NetSession:
+    def __init__(self, config: Config, client: AgentClient) -> None:
+        network = config.feature.network
+        self.client = client
+        self.names = ResolvedNames()
+        self.router = DnsQueryRouter(network.dns)
+        self.policy = OutgoingPolicy(
+            network.outgoing, network.dns, self.names, self._target_nameservers
+        )
+        self.sockets = TraceeSockets()
+        self.flows = FlowTable()
+        self.tcp_relay = TcpRelay()
+        self.events = EventThread()
+        self._nameservers: Nameservers | None = None
+        self._dns: DnsRelay | None = None
+        self._lock = threading.Lock()
+        self._sending: list[threading.Event] = []
+        self._sweeping = False
+        if self.router.reads_queries or self.policy.uses_host_names:
+            prepare_parser()
+        if self.policy.uses_host_names:
+            self._learn_target_hosts_file()
+
+    # -- DNS --
+    @property
+    def nameservers(self) -> Nameservers:
+        with self._lock:
+            if self._nameservers is None:
+                from mirrord_trace.net.dns_relay import Nameservers
+
+                self._nameservers = Nameservers(self.client)
+            return self._nameservers
+
+    def _target_nameservers(self) -> frozenset[Any]:
+        return frozenset(self.nameservers.target)
+
+    @property
+    def dns(self) -> DnsRelay:
+        nameservers = self.nameservers
+        with self._lock:
+            if self._dns is None:
+                from mirrord_trace.net.dns_relay import DnsRelay
+
+                names = self.names if self.policy.uses_host_names else None
+                self._dns = DnsRelay(self.events, self.client, self.router, nameservers, names)
+            return self._dns
+
+    def _learn_target_hosts_file(self) -> None:
+        try:
+            future = self.client.request_async("fs.open_read", path="/etc/hosts")
+        except Exception:
+            return
+
+        def learn(done: Future[dict[str, Any]]) -> None:
+            if done.exception() is None:
+                content = bytes(done.result().get("content", b""))
+                self.names.record_hosts_file(content.decode(errors="replace"))
+
+        future.add_done_callback(learn)
+
+    # -- streams --
+    def track_sending(self, sent_all: threading.Event) -> None:
+        """Remember a connection whose program-side bytes the end of the run waits for."""
+        with self._lock:
+            self._sending = [event for event in self._sending if not event.is_set()]
+            self._sending.append(sent_all)
+
+    def drop_if_unclaimed(
+        self, stream_id: int, future: Future[Any], claimed: threading.Event
+    ) -> None:
+        """A stream whose parked thread never took it (killed meanwhile) is dropped later."""
+
+        def check() -> None:
+            if not claimed.is_set():
+                self.client.drop_stream(stream_id)
+
+        def arm(done: Future[Any]) -> None:
+            if done.exception() is None and not claimed.is_set():
+                with contextlib.suppress(RuntimeError):  # the run is ending
+                    loop = self.events.loop
+                    loop.call_soon_threadsafe(loop.call_later, UNCLAIMED_STREAM_TIMEOUT, check)
+
+        future.add_done_callback(arm)
+
+    def watch_udp_routes(self) -> None:
+        """Start looking, now and then, for UDP routes whose program socket is closed."""
+        with self._lock:
+            if self._sweeping:
+                return
+            self._sweeping = True
+        loop = self.events.loop
+        loop.call_soon_threadsafe(loop.call_later, UDP_SWEEP_INTERVAL, self._sweep_udp_routes)
+
+    def _sweep_udp_routes(self) -> None:
+        alive: dict[int, set[int]] = {}
+        for (inode, destination), route in list(self.flows.udp_routes.items()):
+            if route.tgid not in alive:
+                alive[route.tgid] = inodes_of_process(route.tgid)
+            if inode not in alive[route.tgid]:
+                self.flows.forget_udp_route(inode, destination)
+                self.client.drop_stream(route.stream_id)
+        for inode, flow in list(self.flows.connected.items()):
+            if flow.stream_id is None or flow.protocol is not Protocol.UDP:
+                continue
+            if flow.tgid not in alive:
+                alive[flow.tgid] = inodes_of_process(flow.tgid)
+            if inode not in alive[flow.tgid]:
+                self.flows.forget_connected(inode)
+                self.client.drop_stream(flow.stream_id)
+        self.events.loop.call_later(UDP_SWEEP_INTERVAL, self._sweep_udp_routes)
+
+    # -- the end of the run --
+    def end(self) -> None:
+        """The program has ended: let its connections deliver what it sent, then close."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        with self._lock:
+            sending, self._sending = self._sending, []
+        for sent_all in sending:
+            if not sent_all.wait(max(0.0, deadline - time.monotonic())):
+                break
+        if self._dns is not None:
+            self._dns.close()
+        self.tcp_relay.close()
+        self.events.close()
+        self.sockets.close()
+
+
+def net_session(config: Config, client: AgentClient, extras: dict[str, Any]) -> NetSession:
+    """The run's NetSession (one per run, shared by the families that need it)."""
+    session = extras.get("net")
+    if session is None:
+        session = extras["net"] = NetSession(config, client)
+    return session
