@@ -1,4 +1,4 @@
-"""The session's local copies of remote files and directories, under one private directory.
+"""The session's local copies of remote files and directories, under private directories.
 
 A remote file the program opens is materialised here (its content, mode, owner and times) and
 the program's path argument is rewritten to the copy: reads, seeks, mmap and fstat then run
@@ -7,8 +7,11 @@ types (regular files empty, symlinks pointing nowhere) so that getdents64 runs n
 chdir into it is a chdir into the skeleton. Paths that lead into the cache (a dirfd, the cwd)
 map back to the remote paths they stand for.
 
-Layout: /run/mirrord-trace/fs/<supervisor pid>-<n>/{f,d,w}/<number>; removed when the session
-ends, and by the next session if this one was killed.
+Small copies, skeletons and files open for writing live on tmpfs (/dev/shm), where creating a
+file costs microseconds rather than a disk's journal; large copies (streamed from an agent on
+another machine) go to /var/tmp so that they do not fill memory. Each session's directories
+(mkdtemp, mode 0711) are named after the supervisor's pid, removed when the session ends, and
+by the next session if this one was killed.
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ import itertools
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mirrord_trace.protocol.requests import DT_BLK, DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_SOCK
 
-CACHE_BASE = Path("/run/mirrord-trace/fs")
+FAST_BASES = (Path("/dev/shm"), Path("/run"), Path(tempfile.gettempdir()))
+LARGE_BASES = (Path("/var/tmp"), Path(tempfile.gettempdir()))
+SESSION_PREFIX = "mirrord-trace-fs-"
 # Where a skeleton's symlinks point: they exist for their type only and are never followed
 # (every path through a skeleton is mapped back to the remote path before the kernel sees it).
 SKELETON_LINK_TARGET = ".mirrord-trace-remote-symlink"
-_session_numbers = itertools.count(1)
 # Traversable by a program that dropped privileges; listing the cache is for the owner only.
 _DIRECTORY_MODE = 0o711
 
@@ -43,16 +48,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_abandoned(base: Path = CACHE_BASE) -> list[str]:
-    """Remove the caches of sessions whose supervisor is gone (killed before cleaning up)."""
+def remove_abandoned(base: Path) -> list[str]:
+    """Remove this user's session directories in `base` whose supervisor is gone."""
     removed = []
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         for entry in base.iterdir():
-            owner = entry.name.partition("-")[0]
-            if owner.isdigit() and not _pid_alive(int(owner)):
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry.name)
+            if not entry.name.startswith(SESSION_PREFIX):
+                continue
+            owner = entry.name[len(SESSION_PREFIX) :].partition("-")[0]
+            with contextlib.suppress(OSError):
+                if (
+                    owner.isdigit()
+                    and entry.lstat().st_uid == os.geteuid()
+                    and not _pid_alive(int(owner))
+                ):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(str(entry))
     return removed
+
+
+def _session_directory(bases: Iterable[Path]) -> Path:
+    """A new private directory in the first usable base."""
+    failure: OSError | None = None
+    for base in bases:
+        try:
+            remove_abandoned(base)
+            path = Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{os.getpid()}-", dir=base))
+        except OSError as error:
+            failure = failure or error
+            continue
+        path.chmod(_DIRECTORY_MODE)
+        return path
+    raise failure or OSError("no directory for the local copies of remote files")
 
 
 def apply_metadata(target: int | str, st: Mapping[str, int]) -> None:
@@ -64,43 +91,52 @@ def apply_metadata(target: int | str, st: Mapping[str, int]) -> None:
 
 
 class LocalCache:
-    def __init__(self, base: Path = CACHE_BASE) -> None:
-        self.base = base
-        self.root: Path | None = None
-        self._prefix = ""
+    def __init__(
+        self, fast_bases: Iterable[Path] = FAST_BASES, large_bases: Iterable[Path] = LARGE_BASES
+    ) -> None:
+        self.fast_bases = tuple(fast_bases)
+        self.large_bases = tuple(large_bases)
+        self.roots: list[Path] = []
+        self._fast: Path | None = None
+        self._large: Path | None = None
+        self._prefixes: tuple[str, ...] = ()
         self._numbers = itertools.count(1)
         # local path of a copy or skeleton -> the remote path it stands for
         self._remote_of: dict[str, str] = {}
 
     # -- lifetime --
-    def _ensure(self) -> Path:
-        if self.root is None:
-            self.base.mkdir(parents=True, exist_ok=True)
-            remove_abandoned(self.base)
-            root = self.base / f"{os.getpid()}-{next(_session_numbers)}"
-            root.mkdir(mode=_DIRECTORY_MODE)
-            for kind in ("f", "d", "w"):
-                (root / kind).mkdir(mode=_DIRECTORY_MODE)
-            self.root = root
-            self._prefix = f"{root}/"
-        return self.root
+    def _root(self, large: bool = False) -> Path:
+        if large:
+            if self._large is None:
+                self._large = self._add_root(self.large_bases)
+            return self._large
+        if self._fast is None:
+            self._fast = self._add_root(self.fast_bases)
+        return self._fast
+
+    def _add_root(self, bases: tuple[Path, ...]) -> Path:
+        root = _session_directory(bases)
+        self.roots.append(root)
+        self._prefixes = tuple(f"{r}/" for r in self.roots)
+        return root
 
     def close(self) -> None:
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
-            self._prefix = ""
-            self._remote_of.clear()
+        for root in self.roots:
+            shutil.rmtree(root, ignore_errors=True)
+        self.roots.clear()
+        self._fast = self._large = None
+        self._prefixes = ()
+        self._remote_of.clear()
 
     # -- mapping --
     def remote_path_of(self, local: str) -> str | None:
         """The remote path a local path inside the cache stands for; None outside the cache."""
-        if not self._prefix or not local.startswith(self._prefix):
+        if not self._prefixes or not local.startswith(self._prefixes):
             return None
         # A skeleton's own path, or a path below it (never created by us, but a program may
         # build one from a dirfd it got): map the longest known prefix.
         head, rest = local, ""
-        while head.startswith(self._prefix):
+        while head.startswith(self._prefixes):
             remote = self._remote_of.get(head)
             if remote is not None:
                 return os.path.join(remote, rest) if rest else remote
@@ -114,9 +150,9 @@ class LocalCache:
             os.unlink(local)
 
     # -- copies of files --
-    def new_file(self, remote: str, kind: str = "f") -> tuple[str, int]:
-        """A new empty local copy for `remote`: (path, fd open for writing)."""
-        path = str(self._ensure() / kind / str(next(self._numbers)))
+    def new_file(self, remote: str, large: bool = False) -> tuple[str, int]:
+        """A new empty local copy for `remote`: (path, fd open for reading and writing)."""
+        path = f"{self._root(large)}/{next(self._numbers)}"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self._remote_of[path] = remote
         return path, fd
@@ -125,7 +161,7 @@ class LocalCache:
     def new_skeleton(
         self, remote: str, st: Mapping[str, int], entries: Iterable[Mapping[str, Any]]
     ) -> str:
-        path = str(self._ensure() / "d" / str(next(self._numbers)))
+        path = f"{self._root()}/{next(self._numbers)}"
         os.mkdir(path, 0o700)
         self._remote_of[path] = remote
         dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

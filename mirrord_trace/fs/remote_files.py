@@ -120,7 +120,7 @@ class RemoteFiles:
         return copy.local
 
     def _copy_file(self, path: str, reply: Mapping[str, Any]) -> str:
-        local, fd = self.cache.new_file(path)
+        local, fd = self.cache.new_file(path, large=reply["stat"]["size"] > INLINE_READ_LIMIT)
         try:
             fill_copy(self.client, fd, reply)
             apply_metadata(fd, reply["stat"])

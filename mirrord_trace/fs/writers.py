@@ -83,7 +83,7 @@ class Writers:
             "fs.open_write", path=remote, flags=flags & TARGET_OPEN_FLAGS, mode=mode
         )
         handle: int = reply["handle"]
-        local, fd = self.cache.new_file(remote, "w")
+        local, fd = self.cache.new_file(remote)
         try:
             fill_copy(self.client, fd, reply, close_handle=False)
             apply_metadata(fd, reply["stat"])
