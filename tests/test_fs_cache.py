@@ -1,0 +1,164 @@
+"""The local side's cache of remote files: skeletons, mapping back, clean-up, shared descriptors.
+
+Real directories, real device nodes, a real agent (for listing pages, targeting this process),
+and a real supervisor killed with SIGKILL for the clean-up of abandoned caches.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.fs_requests import stat_dict
+from mirrord_trace.fs.agent_descriptors import SHARE_ENV, AgentDescriptors
+from mirrord_trace.fs.cache import SESSION_PREFIX, LocalCache, remove_abandoned
+from mirrord_trace.local_target import LocalAgent
+from mirrord_trace.protocol.requests import DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_REG, DT_SOCK
+from tests.test_agent_lost import agent_of
+from tests.test_fs_remote import MIRRORD_TRACE, SYSTEM_PYTHON
+
+ENTRY_TYPES = {
+    "file": (DT_REG, stat.S_ISREG),
+    "dir": (DT_DIR, stat.S_ISDIR),
+    "link": (DT_LNK, stat.S_ISLNK),
+    "fifo": (DT_FIFO, stat.S_ISFIFO),
+    "sock": (DT_SOCK, stat.S_ISSOCK),
+    "chr": (DT_CHR, stat.S_ISCHR),
+}
+
+
+def cache_in(tmp_path: Path) -> LocalCache:
+    return LocalCache(fast_bases=[tmp_path / "fast"], large_bases=[tmp_path / "large"])
+
+
+@pytest.fixture
+def bases(tmp_path: Path) -> Path:
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "large").mkdir()
+    return tmp_path
+
+
+def test_skeleton_has_the_remote_entries_types_and_metadata(bases: Path) -> None:
+    cache = cache_in(bases)
+    try:
+        remote_dir = bases / "remote"
+        remote_dir.mkdir(mode=0o750)
+        os.utime(remote_dir, ns=(1_500_000_000_000_000_000, 1_600_000_000_000_000_000))
+        entries = [{"name": name, "type": dtype, "ino": 1} for name, (dtype, _) in
+                   ENTRY_TYPES.items()]
+        skeleton = cache.new_skeleton("/app", stat_dict(os.stat(remote_dir)), entries)
+        found = {entry.name: entry for entry in os.scandir(skeleton)}
+        assert set(found) == set(ENTRY_TYPES)
+        for name, (_, is_type) in ENTRY_TYPES.items():
+            assert is_type(found[name].stat(follow_symlinks=False).st_mode), name
+        info = os.stat(skeleton)
+        assert stat.S_IMODE(info.st_mode) == 0o750
+        assert info.st_mtime_ns == 1_600_000_000_000_000_000
+    finally:
+        cache.close()
+
+
+def test_paths_inside_the_cache_map_back_to_remote_paths(bases: Path) -> None:
+    cache = cache_in(bases)
+    try:
+        skeleton = cache.new_skeleton("/app/data", stat_dict(os.stat(bases)), [])
+        copy, fd = cache.new_file("/app/config.yaml")
+        os.close(fd)
+        assert cache.remote_path_of(skeleton) == "/app/data"
+        assert cache.remote_path_of(f"{skeleton}/items/x") == "/app/data/items/x"
+        assert cache.remote_path_of(copy) == "/app/config.yaml"
+        assert cache.remote_path_of(str(bases)) is None
+        assert cache.remote_path_of("/app/data") is None
+        large, fd = cache.new_file("/app/blob.bin", large=True)
+        os.close(fd)
+        assert large.startswith(str(bases / "large"))
+        assert cache.remote_path_of(large) == "/app/blob.bin"
+    finally:
+        cache.close()
+    assert list((bases / "fast").iterdir()) == [] and list((bases / "large").iterdir()) == []
+
+
+def test_abandoned_caches_are_removed_and_live_ones_kept(bases: Path) -> None:
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = bases / "fast" / f"{SESSION_PREFIX}{finished.pid}-abc"
+    alive = bases / "fast" / f"{SESSION_PREFIX}{os.getpid()}-def"
+    unrelated = bases / "fast" / "something-else"
+    for directory in (dead, alive, unrelated):
+        directory.mkdir()
+        (directory / "file").write_text("x")
+    assert remove_abandoned(bases / "fast") == [str(dead)]
+    assert not dead.exists() and alive.exists() and unrelated.exists()
+
+
+def test_a_shared_descriptor_must_be_the_described_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(SHARE_ENV, raising=False)
+    wanted, other = tmp_path / "wanted", tmp_path / "other"
+    wanted.write_text("the file")
+    other.write_text("another file")
+    fd = os.open(wanted, os.O_RDONLY)
+    try:
+        descriptors = AgentDescriptors(os.getpid())
+        duplicate = descriptors.take(fd, stat_dict(os.stat(wanted)))
+        assert duplicate is not None and duplicate != fd
+        assert os.read(duplicate, 100) == b"the file"
+        os.close(duplicate)
+        assert descriptors.take(fd, stat_dict(os.stat(other))) is None
+        assert not descriptors.enabled  # from now on the session streams
+        descriptors.close()
+        monkeypatch.setenv(SHARE_ENV, "0")
+        assert not AgentDescriptors(os.getpid()).enabled
+    finally:
+        os.close(fd)
+
+
+def test_listing_pages_add_up_to_the_whole_directory(tmp_path: Path) -> None:
+    for number in range(23):
+        (tmp_path / f"entry-{number:02d}").write_text("")
+    with LocalAgent(os.getpid()) as client:
+        whole = client.request("fs.listdir", path=str(tmp_path))
+        assert not whole["more"]
+        names: list[str] = []
+        offset, more = 0, True
+        while more:
+            page = client.request("fs.listdir", path=str(tmp_path), offset=offset, limit=5)
+            names += [entry["name"] for entry in page["entries"]]
+            offset = len([n for n in names if n not in (".", "..")])
+            more = page["more"]
+    assert sorted(names) == sorted(entry["name"] for entry in whole["entries"])
+
+
+def test_a_killed_sessions_cache_is_removed_by_the_next_session(sandbox) -> None:
+    # The program holds a pod file open; the supervisor is killed outright (no clean-up).
+    script = "import sys; f = open('/app/config.yaml'); print('open', flush=True); sys.stdin.read()"
+    command = [MIRRORD_TRACE, "exec", "--target", f"pid/{sandbox.target_pid}", "--",
+               SYSTEM_PYTHON, "-c", script]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        agent = agent_of(process.pid)
+        try:
+            assert process.stdout.readline() == b"open\n"
+            left = set(Path("/dev/shm").glob(f"{SESSION_PREFIX}{process.pid}-*"))
+            assert len(left) == 1
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+        finally:
+            process.kill()
+            os.kill(agent, signal.SIGKILL)  # its parent died without stopping it
+    assert all(path.exists() for path in left)
+    deadline = time.monotonic() + 10  # EXITKILL: the traced program dies with its tracer
+    while any(path.exists() for path in left):
+        after = subprocess.run(
+            [MIRRORD_TRACE, "exec", "--target", f"pid/{sandbox.target_pid}", "--",
+             SYSTEM_PYTHON, "-c", "open('/app/config.yaml').read()"],
+            capture_output=True, timeout=60,
+        )
+        assert after.returncode == 0, after.stderr
+        assert time.monotonic() < deadline, "the abandoned cache was never removed"
