@@ -58,6 +58,9 @@ func init() {
 		"dial":       {cmdDial, "HOST:PORT"},
 		"http-get":   {cmdHTTPGet, "URL"},
 		"serve":      {cmdServe, "ADDR (e.g. :8080, 127.0.0.1:0)"},
+		"echo-load":  {cmdEchoLoad, "CONNECTIONS BYTES HOST:PORT"},
+		"fetch":      {cmdFetch, "URL"},
+		"dial-loop":  {cmdDialLoop, "N HOST:PORT"},
 		"help":       {cmdHelp, ""},
 	}
 }
