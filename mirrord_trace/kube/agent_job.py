@@ -6,7 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from mirrord_trace.kube.cluster import Cluster, core_path, group_path
-from mirrord_trace.kube.errors import Action, Forbidden, KubeError, TargetNotFound
+from mirrord_trace.kube.errors import (
+    Action,
+    ClusterUnreachable,
+    Forbidden,
+    KubeError,
+    TargetNotFound,
+)
 from mirrord_trace.kube.manifests import AGENT_CONTAINER, AgentLaunch, agent_job
 from mirrord_trace.kube.pod_state import agent_progress, failed_create, job_cannot_create_pod
 from mirrord_trace.kube.pod_watch import wait_for_pod
@@ -29,13 +35,20 @@ class AgentJob:
         return f"job {self.launch.name} in namespace {self.namespace}"
 
     def start(self) -> None:
-        self.cluster.call(
-            Action("create", "jobs.batch", self.namespace),
-            "POST",
-            group_path("batch/v1", self.namespace, "jobs"),
-            body=agent_job(self.launch),
-        )
+        # Interrupted while the answer is on its way, the Job may exist: remove() must try.
         self.created = True
+        try:
+            self.cluster.call(
+                Action("create", "jobs.batch", self.namespace),
+                "POST",
+                group_path("batch/v1", self.namespace, "jobs"),
+                body=agent_job(self.launch),
+            )
+        except ClusterUnreachable:
+            raise  # no answer: the Job may exist all the same
+        except KubeError:
+            self.created = False  # the API server said no: there is nothing to remove
+            raise
 
     def wait_until_running(self, timeout: float, progress: Callable[[str], None]) -> str:
         def evaluate(pod: dict[str, Any] | None) -> str | None:

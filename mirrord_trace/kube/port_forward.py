@@ -19,6 +19,7 @@ from websocket import WebSocketBadStatusException
 from mirrord_trace.agent_client import AgentClient, AgentConnectError, HandshakeRejected
 from mirrord_trace.kube.cluster import Cluster, core_path
 from mirrord_trace.kube.errors import Action, AgentFailed, AgentStartTimeout, from_api_answer
+from mirrord_trace.kube.signals import threads_spared_termination_signals
 
 HANDSHAKE_TIMEOUT = 10.0
 _RETRY_PAUSE = 0.25
@@ -32,13 +33,14 @@ def open_port_forward(cluster: Cluster, namespace: str, pod: str, port: int) -> 
         core_path(namespace, "pods", pod, "portforward"), query
     )
     try:
-        return portforward_call(
-            cluster.api_client.configuration,
-            "GET",
-            url,
-            query_params=list(query.items()),
-            headers=headers,
-        )
+        with threads_spared_termination_signals():  # it starts a proxy thread
+            return portforward_call(
+                cluster.api_client.configuration,
+                "GET",
+                url,
+                query_params=list(query.items()),
+                headers=headers,
+            )
     except ApiException as error:
         # The client wraps the WebSocket handshake failure; the answer (a Status) is inside.
         cause = error.__context__
@@ -67,9 +69,11 @@ def connect_agent(
         # socket itself (the wrapper only hides setsockopt calls that a pair refuses).
         sock = forward.socket(port)._socket
         try:
-            return AgentClient.over_socket(sock, token, where=where, timeout=HANDSHAKE_TIMEOUT), (
-                forward
-            )
+            with threads_spared_termination_signals():  # the session's I/O thread
+                client = AgentClient.over_socket(
+                    sock, token, where=where, timeout=HANDSHAKE_TIMEOUT
+                )
+            return client, forward
         except HandshakeRejected as error:
             forward.close()
             raise AgentFailed(

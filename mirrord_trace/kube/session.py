@@ -8,11 +8,8 @@ through a port-forward; and on the way out (normal exit, error, Ctrl-C) remove t
 from __future__ import annotations
 
 import secrets
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mirrord_trace.kube.agent_job import AgentJob
@@ -20,6 +17,7 @@ from mirrord_trace.kube.cluster import Cluster, connect
 from mirrord_trace.kube.ephemeral import EphemeralAgent
 from mirrord_trace.kube.manifests import DEFAULT_AGENT_IMAGE, AgentLaunch, new_agent_name
 from mirrord_trace.kube.port_forward import connect_agent
+from mirrord_trace.kube.signals import termination_deferred, termination_interrupts
 from mirrord_trace.kube.targets import resolve
 from mirrord_trace.protocol import new_token
 from mirrord_trace.targets import KubernetesTarget
@@ -64,7 +62,7 @@ class KubeAgent:
 
     def __enter__(self) -> AgentClient:
         try:
-            with _termination_interrupts():
+            with termination_interrupts():
                 return self._start()
         except BaseException:
             self.close()
@@ -118,7 +116,7 @@ class KubeAgent:
 
     def close(self) -> None:
         """End the session and remove the agent; a second Ctrl-C cannot cut this short."""
-        with _termination_deferred():
+        with termination_deferred():
             if self.client is not None:
                 self.client.close()
                 self.client = None
@@ -133,41 +131,3 @@ class KubeAgent:
             if self.cluster is not None:
                 self.cluster.close()
                 self.cluster = None
-
-
-_TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def _termination_interrupts() -> Iterator[None]:
-    """During start-up, SIGTERM and SIGHUP end it like Ctrl-C does (so the agent is removed)
-    rather than killing the process with an agent left behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in _TERMINATION_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextmanager
-def _termination_deferred() -> Iterator[None]:
-    """Ctrl-C (or SIGTERM/SIGHUP) while the agent is being removed is ignored: we are already
-    stopping, and an interrupted removal would leave the agent behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    ignored = (signal.SIGINT, *_TERMINATION_SIGNALS)
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -82,11 +82,14 @@ def kube_fixture(standin: StandinCluster, tmp_path: Path) -> KubeCli:
     return cli
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "") -> None:
+def wait_until(
+    condition: Callable[[], object], timeout: float = 30, what: str | Callable[[], str] = ""
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out waiting for {described or condition}")
         time.sleep(0.05)
 
 

@@ -177,7 +177,8 @@ class Kubelet:
         if argv and argv[0] in ("python3", "python"):
             argv[0] = sys.executable
         env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            # The image's PATH (python:3.11-slim: iptables is in /usr/sbin).
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "PYTHONPATH": str(self.workdir),
             "HOSTNAME": pod,
             **{entry["name"]: entry.get("value", "") for entry in container.get("env", [])},

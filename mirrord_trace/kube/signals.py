@@ -1,0 +1,67 @@
+"""Signals during a Kubernetes session: the agent must be removed however the session ends.
+
+- During start-up, SIGTERM and SIGHUP interrupt like Ctrl-C (KeyboardInterrupt), so the
+  clean-up runs instead of the process dying with the agent left behind.
+- While the agent is removed, those signals are ignored: a second Ctrl-C must not cut it short.
+- Helper threads never take them (see threads_spared_termination_signals).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# What the supervisor forwards to the program (supervisor.FORWARDED_SIGNALS).
+_FORWARDED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+
+
+@contextmanager
+def threads_spared_termination_signals() -> Iterator[None]:
+    """Threads started in here (the session's I/O thread, the port-forward's proxy thread)
+    block the signals that end a session. A process-directed signal goes to any thread that
+    does not block it; if a helper thread took Ctrl-C, the main thread would never see it and,
+    while the program runs, the supervisor's forwarder would not pass it on either. Signals
+    arriving meanwhile stay pending for the main thread."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def termination_interrupts() -> Iterator[None]:
+    """During start-up, SIGTERM and SIGHUP end it like Ctrl-C does (so the agent is removed)
+    rather than killing the process with an agent left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in _TERMINATION_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def termination_deferred() -> Iterator[None]:
+    """Ctrl-C (or SIGTERM/SIGHUP) while the agent is being removed is ignored: we are already
+    stopping, and an interrupted removal would leave the agent behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    ignored = (signal.SIGINT, *_TERMINATION_SIGNALS)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
