@@ -197,6 +197,14 @@ def test_unix_sockets_stay_local(sandbox, tmp_path) -> None:
     assert out.stdout == "local\n", out.stderr
 
 
+def test_busybox_nc_gets_the_tcp_echo(sandbox) -> None:
+    busybox = str(example_binary("busybox"))
+    script = (f"echo ping-through-the-pod | {busybox} nc -w 2 {sandbox.service_addr} "
+              f"{sandbox.echo_port}")
+    out = traced(sandbox, [busybox, "sh", "-c", script])
+    assert out.stdout == "ping-through-the-pod\n", out.stderr
+
+
 def test_getpeername_and_getsockname_in_the_trace(sandbox, tmp_path) -> None:
     trace = tmp_path / "trace.txt"
     traced(sandbox, [str(example_binary("probe-go")), "dial", f"{sandbox.service_addr}:80"],
