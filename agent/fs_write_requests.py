@@ -154,3 +154,60 @@ def truncate(root: TargetRoot, path: str, length: int) -> dict[str, Any]:
     finally:
         os.close(fd)
     return {}
+
+
+@contextmanager
+def _inode(root: TargetRoot, path: str, follow: bool) -> Iterator[str]:
+    """A path naming exactly the inode `path` resolves to in the root (a /proc magic link)."""
+    with root.opened(path, os.O_PATH | (0 if follow else os.O_NOFOLLOW)) as fd:
+        yield f"/proc/self/fd/{fd}"
+
+
+def chmod(root: TargetRoot, path: str, mode: int, follow: bool) -> dict[str, Any]:
+    with _inode(root, path, follow) as inode:
+        if not follow and os.path.islink(inode):
+            raise OSError(errno.EOPNOTSUPP, "symbolic links have no mode of their own", path)
+        os.chmod(inode, mode & 0o7777)
+    return {}
+
+
+def chown(root: TargetRoot, path: str, uid: int, gid: int, follow: bool) -> dict[str, Any]:
+    with _inode(root, path, follow) as inode:
+        # Following the magic link lands on the inode itself (a symlink, with follow=False),
+        # never on what a symlink points to.
+        os.chown(inode, uid, gid)
+    return {}
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
+
+
+_libc.utimensat.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Timespec), ctypes.c_int)
+_AT_FDCWD = -100
+
+
+def utimens(root: TargetRoot, path: str, times: list[list[int]], follow: bool) -> dict[str, Any]:
+    """utimensat(2) with the program's own timespecs (UTIME_NOW/UTIME_OMIT included); no
+    times means now."""
+    pair = (_Timespec * 2)(*(_Timespec(sec, nsec) for sec, nsec in times)) if times else None
+    with _inode(root, path, follow) as inode:
+        # Following the magic link lands on the inode itself, as for chown.
+        result = _libc.utimensat(_AT_FDCWD, os.fsencode(inode), pair, 0)
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)
+    return {}
+
+
+def symlink(root: TargetRoot, target: str, path: str) -> dict[str, Any]:
+    with _parent(root, path) as (parent_fd, name):
+        os.symlink(target, name, dir_fd=parent_fd)
+    return {}
+
+
+def link(root: TargetRoot, old: str, new: str, follow: bool) -> dict[str, Any]:
+    with _parent(root, old) as (old_fd, old_name), _parent(root, new) as (new_fd, new_name):
+        os.link(old_name, new_name, src_dir_fd=old_fd, dst_dir_fd=new_fd,
+                follow_symlinks=follow)
+    return {}

@@ -121,6 +121,33 @@ def _truncate(session: Session, fields: Fields) -> Fields:
     return fs_write_requests.truncate(session.root, fields["path"], fields["length"])
 
 
+def _chmod(session: Session, fields: Fields) -> Fields:
+    return fs_write_requests.chmod(session.root, fields["path"], fields["mode"], fields["follow"])
+
+
+def _chown(session: Session, fields: Fields) -> Fields:
+    return fs_write_requests.chown(
+        session.root, fields["path"], fields["uid"], fields["gid"], fields["follow"]
+    )
+
+
+def _utimens(session: Session, fields: Fields) -> Fields:
+    times = fields["times"]
+    if times and (
+        len(times) != 2 or not all(isinstance(t, list) and len(t) == 2 for t in times)
+    ):
+        raise InvalidRequest(errno.EINVAL, "times must be two [sec, nsec] pairs, or empty")
+    return fs_write_requests.utimens(session.root, fields["path"], times, fields["follow"])
+
+
+def _symlink(session: Session, fields: Fields) -> Fields:
+    return fs_write_requests.symlink(session.root, fields["target"], fields["path"])
+
+
+def _link(session: Session, fields: Fields) -> Fields:
+    return fs_write_requests.link(session.root, fields["old"], fields["new"], fields["follow"])
+
+
 async def _dns_query(session: Session, fields: Fields) -> Fields:
     return await net_requests.dns_query(fields)
 
@@ -192,6 +219,11 @@ HANDLERS: dict[str, Handler] = {
     "fs.unlink": Handler("thread", _unlink),
     "fs.rename": Handler("thread", _rename),
     "fs.truncate": Handler("thread", _truncate),
+    "fs.chmod": Handler("thread", _chmod),
+    "fs.chown": Handler("thread", _chown),
+    "fs.utimens": Handler("thread", _utimens),
+    "fs.symlink": Handler("thread", _symlink),
+    "fs.link": Handler("thread", _link),
     "dns.query": Handler("async", _dns_query),
     "dns.getaddrinfo": Handler("async", _dns_getaddrinfo),
     "net.connect": Handler("async", _connect),

@@ -239,3 +239,30 @@ def test_read_write_override_in_read_mode(sandbox, pod_dir: str, tmp_path: Path)
                        config=config, tmp_path=tmp_path)
     assert elsewhere.returncode == 2
     assert not pod_file(sandbox, "/app/elsewhere").exists()
+
+
+def test_copy_tree_touch_chmod_chown_and_links_in_the_pod(sandbox, pod_dir: str) -> None:
+    script = (
+        f"mkdir -p {pod_dir}/deep/er && cp -r /app/data {pod_dir}/deep/er/ && "
+        f"touch -d '2001-02-03 04:05:06' {pod_dir}/stamp && chmod 640 {pod_dir}/stamp && "
+        f"chown 123:456 {pod_dir}/stamp && ln -s stamp {pod_dir}/soft && "
+        f"ln {pod_dir}/stamp {pod_dir}/hard && chown -h 7:8 {pod_dir}/soft"
+    )
+    out = traced(sandbox, probe("busybox"), "sh", "-c", script, options=WRITE)
+    assert out.returncode == 0, out.stderr
+    root = pod_file(sandbox, pod_dir)
+    original = pod_file(sandbox, "/app/data")
+    copied = root / "deep/er/data"
+    assert sorted(p.relative_to(copied) for p in copied.rglob("*")) == sorted(
+        p.relative_to(original) for p in original.rglob("*")
+    )
+    assert os.readlink(copied / "latest") == os.readlink(original / "latest")
+    info = (root / "stamp").stat()
+    expected_mtime = subprocess.run(
+        ["date", "-d", "2001-02-03 04:05:06", "+%s"], capture_output=True, check=True
+    ).stdout
+    assert int(info.st_mtime) == int(expected_mtime)
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o640, 123, 456)
+    assert os.readlink(root / "soft") == "stamp"
+    assert (root / "soft").lstat().st_uid == 7  # chown -h: the link itself
+    assert (root / "hard").stat().st_ino == info.st_ino and info.st_nlink == 2

@@ -134,6 +134,11 @@ class Writers:
         if writer is not None:
             self._write_back(writer)
 
+    def remote_of(self, local: str) -> str | None:
+        """The remote path (as renamed since) of a copy open for writing."""
+        writer = self._by_local.get(local)
+        return writer.remote if writer is not None else None
+
     def fsync(self, local: str) -> int | None:
         """fsync of a copy: write back and fsync in the target; -> 0 or -errno, None if `local`
         is not a copy of a remote file open for writing."""

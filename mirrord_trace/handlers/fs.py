@@ -56,10 +56,28 @@ FS_WRITE_SYSCALLS = {
         SyscallShape("renameat", ("dirfd", "path", "dirfd", "path")),
         SyscallShape("renameat2", ("dirfd", "path", "dirfd", "path", "int")),
         SyscallShape("truncate", ("path", "int")),
+        SyscallShape("chmod", ("path", "mode")),
+        SyscallShape("fchmodat", ("dirfd", "path", "mode")),
+        SyscallShape("chown", ("path", "int", "int")),
+        SyscallShape("lchown", ("path", "int", "int")),
+        SyscallShape("fchownat", ("dirfd", "path", "int", "int", "atflags")),
+        SyscallShape("utimensat", ("dirfd", "path", "ptr", "atflags")),
+        SyscallShape("symlink", ("path", "path")),
+        SyscallShape("symlinkat", ("path", "dirfd", "path")),
+        SyscallShape("link", ("path", "path")),
+        SyscallShape("linkat", ("dirfd", "path", "dirfd", "path", "atflags")),
     )
 }
+AT_SYMLINK_FOLLOW = 0x400
+_TIMESPECS = struct.Struct("<qqqq")
 GETCWD = SyscallShape("getcwd", ("ptr", "int"))
 FSYNC_SYSCALLS = (SyscallShape("fsync", ("fd",)), SyscallShape("fdatasync", ("fd",)))
+# Metadata changes through a descriptor: remote when the descriptor is a copy of a remote file.
+FD_CHANGE_SYSCALLS = (
+    SyscallShape("fchmod", ("fd", "mode")),
+    SyscallShape("fchown", ("fd", "int", "int")),
+)
+_FD_CHANGE_NAMES = {shape.nr: shape.name for shape in FD_CHANGE_SYSCALLS}
 
 
 class NotMine(Exception):
@@ -371,11 +389,14 @@ class FsHandlers:
     def change_handler(self, shape: SyscallShape) -> Handler:
         name = shape.name
         dirfd_index = shape.arg_index("dirfd")
-        path_index = shape.arg_index("path")
+        # symlink(at) names the new link last; its first argument is the link's text.
+        path_index = {"symlink": 1, "symlinkat": 2}.get(name, shape.arg_index("path"))
         assert path_index is not None
         absolute, decide, local = self.absolute, self._decide, self._local
 
         def handle(call: SyscallCall) -> Action:
+            if name == "utimensat" and call.args[1] == 0:
+                return self.fd_change(call) or ALLOW  # futimens(fd)
             try:
                 path = absolute(call, path_index, dirfd_index)
             except NotMine:
@@ -387,23 +408,53 @@ class FsHandlers:
             assert remote is not None
             try:
                 remote.writers.poll()
-                if name in ("mkdir", "mkdirat"):
-                    mode = call.args[path_index + 1] & 0o1777 & ~umask_of(call.tid)
-                    remote.client.request("fs.mkdir", path=path, mode=mode)
-                elif name == "truncate":
+                if name == "truncate":
                     length = call.args[1] - (1 << 64) if call.args[1] >> 63 else call.args[1]
                     self._truncate(remote, path, length)
                 else:
-                    directory = name == "rmdir" or (
-                        name == "unlinkat" and bool(call.args[2] & AT_REMOVEDIR)
-                    )
-                    remote.client.request("fs.unlink", path=path, directory=directory)
+                    kind, fields = self._change_request(name, call, path, path_index)
+                    remote.writers.sync_path(path)
+                    remote.client.request(kind, **fields)
                     remote.files.forget(path)
             except RemoteError as error:
                 return self._failed(error, rule)
             return Emulate(0, why=f"remote: {rule}")
 
         return handle
+
+    @staticmethod
+    def _change_request(
+        name: str, call: SyscallCall, path: str, path_index: int
+    ) -> tuple[str, dict[str, object]]:
+        """The agent request that makes this change in the target."""
+        if name in ("mkdir", "mkdirat"):
+            mode = call.args[path_index + 1] & 0o1777 & ~umask_of(call.tid)
+            return "fs.mkdir", {"path": path, "mode": mode}
+        if name in ("unlink", "unlinkat", "rmdir"):
+            directory = name == "rmdir" or (
+                name == "unlinkat" and bool(call.args[2] & AT_REMOVEDIR)
+            )
+            return "fs.unlink", {"path": path, "directory": directory}
+        if name in ("chmod", "fchmodat", "fchmod"):
+            return "fs.chmod", {"path": path, "mode": call.args[path_index + 1] & 0o7777}
+        if name in ("chown", "lchown", "fchownat", "fchown"):
+            follow = name in ("chown", "fchown") or (
+                name == "fchownat" and not call.args[4] & AT_SYMLINK_NOFOLLOW
+            )
+            uid, gid = call.int_arg(path_index + 1), call.int_arg(path_index + 2)
+            return "fs.chown", {"path": path, "uid": uid, "gid": gid, "follow": follow}
+        if name == "utimensat":
+            times: list[list[int]] = []
+            if call.args[2]:
+                a_sec, a_nsec, m_sec, m_nsec = _TIMESPECS.unpack(
+                    call.memory.read(call.args[2], _TIMESPECS.size)
+                )
+                times = [[a_sec, a_nsec], [m_sec, m_nsec]]
+            follow = not call.args[3] & AT_SYMLINK_NOFOLLOW
+            return "fs.utimens", {"path": path, "times": times, "follow": follow}
+        assert name in ("symlink", "symlinkat")
+        target = os.fsdecode(call.string_arg(0))
+        return "fs.symlink", {"target": target, "path": path}
 
     @staticmethod
     def _truncate(remote: RemoteFs, path: str, length: int) -> None:
@@ -417,9 +468,10 @@ class FsHandlers:
         remote.client.request("fs.truncate", path=path, length=length)
         remote.files.forget(path)
 
-    def rename_handler(self, shape: SyscallShape) -> Handler:
+    def two_path_handler(self, shape: SyscallShape) -> Handler:
+        """rename(at/at2) and link(at): both paths remote, both local, or EXDEV."""
         name = shape.name
-        if name == "rename":
+        if name in ("rename", "link"):
             old_at, new_at = (0, None), (1, None)
         else:
             old_at, new_at = (1, 0), (3, 2)
@@ -437,25 +489,55 @@ class FsHandlers:
                 rule = old_rule if old_verdict == NOT_FOUND else new_rule
                 return Emulate(-errno.ENOENT, why=f"not found: {rule}")
             if old_verdict != new_verdict:
-                # Like a rename across filesystems: mv and friends copy instead.
+                # Like crossing filesystems: mv and cp fall back to copying.
                 why = f"{old_verdict}: {old_rule} -> {new_verdict}: {new_rule}"
                 return Emulate(-errno.EXDEV, why=why)
             if old_verdict == LOCAL:
                 return local(LOCAL, old_rule)
             remote = self.remote
             assert remote is not None
-            flags = call.int_arg(4) & 0xFFFFFFFF if name == "renameat2" else 0
             try:
                 remote.writers.sync_path(old)
-                remote.client.request("fs.rename", old=old, new=new, flags=flags)
+                if name.startswith("rename"):
+                    flags = call.int_arg(4) & 0xFFFFFFFF if name == "renameat2" else 0
+                    remote.client.request("fs.rename", old=old, new=new, flags=flags)
+                else:
+                    follow = name == "linkat" and bool(call.args[4] & AT_SYMLINK_FOLLOW)
+                    remote.client.request("fs.link", old=old, new=new, follow=follow)
             except RemoteError as error:
                 return self._failed(error, old_rule)
             remote.files.forget(old)
             remote.files.forget(new)
-            remote.writers.renamed(old, new)
+            if name.startswith("rename"):
+                remote.writers.renamed(old, new)
             return Emulate(0, why=f"remote: {old_rule}")
 
         return handle
+
+    def fd_change(self, call: SyscallCall) -> Action | None:
+        """fchmod, fchown, futimens of a copy of a remote file: made in the target (when the
+        policy lets writes to that path be remote), the copy itself left as it is."""
+        remote = self.remote
+        if remote is None:
+            return None
+        try:
+            local = self.directory_of(call.tid, call.int_arg(0))
+        except OSError:
+            return None
+        path = remote.writers.remote_of(local) or remote.cache.remote_path_of(local)
+        if path is None:
+            return None
+        verdict, rule = self._decide(path, True)
+        if verdict != REMOTE:
+            return None
+        name = _FD_CHANGE_NAMES.get(call.nr, "utimensat")
+        kind, fields = self._change_request(name, call, path, 0)
+        try:
+            remote.writers.sync_path(path)  # the data first: writing it moves mtime
+            remote.client.request(kind, **fields)
+        except RemoteError as error:
+            return self._failed(error, rule)
+        return Emulate(0, why=f"remote: {rule}")
 
     def fsync(self, call: SyscallCall) -> Action | None:
         """fsync/fdatasync of a remote file open for writing: write it back, fsync there."""
@@ -497,8 +579,8 @@ def _path_handler(handlers: FsHandlers, shape: SyscallShape) -> Handler:
         return handlers.readlink_handler(shape)
     if shape.name == "chdir":
         return handlers.chdir_handler(shape)
-    if shape.name.startswith("rename"):
-        return handlers.rename_handler(shape)
+    if shape.name.startswith(("rename", "link")):
+        return handlers.two_path_handler(shape)
     return handlers.change_handler(shape)
 
 
@@ -526,4 +608,5 @@ def traps(context: SessionContext) -> list[Trap]:
     result.append(Trap(GETCWD, handlers.getcwd))
     if policy.can_write_remotely:
         result.extend(Trap(shape, handlers.fsync) for shape in FSYNC_SYSCALLS)
+        result.extend(Trap(shape, handlers.fd_change) for shape in FD_CHANGE_SYSCALLS)
     return result

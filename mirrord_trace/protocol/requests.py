@@ -37,6 +37,9 @@ Replies (fields of Reply):
   fs.unlink         {}                                 rmdir when "directory"
   fs.rename         {}                                 "flags": renameat2 RENAME_* flags
   fs.truncate       {}
+  fs.chmod, fs.chown, fs.utimens, fs.symlink, fs.link   {}
+                    "follow": false acts on a symlink itself; fs.utimens takes "times" as
+                    [[sec, nsec], [sec, nsec]] (UTIME_NOW/UTIME_OMIT allowed), [] for now
   dns.query         {"payload": bytes}                 the nameserver's reply, unchanged
   dns.getaddrinfo   {"addresses": [{"family": int, "address": str}]}  with the target's
                     /etc/hosts, /etc/resolv.conf (search, ndots) and netns; ENOENT when the
@@ -126,6 +129,11 @@ REQUESTS: dict[str, RequestSpec] = {
     "fs.unlink": RequestSpec({"path": str}, {"directory": (bool, False)}),
     "fs.rename": RequestSpec({"old": str, "new": str}, {"flags": (int, 0)}),
     "fs.truncate": RequestSpec({"path": str, "length": int}),
+    "fs.chmod": RequestSpec({"path": str, "mode": int}, {"follow": (bool, True)}),
+    "fs.chown": RequestSpec({"path": str, "uid": int, "gid": int}, {"follow": (bool, True)}),
+    "fs.utimens": RequestSpec({"path": str}, {"times": (list, []), "follow": (bool, True)}),
+    "fs.symlink": RequestSpec({"target": str, "path": str}),
+    "fs.link": RequestSpec({"old": str, "new": str}, {"follow": (bool, False)}),
     "dns.query": RequestSpec(
         {"payload": bytes, "nameserver": str},
         {"port": (int, 53), "transport": (str, "udp"), "timeout": (_NUMBER, 5.0)},
