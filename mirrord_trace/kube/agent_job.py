@@ -70,6 +70,15 @@ class AgentJob:
         )
         return str(pod["metadata"]["name"])
 
+    def check_running(self, pod: str) -> None:
+        """Raise why the agent in `pod` stopped, if it did (see pod_state.agent_progress)."""
+        found = self.cluster.call(
+            Action("get", "pods", self.namespace, pod),
+            "GET",
+            core_path(self.namespace, "pods", pod),
+        )
+        agent_progress(found, AGENT_CONTAINER, self.launch.image)
+
     def _explain_missing_pod(self) -> None:
         """No pod yet: the Job's events say whether the job controller was refused."""
         try:

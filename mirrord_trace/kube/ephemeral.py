@@ -82,5 +82,14 @@ class EphemeralAgent:
         )
         return self.launch.target.pod
 
+    def check_running(self, pod: str) -> None:
+        """Raise why the ephemeral agent stopped, if it did."""
+        found = self.cluster.call(
+            Action("get", "pods", self.namespace, pod),
+            "GET",
+            core_path(self.namespace, "pods", pod),
+        )
+        agent_progress(found, self.launch.name, self.launch.image, "ephemeralContainerStatuses")
+
     def remove(self) -> str | None:
         return None  # cannot be removed; the agent exits when its session ends

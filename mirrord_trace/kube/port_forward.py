@@ -18,7 +18,13 @@ from websocket import WebSocketBadStatusException
 
 from mirrord_trace.agent_client import AgentClient, AgentConnectError, HandshakeRejected
 from mirrord_trace.kube.cluster import Cluster, core_path
-from mirrord_trace.kube.errors import Action, AgentFailed, AgentStartTimeout, from_api_answer
+from mirrord_trace.kube.errors import (
+    Action,
+    AgentFailed,
+    AgentStartTimeout,
+    ApiFailure,
+    from_api_answer,
+)
 from mirrord_trace.kube.signals import threads_spared_termination_signals
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -59,30 +65,42 @@ def connect_agent(
     token: str,
     timeout: float,
     progress: Callable[[str], None],
+    check_agent: Callable[[], None],
 ) -> tuple[AgentClient, Any]:
-    """-> (agent session, the PortForward carrying it). Close both when done."""
+    """-> (agent session, the PortForward carrying it). Close both when done.
+
+    `check_agent` raises the reason when the agent has stopped (its container exited, its pod
+    failed): asked whenever a connection attempt fails, so a dead agent is reported as such
+    rather than as a port-forward problem or a timeout.
+    """
     deadline = time.monotonic() + timeout
     where = f"pod {pod} port {port} (port-forward)"
     while True:
-        forward = open_port_forward(cluster, namespace, pod, port)
-        # The client hands out a wrapper of one end of a socket pair; the session wants the
-        # socket itself (the wrapper only hides setsockopt calls that a pair refuses).
-        sock = forward.socket(port)._socket
         try:
-            with threads_spared_termination_signals():  # the session's I/O thread
-                client = AgentClient.over_socket(
-                    sock, token, where=where, timeout=HANDSHAKE_TIMEOUT
-                )
-            return client, forward
-        except HandshakeRejected as error:
-            forward.close()
-            raise AgentFailed(
-                f"the agent in pod {pod} refused the session: {error}",
-                "another mirrord-trace may be using this agent; try again",
-            ) from None
-        except AgentConnectError as error:
-            problem = " ".join((forward.error(port) or str(error)).split())
-            forward.close()
+            forward = open_port_forward(cluster, namespace, pod, port)
+        except ApiFailure as error:
+            check_agent()  # e.g. 400 "pod is not running": say why it is not
+            problem = error.message
+        else:
+            # The client hands out a wrapper of one end of a socket pair; the session wants
+            # the socket itself (the wrapper only hides setsockopt calls a pair refuses).
+            sock = forward.socket(port)._socket
+            try:
+                with threads_spared_termination_signals():  # the session's I/O thread
+                    client = AgentClient.over_socket(
+                        sock, token, where=where, timeout=HANDSHAKE_TIMEOUT
+                    )
+                return client, forward
+            except HandshakeRejected as error:
+                forward.close()
+                raise AgentFailed(
+                    f"the agent in pod {pod} refused the session: {error}",
+                    "another mirrord-trace may be using this agent; try again",
+                ) from None
+            except AgentConnectError as error:
+                problem = " ".join((forward.error(port) or str(error)).split())
+                forward.close()
+            check_agent()
         if time.monotonic() >= deadline:
             raise AgentStartTimeout(
                 f"the agent in pod {pod} did not answer through the port-forward within "

@@ -171,13 +171,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(code, objects.status(code, reason, message, details))
 
     def _read_body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        return json.loads(raw) if raw else None
+        return json.loads(self._body) if self._body else None
 
     # -- routing --
     def _dispatch(self, method: str) -> None:
         cluster = self.server.cluster
+        # Read the whole body first, whatever the answer: on a kept-alive connection an unread
+        # body would be taken for the next request.
+        length = int(self.headers.get("Content-Length") or 0)
+        self._body = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         cluster.requests.append((method, url.path, query))
