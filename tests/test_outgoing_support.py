@@ -69,6 +69,8 @@ class HostResolver:
         self.asked: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind((address, 53))
+        self._sock.settimeout(0.1)  # so that close() is noticed soon
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -78,9 +80,11 @@ class HostResolver:
         return path
 
     def _serve(self) -> None:
-        while True:
+        while not self._closed.is_set():
             try:
                 data, client = self._sock.recvfrom(4096)
+            except TimeoutError:
+                continue
             except OSError:
                 return
             try:
@@ -99,8 +103,9 @@ class HostResolver:
             self._sock.sendto(bytes(reply), client)
 
     def close(self) -> None:
-        self._sock.close()
+        self._closed.set()
         self._thread.join(5)
+        self._sock.close()
 
 
 class LocalHttpServer:
