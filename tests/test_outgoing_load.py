@@ -1,0 +1,68 @@
+"""500 concurrent outgoing connections from one Go program through the pod, 1 MiB each way,
+checksummed; the supervisor's (and the agent's) memory stays bounded by flow control, far
+below the gigabyte that passes through them."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from mirrord_trace.protocol.flow import STREAM_WINDOW
+from tests.conftest import example_binary
+from tests.test_outgoing_support import MIRRORD_TRACE
+
+CONNECTIONS = 500
+BYTES_EACH_WAY = 1024 * 1024
+# Flow control bounds what a stream can hold to one window per direction (500 streams could
+# hold 2 x 500 x STREAM_WINDOW = 250 MiB at the very worst, were every program side stalled);
+# the program reads its echoes as they come, so a few dozen MiB is what this run needs. Without
+# flow control the gigabyte passing through would pile up instead.
+MEMORY_LIMIT = 2 * CONNECTIONS * STREAM_WINDOW * 4 // 5
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def test_500_concurrent_connections_1mib_each_way_bounded_memory(sandbox) -> None:
+    argv = [MIRRORD_TRACE, "exec", "--target", f"pid/{sandbox.target_pid}", "--",
+            str(example_binary("probe-go")), "echo-load", str(CONNECTIONS), str(BYTES_EACH_WAY),
+            f"{sandbox.service_addr}:{sandbox.echo_port}"]
+    supervisor = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+    peaks: dict[str, int] = {"supervisor": 0, "agent": 0}
+    deadline = time.monotonic() + 240
+    try:
+        while supervisor.poll() is None and time.monotonic() < deadline:
+            peaks["supervisor"] = max(peaks["supervisor"], _rss(supervisor.pid))
+            agents = [child for child in _children(supervisor.pid)
+                      if b"agent" in Path(f"/proc/{child}/cmdline").read_bytes()]
+            for agent in agents:
+                peaks["agent"] = max(peaks["agent"], _rss(agent))
+            time.sleep(0.05)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+        out, err = supervisor.communicate()
+    assert supervisor.returncode == 0, err
+    assert out.startswith(f"connections={CONNECTIONS} ok={CONNECTIONS} failed=0 "
+                          f"bytes={CONNECTIONS * BYTES_EACH_WAY} "), out
+    assert 0 < peaks["supervisor"] < MEMORY_LIMIT, peaks
+    assert peaks["agent"] < MEMORY_LIMIT, peaks
