@@ -107,6 +107,19 @@ def test_kube_exec_pod_static_go_sees_the_pods_env_and_files(
     assert_agent_removed(app)
 
 
+def test_kube_exec_resolves_and_reaches_a_cluster_only_service(
+    app: KubeCli, sandbox: SandboxInfo
+) -> None:
+    name = next(
+        n for n, address in sorted(sandbox.names.items()) if address == sandbox.service_addr
+    )
+    url = f"http://{name}:{sandbox.service_port}/"
+    result = app.run("exec", "--target", "pod/app", "--", *probe("http-get", url))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == sandbox.service_body
+    assert_agent_removed(app)
+
+
 def test_kube_exec_deployment_and_a_pod_with_a_mesh_sidecar(
     app: KubeCli, sandbox: SandboxInfo
 ) -> None:
