@@ -77,6 +77,9 @@ class PreparedFilter:
         self._seccomp_nr = ctypes.c_long(SYS_SECCOMP)
         self._set_mode_filter = ctypes.c_ulong(SECCOMP_SET_MODE_FILTER)
         self._flags = ctypes.c_ulong(flags)
+        # ctypes keeps errno in a per-thread object created on first use; create it now, for
+        # the usual case where the thread that prepares is the one that forks.
+        ctypes.set_errno(0)
 
     def install(self) -> None:
         """Set no_new_privs and install the filter on the calling thread; OSError on failure."""

@@ -12,6 +12,8 @@ import os
 import resource
 import select
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -250,3 +252,30 @@ def test_kernel_refusals_raise_oserror_with_errno() -> None:
 def test_malformed_program_bytes_are_refused_before_fork(size: int) -> None:
     with pytest.raises(ValueError, match=r"build it with seccomp\.build_filter"):
         prepare_filter(b"\x06" * size)
+
+
+INSTALL_ONLY_SCRIPT = """
+import errno, os
+from seccomp import Errno, Rule, build_filter, prepare_filter, syscall_number
+prepared = prepare_filter(build_filter([Rule(syscall_number("uname"), Errno(errno.EPERM))]))
+os.write(1, b"begin install\\n")
+prepared.install()
+os.write(1, b"end install\\n")
+"""
+
+
+def test_install_makes_only_the_two_syscalls(tmp_path: Path) -> None:
+    """Nothing that could take a lock or load code (mmap, brk, openat, futex) runs in install,
+    which is what makes it usable between fork and exec."""
+    trace = tmp_path / "strace.out"
+    subprocess.run(
+        ["strace", "-qq", "-o", str(trace), sys.executable, "-c", INSTALL_ONLY_SCRIPT],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    lines = trace.read_text().splitlines()
+    begin = next(i for i, line in enumerate(lines) if "begin install" in line)
+    end = next(i for i, line in enumerate(lines) if "end install" in line)
+    called = [line.split("(", 1)[0] for line in lines[begin + 1 : end]]
+    assert called == ["prctl", "seccomp"], lines[begin : end + 1]

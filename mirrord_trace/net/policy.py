@@ -115,6 +115,8 @@ class OutgoingPolicy:
         names: tuple[str | None, ...] = (None,)
         if self.uses_host_names:
             names = self.names.names_for(destination.ip) or (None,)
+            if destination.ip.is_loopback:
+                names = (*names, "localhost")
         for entry in self._entries:
             for name in names:
                 if entry.matches(protocol, destination.ip, destination.port, name):
