@@ -15,7 +15,8 @@ from mirrord_trace.kube.manifests import (
     new_agent_name,
 )
 from mirrord_trace.kube.targets import ResolvedTarget
-from tests.kube_standin.cluster import KUBERNETES_VERSION, schema_problem
+from tests.kube_standin.cluster import schema_problem
+from tests.kube_standin.schemas import KUBERNETES_VERSION
 
 CONTAINER_ID = "containerd://" + "ab" * 32
 TARGET = ResolvedTarget("shop", "app-7d9f8", "uid-1", "node-3", "app", CONTAINER_ID)

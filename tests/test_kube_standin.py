@@ -13,41 +13,27 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from importlib.resources import files
 from typing import Any
 
-import jsonschema
-import kubernetes_validate
 import pytest
-from referencing import Registry, Resource
 
 from mirrord_trace.kube.cluster import connect
 from mirrord_trace.kube.manifests import AgentLaunch, agent_job, new_agent_name
 from mirrord_trace.kube.port_forward import open_port_forward
 from mirrord_trace.kube.targets import ResolvedTarget, label_selector
+from tests.kube_standin import schemas
 from tests.kube_standin.admission import ENFORCE_LABEL
-from tests.kube_standin.cluster import HANGING_IMAGE, KUBERNETES_VERSION, StandinCluster
+from tests.kube_standin.cluster import HANGING_IMAGE, StandinCluster
 from tests.kube_standin.fixtures import KubeCli, kube_fixture, standin_fixture, wait_until  # noqa: F401
 from tests.kube_standin.port_forward import V4_CHANNEL
 
-SCHEMAS = (
-    files("kubernetes_validate") / "kubernetes-json-schema" / f"v{KUBERNETES_VERSION}-local-strict"
-)
-
 
 def validate_meta(schema_file: str, obj: dict[str, Any]) -> None:
-    """Validate against a meta/v1 schema (Status, WatchEvent), which validate() cannot pick."""
-    schema = json.loads((SCHEMAS / schema_file).read_text())
-    definitions = json.loads((SCHEMAS / "_definitions.json").read_text())
-    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
-    jsonschema.validators.validator_for(schema)(schema, registry=registry).validate(obj)
+    schemas.validate(obj, schema_file)
 
 
 def validate(obj: dict[str, Any]) -> None:
-    if obj.get("kind") == "Status":
-        validate_meta("status-meta-v1.json", obj)
-    else:
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    schemas.validate(obj)
 
 
 def request(
@@ -245,7 +231,10 @@ def test_kube_standin_negotiates_only_v4_channel(standin: StandinCluster) -> Non
             b"Sec-WebSocket-Protocol: v5.channel.k8s.io, " + V4_CHANNEL.encode() + b"\r\n"
             b"Authorization: Bearer " + standin.token.encode() + b"\r\n\r\n"
         )
-        head = conn.recv(4096).decode()
+        received = b""
+        while b"\r\n\r\n" not in received:  # frames (the port numbers) follow the head
+            received += conn.recv(4096)
+        head = received.split(b"\r\n\r\n")[0].decode()
     assert head.startswith("HTTP/1.1 101")
     assert f"Sec-WebSocket-Protocol: {V4_CHANNEL}" in head
     assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455's example

@@ -11,6 +11,7 @@ Frames are encoded and decoded with websocket-client's ABNF (server frames are u
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import socket
 import struct
@@ -106,5 +107,8 @@ def serve_port_forward(
     except (_ClientGone, OSError):
         pass
     finally:
-        upstream.close()
+        # shutdown, not just close: it wakes the pump blocked in recv() and sends the FIN.
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_RDWR)
         pump.join(timeout=5)
+        upstream.close()
