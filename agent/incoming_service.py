@@ -20,6 +20,7 @@ from agent.http_filter import HttpFilter
 from agent.incoming_http_proxy import Streams
 from agent.incoming_mirror import MirrorHub, MirrorStream
 from agent.incoming_steal import StealHub
+from agent.incoming_stolen import StolenConnection
 from agent.streams import TcpStream
 from mirrord_trace.protocol import StreamOpen
 from mirrord_trace.protocol.requests import InvalidRequest
@@ -47,11 +48,9 @@ class Subscription:
         return self.owner.open_stream(self, info, lambda stream: MirrorStream(stream, session))
 
     # -- steal --
-    def take_connection(self, info: dict[str, Any], client: Streams) -> bool:
-        reader, writer = client
-        stream = self.owner.open_stream(
-            self, info, lambda stream_id: TcpStream(stream_id, reader, writer, self.owner.session)
-        )
+    def take_connection(self, info: dict[str, Any], connection: StolenConnection) -> bool:
+        session = self.owner.session
+        stream = self.owner.open_stream(self, info, lambda sid: connection.bridge(sid, session))
         return stream is not None
 
     async def open_program_stream(self, info: dict[str, Any]) -> Streams | None:

@@ -18,7 +18,7 @@ import contextlib
 import errno
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from agent.http_filter import HttpFilter
@@ -32,6 +32,7 @@ from agent.incoming_rules import (
     agent_tag,
     remove_abandoned_rules,
 )
+from agent.incoming_stolen import StolenConnection
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the same value
 SO_MARK = 36
@@ -45,7 +46,7 @@ class StealReceiver(Protocol):
 
     http_filter: HttpFilter | None
 
-    def take_connection(self, info: dict[str, Any], client: Streams) -> bool:
+    def take_connection(self, info: dict[str, Any], connection: StolenConnection) -> bool:
         """Hand a whole connection to the program; False when the session is gone."""
         ...
 
@@ -166,32 +167,40 @@ class StealHub:
             sockets.append(_listening_socket(socket.AF_INET6, self.listen_port))
         except OSError as error:
             self._log(f"no IPv6 steal listener: {error.strerror}")
+        loop = asyncio.get_running_loop()
         for sock in sockets:
-            server = await asyncio.start_server(self._on_connection, sock=sock)
+            server = await loop.create_server(lambda: StolenConnection(self._route), sock=sock)
             self._servers.append(server)
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        sock: socket.socket = writer.get_extra_info("socket")
+    def _route(self, connection: StolenConnection) -> None:
+        """A connection was just accepted (nothing read yet): decide where it goes."""
+        transport = connection.transport
+        assert transport is not None
+        sock: socket.socket = transport.get_extra_info("socket")
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         destination = original_destination(sock)
         if destination is None or destination[1] == self.listen_port:
-            writer.close()  # reached the listener directly: not a stolen connection
+            transport.close()  # reached the listener directly: not a stolen connection
             return
-        peer = writer.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")
         host, port = destination
         info = {"mode": "steal", "port": port, "peer": [peer[0], peer[1]], "local": [host, port]}
         receiver = self._receivers.get(port)
-        client = (reader, writer)
         if receiver is not None and receiver.http_filter is None:
-            if receiver.take_connection(info, client):
+            if receiver.take_connection(info, connection):
                 return
-        elif receiver is not None:
-            await self._filter(receiver, info, client, destination)
-            return
-        await self._pass_to_target(client, destination)
+            receiver = None  # its session is gone: the target answers, as before
+        client = connection.as_streams()
+        if receiver is not None:
+            self._spawn(self._filter(receiver, info, client, destination))
+        else:
+            self._spawn(self._pass_to_target(client, destination))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _filter(
         self,

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import socket
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -97,6 +98,12 @@ class Session(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        # asyncio sets TCP_NODELAY only on sockets created with proto=IPPROTO_TCP, which the
+        # listener is not: without it a data frame after a small one (a credit) waits for the
+        # client's delayed ACK, 40 ms.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         loop = asyncio.get_running_loop()

@@ -288,6 +288,11 @@ class AgentClient:
         self.on_lost: Callable[[AgentLost], None] | None = None
         # Called from the I/O thread for each stream the agent opens (incoming connections).
         self.on_stream_open: Callable[[AgentStream], None] | None = None
+        # Instead of on_stream_open: called from the I/O thread with (stream id, info) for each
+        # stream the agent opens; the stream starts without a local end (what the agent sends
+        # is held, within the window) and the callee gives it one with attach_stream, or
+        # drop_stream. Saves the socket pair's extra hop when the end is a real connection.
+        self.on_incoming_stream: Callable[[int, dict[str, Any]], None] | None = None
         self._sock = sock
         self._decoder = decoder
         self._send_lock = threading.Lock()
@@ -713,12 +718,18 @@ class AgentClient:
         self._watch(pump)
 
     def _on_stream_open(self, message: StreamOpen) -> None:
-        if self.on_stream_open is None or message.stream % 2 or message.stream in self._streams:
+        takes_streams = self.on_stream_open is not None or self.on_incoming_stream is not None
+        if not takes_streams or message.stream % 2 or message.stream in self._streams:
             self._send_quietly(
                 StreamReset(message.stream, errno.ECONNREFUSED, "this client takes no streams")
             )
             return
         datagram = message.info.get("transport") == "udp"
+        if self.on_incoming_stream is not None:
+            self._activate(_StreamPump(self, message.stream, None, datagram))
+            self.on_incoming_stream(message.stream, message.info)
+            return
+        assert self.on_stream_open is not None
         ours, theirs = socket.socketpair(
             socket.AF_UNIX, socket.SOCK_SEQPACKET if datagram else socket.SOCK_STREAM
         )

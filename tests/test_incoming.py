@@ -11,8 +11,10 @@ import http.client
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -334,3 +336,23 @@ def test_guardian_cleans_up_when_terminated(pod: SandboxInfo) -> None:
         os.kill(guardian, signal.SIGTERM)
         wait_until(lambda: not alive(guardian), 10, "the guardian to exit")
         assert nat_rules(pod) == []
+
+
+def test_clients_that_abort_mid_request_do_not_break_the_session(pod: SandboxInfo) -> None:
+    with traced_server(pod, go_serve(), "--steal"):
+
+        def abort_after_request(number: int) -> None:
+            sock = socket.create_connection((pod.target_addr, pod.app_port), timeout=10)
+            if number % 2:  # an answered request first (an idle keep-alive connection)
+                sock.sendall(f"GET /abandoned{number} HTTP/1.1\r\nHost: app\r\n\r\n".encode())
+                sock.recv(65536)
+            # Half-close, then reset: the program's end of the stream closes after the client
+            # is gone (what a load generator does when it stops).
+            sock.shutdown(socket.SHUT_WR)
+            time.sleep(0.001 * (number % 4))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(abort_after_request, range(200)))
+        assert pod_get(pod, "/after")[1] == GO_ANSWER + b"GET /after HTTP/1.1\n"

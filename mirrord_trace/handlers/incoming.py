@@ -69,10 +69,10 @@ class IncomingHandlers:
         self.agent = agent
         self.state = state or IncomingState()
         self.explain = explain
-        from mirrord_trace.incoming.relay import IncomingRelay  # asyncio: only when needed
+        from mirrord_trace.incoming.relay import IncomingConnector  # asyncio: only when needed
 
-        self.relay = IncomingRelay(self.state)
-        agent.on_stream_open = self.relay.on_stream_open
+        self.connector = IncomingConnector(agent, self.state)
+        agent.on_incoming_stream = self.connector.on_incoming_stream
 
     # -- bind --
     def bind(self, call: SyscallCall) -> Action | None:

@@ -1,24 +1,27 @@
-"""Connections the agent opens (mirrored copies, stolen connections) -> the program.
+"""Connections the agent opens (stolen connections, mirrored copies) -> the program.
 
 The program's listening socket is a real one on this machine (bound to a free port by the bind
 handler); each incoming stream becomes a real TCP connection to it, so the program accepts it
-like any other. Before connecting, the relay notes its own port: the accept handler finds the
-original client's address by it. For a mirrored copy the program's answers are read and
-dropped (the target has answered the real client already).
+like any other. Before connecting, the connector notes its own port: the accept handler finds
+the original client's address by it.
 
-One asyncio loop in one daemon thread serves every connection of the session.
+A stolen connection's TCP socket is handed straight to the agent client's pump (no extra hop:
+bytes go from the agent connection to the program in one thread). A mirrored copy goes through
+a socket pair and a small asyncio relay that reads the program's answers and drops them (the
+target has answered the real client already), so they never travel back to the agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import threading
+from typing import Any
 
-from mirrord_trace.agent_client import AgentStream
 from mirrord_trace.incoming.sockaddr import InetAddress
-from mirrord_trace.incoming.state import IncomingState, RelayedConnection
+from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnection
 
 _READ_SIZE = 256 * 1024
 
@@ -27,6 +30,65 @@ def _endpoint(value: object) -> InetAddress:
     host, port = value  # type: ignore[misc]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return InetAddress(family, host, int(port))
+
+
+class IncomingConnector:
+    """AgentClient.on_incoming_stream: gives each incoming stream its connection to the program.
+
+    Runs in the agent client's I/O thread, so it never blocks: the connect is non-blocking
+    (to a loopback listener it completes at once; the pump waits for it otherwise).
+    """
+
+    def __init__(self, client: Any, state: IncomingState) -> None:
+        self.client = client
+        self.state = state
+        self.mirror_relay = MirrorRelay()
+
+    def on_incoming_stream(self, stream_id: int, info: dict[str, Any]) -> None:
+        listener = self.state.route(int(info.get("subscription", 0)))
+        if listener is None:
+            self.client.drop_stream(stream_id, errno.ECONNREFUSED)
+            return
+        connection = RelayedConnection(
+            _endpoint(info["peer"]), _endpoint(info["local"]), str(info.get("mode"))
+        )
+        try:
+            sock, relay_port = self._connect(listener, connection)
+        except OSError:
+            # The program closed its listener: the connection is refused, as it would be.
+            self.client.drop_stream(stream_id, errno.ECONNREFUSED)
+            return
+
+        def forget() -> None:
+            self.state.relay_closed(relay_port)
+
+        if connection.mode != "mirror":
+            self.client.attach_stream(stream_id, sock, forget)
+            return
+        ours, theirs = socket.socketpair()
+        self.client.attach_stream(stream_id, ours)
+        self.mirror_relay.start(theirs, sock, forget)
+
+    def _connect(
+        self, listener: Listener, connection: RelayedConnection
+    ) -> tuple[socket.socket, int]:
+        target = listener.connect_address
+        sock = socket.socket(target.family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind((target.host, 0))
+            relay_port = sock.getsockname()[1]
+            # Noted before connecting: the program may accept before connect() returns here.
+            self.state.relayed(relay_port, connection)
+            code = sock.connect_ex(target.sockaddr_tuple())
+            if code not in (0, errno.EINPROGRESS):
+                self.state.relay_closed(relay_port)
+                raise OSError(code, "cannot connect to the program's listener")
+        except BaseException:
+            sock.close()
+            raise
+        return sock, relay_port
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -46,69 +108,48 @@ async def _discard(reader: asyncio.StreamReader) -> None:
             pass
 
 
-class IncomingRelay:
-    def __init__(self, state: IncomingState) -> None:
-        self.state = state
+class MirrorRelay:
+    """Mirrored copies -> the program, answers dropped; one asyncio loop in a daemon thread."""
+
+    def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def on_stream_open(self, stream: AgentStream) -> None:
-        """AgentClient.on_stream_open: runs in the client's I/O thread, so it only hands over."""
+    def start(self, copy: socket.socket, program: socket.socket, done: Any) -> None:
         loop = self._running_loop()
-        loop.call_soon_threadsafe(self._spawn, stream)
+        loop.call_soon_threadsafe(self._spawn, copy, program, done)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._start_lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(
-                    target=loop.run_forever, name="mirrord-trace-incoming", daemon=True
+                    target=loop.run_forever, name="mirrord-trace-mirror", daemon=True
                 )
                 thread.start()
                 self._loop = loop
             return self._loop
 
-    def _spawn(self, stream: AgentStream) -> None:
-        task = asyncio.get_running_loop().create_task(self._relay(stream))
+    def _spawn(self, copy: socket.socket, program: socket.socket, done: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._relay(copy, program, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _relay(self, stream: AgentStream) -> None:
-        info = stream.info
-        listener = self.state.route(int(info.get("subscription", 0)))
-        if listener is None:
-            stream.socket.close()
-            return
-        target = listener.connect_address
-        connection = RelayedConnection(
-            _endpoint(info["peer"]), _endpoint(info["local"]), str(info.get("mode"))
-        )
-        sock = socket.socket(target.family, socket.SOCK_STREAM)
-        relay_port = 0
+    async def _relay(self, copy: socket.socket, program: socket.socket, done: Any) -> None:
+        # `program` may still be connecting: the transport buffers until it can write.
         try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((target.host, 0))
-            relay_port = sock.getsockname()[1]
-            # Noted before connecting: the program may accept before connect() returns here.
-            self.state.relayed(relay_port, connection)
-            await asyncio.get_running_loop().sock_connect(sock, target.sockaddr_tuple())
-            stream.socket.setblocking(False)
-            program = await asyncio.open_connection(sock=sock, limit=_READ_SIZE)
-            agent = await asyncio.open_connection(sock=stream.socket, limit=_READ_SIZE)
+            copy.setblocking(False)
+            to_program = await asyncio.open_connection(sock=program, limit=_READ_SIZE)
+            from_agent = await asyncio.open_connection(sock=copy, limit=_READ_SIZE)
         except OSError:
-            # The program closed its listener: the connection is refused, as it would be.
-            sock.close()
-            stream.socket.close()
-            self.state.relay_closed(relay_port)
+            copy.close()
+            program.close()
+            done()
             return
         try:
-            if connection.mode == "mirror":
-                await asyncio.gather(_copy(agent[0], program[1]), _discard(program[0]))
-            else:
-                await asyncio.gather(_copy(agent[0], program[1]), _copy(program[0], agent[1]))
+            await asyncio.gather(_copy(from_agent[0], to_program[1]), _discard(to_program[0]))
         finally:
-            program[1].close()
-            agent[1].close()
-            self.state.relay_closed(relay_port)
+            to_program[1].close()
+            from_agent[1].close()
+            done()
