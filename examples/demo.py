@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -148,6 +149,23 @@ def local_server(tour: Tour, options: list[str]) -> Iterator[subprocess.Popen]:
             server.wait()
 
 
+def wait_for_line(server: subprocess.Popen, prefix: str, timeout: float) -> str | None:
+    """The first line of the server's output starting with `prefix`, within `timeout`."""
+    found: list[str] = []
+
+    def read() -> None:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith(prefix):
+                found.append(line.strip())
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return found[0] if found else None
+
+
 def http_get(tour: Tour, headers: dict[str, str] | None = None) -> str:
     request = urllib.request.Request(tour.sandbox.app_url, headers=headers or {})
     with urllib.request.urlopen(request, timeout=10) as answer:
@@ -160,10 +178,10 @@ def tour_incoming(tour: Tour) -> None:
     def mirrored() -> Outcome:
         with local_server(tour, []) as server:
             answer = http_get(tour)
-            server.terminate()
-            log, _ = server.communicate(timeout=10)
-        ok = answer == app_body and "request GET /" in log
-        return Outcome(ok, f"client got {answer!r}; local server saw: {log.splitlines()[1:2]}")
+            # The copy travels asynchronously (captured, reassembled, then replayed).
+            seen = wait_for_line(server, "request GET /", timeout=10)
+        ok = answer == app_body and seen is not None
+        return Outcome(ok, f"client got {answer!r}; local server saw: {seen!r}")
 
     def stolen() -> Outcome:
         with local_server(tour, ["--steal"]):
