@@ -56,6 +56,7 @@ class StandinCluster:
         self.rbac_rules: list[Obj] | None = None  # None: the user may do anything
         self.serve_ephemeral = True
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.server_errors: list[str] = []  # tracebacks of the stand-in's own failures
         self.port_forwards = 0
         self.user = "alice"
         self.token = secrets.token_hex(16)

@@ -29,6 +29,7 @@ MIRRORD_TRACE = str(ROOT / ".venv" / "bin" / "mirrord-trace")
 def standin_fixture() -> Iterator[StandinCluster]:
     with StandinCluster(ROOT) as cluster:
         yield cluster
+    assert not cluster.server_errors, "the stand-in failed:\n" + "\n".join(cluster.server_errors)
 
 
 @dataclass
