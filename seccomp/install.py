@@ -87,8 +87,10 @@ class PreparedFilter:
         if self._prctl(self._no_new_privs, self._one, zero, zero, zero) != 0:
             error = ctypes.get_errno()
             raise OSError(error, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(error)}")
-        if self._syscall(self._seccomp_nr, self._set_mode_filter, self._flags,
-                         self._fprog_pointer) < 0:
+        result = self._syscall(
+            self._seccomp_nr, self._set_mode_filter, self._flags, self._fprog_pointer
+        )
+        if result < 0:
             error = ctypes.get_errno()
             raise OSError(error, f"seccomp(SECCOMP_SET_MODE_FILTER): {os.strerror(error)}")
 
