@@ -139,10 +139,21 @@ def test_kube_agent_started_with_container_id_serves_that_container(
     try:
         enter_container(cgroup, container_init)
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--container-id", f"containerd://{container_id}",
-             "--listen", "127.0.0.1:0", "--idle-ttl", "20"],
-            cwd=ROOT, env={**os.environ, TOKEN_ENV: token},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "--container-id",
+                f"containerd://{container_id}",
+                "--listen",
+                "127.0.0.1:0",
+                "--idle-ttl",
+                "20",
+            ],
+            cwd=ROOT,
+            env={**os.environ, TOKEN_ENV: token},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             assert agent.stdout is not None
@@ -163,7 +174,10 @@ def test_kube_agent_started_with_container_id_serves_that_container(
 def test_kube_agent_with_an_unknown_container_says_where_to_look() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "agent", "--container-id", "containerd://" + new_container_id()],
-        cwd=ROOT, env={**os.environ, TOKEN_ENV: new_token()}, capture_output=True, timeout=30,
+        cwd=ROOT,
+        env={**os.environ, TOKEN_ENV: new_token()},
+        capture_output=True,
+        timeout=30,
     )
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
