@@ -6,7 +6,8 @@ Reading order, following the data:
     manifests.py    the agent's Job (hostPID, on that node) or ephemeral container
     agent_job.py / ephemeral.py   create it; pod_watch.py + pod_state.py wait for it
     port_forward.py the API server's port-forward to the agent, the session over it
-    session.py      KubeAgent: all of the above, and removal on exit or Ctrl-C
+    session.py      KubeAgent: all of the above, and removal on exit or Ctrl-C (signals.py),
+                    with start-up progress on stderr (progress.py)
     listing.py      `mirrord-trace ls`
 
 Importing this package imports the `kubernetes` client (slow): the CLI does it only for
