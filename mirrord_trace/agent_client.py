@@ -53,6 +53,7 @@ from mirrord_trace.protocol import (
     validate_request,
 )
 from mirrord_trace.protocol.requests import InvalidRequest
+from mirrord_trace.signal_mask import helper_threads_spared
 
 _RECEIVE_SIZE = 256 * 1024
 
@@ -317,7 +318,8 @@ class AgentClient:
         self._thread = threading.Thread(
             target=self._run, name="mirrord-trace-agent-io", daemon=True
         )
-        self._thread.start()
+        with helper_threads_spared():
+            self._thread.start()
 
     @classmethod
     def connect(

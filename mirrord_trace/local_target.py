@@ -15,6 +15,7 @@ from collections import deque
 
 from mirrord_trace.agent_client import AgentClient, AgentConnectError
 from mirrord_trace.protocol import new_token
+from mirrord_trace.signal_mask import helper_threads_spared
 
 TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
 _STOP_GRACE = 3.0
@@ -68,7 +69,8 @@ class LocalAgent:
             self._stderr_reader = threading.Thread(
                 target=self._collect_stderr, name="mirrord-trace-agent-stderr", daemon=True
             )
-            self._stderr_reader.start()
+            with helper_threads_spared():
+                self._stderr_reader.start()
             self.port = self._wait_until_ready(ready_read)
         except BaseException:
             self._stop_agent()

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
+from mirrord_trace.signal_mask import FORWARDED_SIGNALS
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.loop import Tracer
 from seccomp import build_filter, prepare_filter
@@ -22,7 +23,6 @@ from seccomp import build_filter, prepare_filter
 if TYPE_CHECKING:
     from mirrord_trace.config import Config
 
-FORWARDED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
 SI_KERNEL = 0x80  # si_code of signals the terminal sent to the whole foreground group
 
 

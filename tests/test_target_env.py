@@ -7,7 +7,9 @@ process that reads its /proc/<pid>/environ.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,32 @@ def test_unknown_pid_is_one_clear_line() -> None:
     assert out.returncode != 0
     lines = out.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "999999999" in lines[0], lines
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_cli_reaches_program_with_an_agent(sandbox, sig: signal.Signals) -> None:
+    """`kill -INT <mirrord-trace>` while an agent session runs: the program gets it, not a
+    helper thread of the supervisor (the agent connection's I/O thread must not take it)."""
+    probe = str(example_binary("probe-static"))
+    cli = subprocess.Popen([MIRRORD_TRACE, "exec", "--target", f"pid/{sandbox.target_pid}", "--",
+                            probe, "echo-stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until the program itself runs
+            children = Path(f"/proc/{cli.pid}/task/{cli.pid}/children").read_text().split()
+            if any(_exe(child) == Path(probe).resolve() for child in children):
+                break
+            time.sleep(0.05)
+        cli.send_signal(sig)
+        assert cli.wait(15) == 128 + sig
+    finally:
+        cli.kill()
+        cli.wait()
+
+
+def _exe(pid: str) -> Path | None:
+    try:
+        return Path(f"/proc/{pid}/exe").resolve()
+    except OSError:
+        return None

@@ -13,23 +13,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mirrord_trace.signal_mask import helper_threads_spared
+
 _TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-# What the supervisor forwards to the program (supervisor.FORWARDED_SIGNALS).
-_FORWARDED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
 
 
-@contextmanager
-def threads_spared_termination_signals() -> Iterator[None]:
-    """Threads started in here (the session's I/O thread, the port-forward's proxy thread)
-    block the signals that end a session. A process-directed signal goes to any thread that
-    does not block it; if a helper thread took Ctrl-C, the main thread would never see it and,
-    while the program runs, the supervisor's forwarder would not pass it on either. Signals
-    arriving meanwhile stay pending for the main thread."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+# The session's I/O thread and the port-forward's proxy thread must not take Ctrl-C either.
+threads_spared_termination_signals = helper_threads_spared
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
