@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
-from mirrord_trace.signal_mask import FORWARDED_SIGNALS
+from mirrord_trace.signal_mask import FORWARDED_SIGNALS, helper_threads_spared
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.loop import Tracer
 from seccomp import build_filter, prepare_filter
@@ -77,7 +77,8 @@ def run(
             supervisor_pid=os.getpid(),
             program=os.path.abspath(path),
         )
-        table = build_trap_table(context)
+        with helper_threads_spared():  # families may start threads (relays, DNS)
+            table = build_trap_table(context)
     try:
         return _run_traced(path, argv, env, table, trace)
     finally:
