@@ -124,7 +124,11 @@ def test_user_patterns_with_inline_flags_still_work() -> None:
 
 # ---- the documented order, transcribed plainly, against random configurations ----
 
-_SEGMENTS = ["app", "etc", "home", "dev", ".kube", "data", "tmp", "usr", "hosts", "x.so", "A"]
+_SEGMENTS = [
+    "app", "etc", "home", "dev", ".kube", "data", "tmp", "usr", "hosts", "A", "x.so", "libc.so.6",
+    ".so", "so", "m.py", "package.json", "node_modules", ".asdf", "clr-1-pipe-2", "jvm.cfg",
+    "venv.cfg", ".tool-versions",
+]  # fmt: skip
 paths = st.lists(st.sampled_from(_SEGMENTS), min_size=0, max_size=4).map(
     lambda parts: "/" + "/".join(parts)
 )

@@ -8,6 +8,7 @@ ctime) is unchanged: the agent then answers with the metadata only.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -20,7 +21,12 @@ from typing import Any
 from mirrord_trace.agent_client import AgentClient, RemoteError
 from mirrord_trace.fs.agent_descriptors import AgentDescriptors
 from mirrord_trace.fs.cache import LocalCache, apply_metadata
-from mirrord_trace.protocol.requests import INLINE_READ_LIMIT, MAX_READ_SIZE, stat_version
+from mirrord_trace.protocol.requests import (
+    INLINE_READ_LIMIT,
+    LISTING_LIMIT,
+    MAX_READ_SIZE,
+    stat_version,
+)
 
 # open(2) flags that change how the agent looks the path up (the rest concern the local copy).
 LOOKUP_FLAGS = os.O_NOFOLLOW | os.O_DIRECTORY
@@ -136,7 +142,7 @@ class RemoteFiles:
         more = True
         while more:
             reply = self.client.request(
-                "fs.listdir", path=path, offset=offset + len(entries), limit=10_000
+                "fs.listdir", path=path, offset=offset + len(entries), limit=LISTING_LIMIT
             )
             entries.extend(e for e in reply["entries"] if e["name"] not in (".", ".."))
             more = reply["more"]
@@ -153,10 +159,13 @@ def fill_copy(
     size = len(content)
     if handle is None:
         return size
-    if size == INLINE_READ_LIMIT or size < reply["stat"]["size"]:  # more follows
-        size = _stream_rest(client, fd, handle, size, reply["stat"]["size"])
-    if close_handle:
-        client.request_async("fs.close", handle=handle)  # nothing waits for the answer
+    try:
+        if size == INLINE_READ_LIMIT or size < reply["stat"]["size"]:  # more follows
+            size = _stream_rest(client, fd, handle, size, reply["stat"]["size"])
+    finally:
+        if close_handle:
+            with contextlib.suppress(RemoteError):  # nothing waits for the answer
+                client.request_async("fs.close", handle=handle)
     return size
 
 

@@ -50,17 +50,30 @@ DEFAULT_REMOTE = (
 # Read locally in every mode: the machine's own system files, language runtimes and tooling,
 # scratch space, and the program itself with its working directory (mirrord's list; /lib* and
 # versioned shared objects added because the dynamic loader runs under the filter here).
-DEFAULT_LOCAL = (
-    r".\.so(\.[0-9]+)*$",
-    r".\.d$",
-    r".\.pyc$",
-    r".\.py$",
-    r".\.jar$",
-    r".\.class$",
-    r".\.js$",
-    r".\.pth$",
-    r".\.plist$",
+# These can only match a path's last component and the '/' before it: they are searched there
+# alone, so an undecided path costs microseconds. (mirrord writes `.\.so$`; the look-behind
+# matches the same and lets the regex engine skip positions that are not a '.'.)
+DEFAULT_LOCAL_NAMES = (
+    r"(?<=.)\.so(\.[0-9]+)*$",
+    r"(?<=.)\.d$",
+    r"(?<=.)\.pyc$",
+    r"(?<=.)\.py$",
+    r"(?<=.)\.jar$",
+    r"(?<=.)\.class$",
+    r"(?<=.)\.js$",
+    r"(?<=.)\.pth$",
+    r"(?<=.)\.plist$",
     r"venv\.cfg$",
+    r"\.pdb$",
+    r"\.dll$",
+    r"/jvm\.cfg$",  # paths here are absolute: mirrord's (^|/) is always the '/'
+    r"/package\.json$",
+    r"/\.yarnrc$",
+    r"/\.yarnrc\.yml$",
+    r"/\.yarnrc\.json$",
+    r"/\.tool-versions$",
+)
+DEFAULT_LOCAL = (
     r"^/proc(/|$)",
     r"^/sys(/|$)",
     r"^/lib[^/]*(/|$)",
@@ -77,17 +90,9 @@ DEFAULT_LOCAL = (
     r"^/run(/|$)",
     r"^/selinux(/|$)",
     r"^/nix(/|$)",
-    r".+\.asdf/.+",
+    r"(?<=.)\.asdf/.",
     r"clr-.*-pipe-",
-    r"\.pdb$",
-    r"\.dll$",
-    r".*(^|/)jvm\.cfg$",
-    r"/package\.json$",
-    r"/\.yarnrc$",
-    r"/\.yarnrc\.yml$",
-    r"/\.yarnrc\.json$",
     r"/node_modules",
-    r".*/\.tool-versions$",
     "^{temp}",
     "^/$",
 )
@@ -111,28 +116,78 @@ MODE_VERDICTS: dict[FsMode, tuple[str, str]] = {
 _DECISION_CACHE_LIMIT = 4096
 
 
-class PatternList:
-    """Several regexes searched as one: one combined regex when they combine, else in turn."""
+def _anchored_at_start(source: str) -> bool:
+    """`^...` with no alternative outside brackets or groups (`^a|b` is not anchored)."""
+    if not source.startswith("^"):
+        return False
+    depth, escaped, in_class = 0, False, False
+    for char in source:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return False
+    return True
 
-    def __init__(self, patterns: Iterable[str | re.Pattern[str]]) -> None:
-        self.sources = tuple(p.pattern if isinstance(p, re.Pattern) else p for p in patterns)
+
+def _combined(sources: Sequence[str]) -> re.Pattern[str] | None:
+    if not sources:
+        return None
+    try:
+        return re.compile("|".join(f"(?:{s})" for s in sources), re.IGNORECASE)
+    except re.error:  # e.g. a user pattern with inline global flags: matched one by one
+        return None
+
+
+class PatternList:
+    """Several regexes searched as one.
+
+    Patterns anchored with `^` are tried at the start of the path only (one `match` of their
+    combination); `names` only in the path's last component and the character before it; the
+    others are searched everywhere. Searching dozens of alternatives at every position of
+    every path would cost tens of microseconds per decision.
+    """
+
+    def __init__(
+        self, patterns: Iterable[str | re.Pattern[str]], names: Iterable[str] = ()
+    ) -> None:
+        sources = tuple(p.pattern if isinstance(p, re.Pattern) else p for p in patterns)
+        name_sources = tuple(names)
+        self.sources = name_sources + sources
         self.compiled = tuple(re.compile(source, re.IGNORECASE) for source in self.sources)
-        self._combined: re.Pattern[str] | None = None
-        if self.sources:
-            try:
-                self._combined = re.compile(
-                    "|".join(f"(?:{s})" for s in self.sources), re.IGNORECASE
-                )
-            except re.error:  # e.g. a user pattern with inline global flags
-                self._combined = None
+        anchored = [s for s in sources if _anchored_at_start(s)]
+        floating = [s for s in sources if s not in anchored]
+        self._anchored = _combined(anchored)
+        self._names = _combined(name_sources)
+        self._floating = _combined(floating)
+        self._one_by_one = bool(
+            (anchored and self._anchored is None)
+            or (floating and self._floating is None)
+            or (name_sources and self._names is None)
+        )
 
     def __bool__(self) -> bool:
         return bool(self.sources)
 
     def matches(self, path: str) -> bool:
-        if self._combined is not None:
-            return self._combined.search(path) is not None
-        return any(pattern.search(path) for pattern in self.compiled)
+        if self._one_by_one:
+            return any(pattern.search(path) for pattern in self.compiled)
+        if self._anchored is not None and self._anchored.match(path):
+            return True
+        if self._names is not None:
+            tail = path[max(0, path.rfind("/") - 1) :]
+            if self._names.search(tail):
+                return True
+        return self._floating is not None and self._floating.search(path) is not None
 
     def first_match(self, path: str) -> str | None:
         """The source of the first pattern that matches (for --trace)."""
@@ -162,8 +217,9 @@ class Whereabouts:
 
 
 def default_local_patterns(where: Whereabouts) -> list[str]:
+    """Every default local pattern (DEFAULT_LOCAL_NAMES first), for this machine."""
     temp = re.escape(where.temp_dir.rstrip("/") or "/")
-    patterns = [p.replace("{temp}", temp) for p in DEFAULT_LOCAL]
+    patterns = [*DEFAULT_LOCAL_NAMES, *(p.replace("{temp}", temp) for p in DEFAULT_LOCAL)]
     cwd = where.cwd.rstrip("/")
     if cwd:  # not "/": a container's WORKDIR is often "/", which would make everything local
         patterns.append(f"^{re.escape(cwd)}(/|$)")
@@ -202,7 +258,8 @@ class PathPolicy:
             PatternList(fs.local),
             PatternList(default_not_found_patterns(where)),
             PatternList(DEFAULT_REMOTE),
-            PatternList(default_local_patterns(where)),
+            PatternList(default_local_patterns(where)[len(DEFAULT_LOCAL_NAMES) :],
+                        DEFAULT_LOCAL_NAMES),
         )
         self._rules = [
             (name, patterns, read, write)

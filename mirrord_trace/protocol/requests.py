@@ -74,8 +74,9 @@ STAT_FIELDS = (
     "atime_ns", "mtime_ns", "ctime_ns", "blksize", "blocks",
 )  # fmt: skip
 
-# fs.open_read lists at most this many directory entries; fs.listdir pages through the rest.
-LISTING_LIMIT = 20_000
+# fs.open_read lists at most this many directory entries (names of up to 255 bytes keep the
+# reply under MAX_FRAME_SIZE); fs.listdir pages through the rest.
+LISTING_LIMIT = 10_000
 
 
 def stat_version(stat: dict[str, int]) -> list[int]:
