@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -163,7 +162,7 @@ class PatternList:
         sources = tuple(p.pattern if isinstance(p, re.Pattern) else p for p in patterns)
         name_sources = tuple(names)
         self.sources = name_sources + sources
-        self.compiled = tuple(re.compile(source, re.IGNORECASE) for source in self.sources)
+        self._compiled: tuple[re.Pattern[str], ...] | None = None  # each alone, when needed
         anchored = [s for s in sources if _anchored_at_start(s)]
         floating = [s for s in sources if s not in anchored]
         self._anchored = _combined(anchored)
@@ -177,6 +176,13 @@ class PatternList:
 
     def __bool__(self) -> bool:
         return bool(self.sources)
+
+    @property
+    def compiled(self) -> tuple[re.Pattern[str], ...]:
+        # Compiled on first use only: start-up pays for the combinations alone.
+        if self._compiled is None:
+            self._compiled = tuple(re.compile(s, re.IGNORECASE) for s in self.sources)
+        return self._compiled
 
     def matches(self, path: str) -> bool:
         if self._one_by_one:
@@ -212,8 +218,18 @@ class Whereabouts:
             home=os.path.expanduser("~"),
             cwd=os.getcwd(),
             program=os.path.abspath(program) if program else "",
-            temp_dir=tempfile.gettempdir(),
+            temp_dir=temp_directory(),
         )
+
+
+def temp_directory() -> str:
+    """The temporary directory as tempfile.gettempdir() names it in the usual cases (its import
+    alone would cost start-up milliseconds): $TMPDIR, $TEMP or $TMP, else /tmp."""
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        value = os.environ.get(name)
+        if value and os.path.isdir(value):
+            return os.path.abspath(value)
+    return "/tmp"
 
 
 def default_local_patterns(where: Whereabouts) -> list[str]:
