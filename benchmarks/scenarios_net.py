@@ -56,6 +56,17 @@ async def main(listen_host, target_host, target_port):
 asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
+# What connects are measured against: accepts and closes, with a backlog deep enough that no
+# SYN is ever dropped (the pod's HTTP service queues only 5).
+ACCEPTING_SINK = r"""
+import socket, sys
+server = socket.create_server((sys.argv[1], 0), backlog=4096)
+print(server.getsockname()[1], flush=True)
+while True:
+    connection, _ = server.accept()
+    connection.close()
+"""
+
 
 @contextlib.contextmanager
 def _sandbox() -> Iterator[object]:
@@ -94,21 +105,22 @@ def _probe_result(output: str) -> tuple[int, float]:
 
 
 @contextlib.contextmanager
-def _asyncio_relay(ctx: Context, info, netns: str) -> Iterator[int]:
-    """The one-hop relay, in the pod, listening on the pod's address (reachable from here)."""
-    command = ctx.placement.wrap([NSENTER, f"--net={netns}", "--", sys.executable, "-c",
-                                  ASYNCIO_RELAY, info.target_addr, info.service_addr, "80"])
-    relay = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                             stdin=subprocess.DEVNULL)
+def _pod_server(ctx: Context, info, script: str, *args: str) -> Iterator[int]:
+    """A Python server in the pod listening on the pod's address (reachable from here too);
+    yields the port it printed."""
+    command = ctx.placement.wrap([NSENTER, f"--net={info.netns_path}", "--", sys.executable,
+                                  "-c", script, info.target_addr, *args])
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL)
     try:
-        assert relay.stdout is not None
-        line = relay.stdout.readline()
+        assert server.stdout is not None
+        line = server.stdout.readline()
         if not line.strip().isdigit():
-            raise ScenarioError("the asyncio relay did not start")
+            raise ScenarioError("a helper server in the pod did not start")
         yield int(line)
     finally:
-        relay.kill()
-        relay.wait()
+        server.kill()
+        server.wait()
 
 
 def _traced(ctx: Context, info, program: list[str]) -> list[str]:
@@ -131,7 +143,8 @@ def outgoing_throughput(ctx: Context) -> list[Row]:
     size = (16 if ctx.quick else 256) * 1024 * 1024
     samples: dict[str, list[float]] = {"direct": [], "asyncio-relay": [], "mirrord-trace": []}
     errors: dict[str, str] = {}
-    with _sandbox() as info, _asyncio_relay(ctx, info, str(info.netns_path)) as relay_port:
+    with _sandbox() as info, _pod_server(ctx, info, ASYNCIO_RELAY, info.service_addr,
+                                         "80") as relay_port:
         path = f"/bytes/{size}"
         commands = {
             "direct": _in_pod(ctx, info, [probe, "fetch", f"http://{info.service_addr}{path}"]),
@@ -200,8 +213,8 @@ def outgoing_connect(ctx: Context) -> list[Row]:
     probe = str(ctx.binary("probe-go"))
     count = 50 if ctx.quick else 500
     rows: list[Row] = []
-    with _sandbox() as info:
-        address = f"{info.service_addr}:80"
+    with _sandbox() as info, _pod_server(ctx, info, ACCEPTING_SINK) as sink_port:
+        address = f"{info.target_addr}:{sink_port}"
         trips: list[float] = []
         latency: dict[str, list[float]] = {"direct": [], "mirrord-trace": []}
         errors: dict[str, str] = {}

@@ -14,6 +14,7 @@ import itertools
 import os
 import selectors
 import socket
+import struct
 import sys
 import threading
 import time
@@ -56,6 +57,8 @@ from mirrord_trace.protocol.requests import InvalidRequest
 from mirrord_trace.signal_mask import helper_threads_spared
 
 _RECEIVE_SIZE = 256 * 1024
+# SO_LINGER on with a zero timeout: close() sends a TCP reset instead of a FIN.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class RemoteError(Exception):
@@ -124,6 +127,13 @@ def _read_hello_answer(sock: socket.socket, decoder: MessageDecoder, deadline: f
         if not data:
             raise AgentConnectError("the agent closed the connection during the handshake")
         decoder.feed(data)
+
+
+def _reset_on_close(sock: socket.socket) -> None:
+    """Make close() send a TCP reset (for TCP sockets; other kinds just close)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
 
 class _StreamPump:
@@ -242,6 +252,14 @@ class _StreamPump:
             self.client._send_quietly(StreamReset(self.stream_id, code, message))
             self.finish()
 
+    def abort(self) -> None:
+        """The peer reset the stream (or the agent is gone): reset the local end too, so that a
+        program on a TCP relay sees ECONNRESET as it would from the real peer, not an orderly
+        end of file."""
+        if self.sock is not None:
+            _reset_on_close(self.sock)
+        self.finish()
+
     def finish(self) -> None:
         if self.finished:
             return
@@ -257,6 +275,7 @@ class _StreamPump:
         """Give a stream started with start_stream its local end (I/O thread)."""
         self.on_finished = on_finished
         if self.finished:  # the agent ended the stream before the local end existed
+            _reset_on_close(sock)
             sock.close()
             if on_finished is not None:
                 on_finished()
@@ -493,6 +512,7 @@ class AgentClient:
         def attach() -> None:
             pump = self._streams.get(stream_id)
             if pump is None:  # already ended (reset by the agent, or the session is gone)
+                _reset_on_close(sock)
                 sock.close()
                 done.set()
                 if on_finished is not None:
@@ -599,7 +619,7 @@ class AgentClient:
             if self._lost is None:
                 self._mark_lost(errno.ECONNRESET, "the agent client was closed")
             for pump in list(self._streams.values()):
-                pump.finish()
+                pump.abort()
             self._selector.close()
             self._sock.close()
 
@@ -716,7 +736,7 @@ class AgentClient:
         elif isinstance(message, StreamClose):
             pump.on_close()
         else:
-            pump.finish()
+            pump.abort()
         self._watch(pump)
 
     def _on_stream_open(self, message: StreamOpen) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import example_binary
-from tests.test_outgoing_support import native, trace_lines, traced
+from tests.test_outgoing_support import native, pod_server, trace_lines, traced
 
 SERVICE_NAME = "api.default.svc.cluster.local"
 APP_NAME = "app.default.svc.cluster.local"
@@ -221,3 +221,24 @@ def test_large_download_arrives_intact(sandbox, tmp_path: Path) -> None:
                            f"http://{sandbox.service_addr}/bytes/{size}"])
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"bytes={size} ")
+
+
+# Reads a request, then resets the connection (SO_LINGER 0) instead of answering.
+RESETTING_SERVER = r"""
+import socket, struct, sys
+server = socket.create_server((sys.argv[1], 0))
+print(server.getsockname()[1], flush=True)
+while True:
+    connection, _ = server.accept()
+    connection.recv(65536)
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
+"""
+
+
+def test_a_reset_by_the_remote_peer_reaches_the_program_as_econnreset(sandbox) -> None:
+    with pod_server(sandbox, RESETTING_SERVER, sandbox.service_addr) as port:
+        out = traced(sandbox, [str(example_binary("probe-go")), "http-get",
+                               f"http://{sandbox.service_addr}:{port}/"])
+    assert out.returncode == errno.ECONNRESET, out.stderr
+    assert "connection reset by peer" in out.stderr

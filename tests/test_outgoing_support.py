@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -47,6 +48,24 @@ def traced(
         command = [UNSHARE, "--mount", "--propagation", "private", "sh", "-c", script,
                    str(resolv_conf), *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def pod_server(sandbox, script: str, host: str) -> Iterator[int]:
+    """Run a Python server `script` (argv[1]: the address to listen on; it prints its port)
+    inside the pod's network namespace; yields the port, kills it afterwards."""
+    server = subprocess.Popen(
+        ["nsenter", f"--net={sandbox.netns_path}", "--", PYTHON, "-c", script, host],
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().strip()
+        assert line.isdigit(), f"the pod server did not start: {line!r}"
+        yield int(line)
+    finally:
+        server.kill()
+        server.wait()
 
 
 def native(argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ import fcntl
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -152,11 +151,10 @@ class OutgoingHandlers:
             family=destination.network_family, host=destination.host, port=destination.port,
             transport="tcp", timeout=CONNECT_TIMEOUT,
         )  # fmt: skip
-        claimed = threading.Event()
-        self.net.drop_if_unclaimed(stream_id, reply, claimed)
+        claim = self.net.expect_claim(stream_id)
 
         def finish(done: Future[dict[str, Any]]) -> int:
-            claimed.set()
+            claim()
             try:
                 info = done.result()
             except RemoteError as error:
@@ -234,11 +232,10 @@ class OutgoingHandlers:
             family=destination.network_family, host=destination.host, port=destination.port,
             transport="udp", timeout=CONNECT_TIMEOUT,
         )  # fmt: skip
-        claimed = threading.Event()
-        self.net.drop_if_unclaimed(stream_id, reply, claimed)
+        claim = self.net.expect_claim(stream_id)
 
         def finish(done: Future[dict[str, Any]]) -> int:
-            claimed.set()
+            claim()
             try:
                 info = done.result()
             except RemoteError as error:
@@ -267,7 +264,6 @@ class OutgoingHandlers:
                 self.flows.relay_peers.pop(key, None)
 
             self.net.client.attach_stream(stream_id, relay, on_finished=finished)
-            self.net.watch_udp_routes()
             return 0
 
         return Wait(reply, finish, why=f"{why} ({destination}, udp)")
@@ -477,11 +473,10 @@ class OutgoingHandlers:
             family=destination.network_family, host=destination.host, port=destination.port,
             transport="udp", timeout=CONNECT_TIMEOUT,
         )  # fmt: skip
-        claimed = threading.Event()
-        self.net.drop_if_unclaimed(stream_id, reply, claimed)
+        claim = self.net.expect_claim(stream_id)
 
         def finish(done: Future[dict[str, Any]]) -> int | Emulate:
-            claimed.set()
+            claim()
             try:
                 done.result()
             except RemoteError as error:
@@ -510,7 +505,6 @@ class OutgoingHandlers:
             except OSError as error:
                 self.net.client.drop_stream(stream_id)
                 return -(error.errno or errno.EIO)
-            self.net.watch_udp_routes()
             return self._sent_result([length], batch, f"{new.why} ({destination}, udp)")
 
         return Wait(reply, finish, why=f"{new.why} ({destination}, udp)")

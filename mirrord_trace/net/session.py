@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 # How long the end of a run waits for connections to hand on what the program sent.
 DRAIN_TIMEOUT = 5.0
 # A stream the agent opened for a thread that then vanished is dropped after this long.
-UNCLAIMED_STREAM_TIMEOUT = 30.0
-# How often UDP routes of sockets the program has closed are looked for.
-UDP_SWEEP_INTERVAL = 30.0
+UNCLAIMED_STREAM_TIMEOUT = 60.0
+# How often streams and UDP routes the program can no longer use are looked for.
+SWEEP_INTERVAL = 30.0
 
 
 class NetSession:
@@ -47,6 +47,8 @@ class NetSession:
         self._dns: DnsRelay | None = None
         self._lock = threading.Lock()
         self._sending: list[threading.Event] = []
+        self._prune_at = 64
+        self._unclaimed: dict[int, float] = {}
         self._sweeping = False
         if self.router.reads_queries or self.policy.uses_host_names:
             prepare_parser()
@@ -94,52 +96,55 @@ class NetSession:
     def track_sending(self, sent_all: threading.Event) -> None:
         """Remember a connection whose program-side bytes the end of the run waits for."""
         with self._lock:
-            self._sending = [event for event in self._sending if not event.is_set()]
+            if len(self._sending) >= self._prune_at:
+                self._sending = [event for event in self._sending if not event.is_set()]
+                self._prune_at = max(64, 2 * len(self._sending))
             self._sending.append(sent_all)
 
-    def drop_if_unclaimed(
-        self, stream_id: int, future: Future[Any], claimed: threading.Event
-    ) -> None:
-        """A stream whose parked thread never took it (killed meanwhile) is dropped later."""
+    def expect_claim(self, stream_id: int) -> Callable[[], None]:
+        """A stream started for a parked thread: the thread claims it when it completes (call
+        the returned function); one whose thread vanished (killed meanwhile) is dropped by the
+        next sweep after UNCLAIMED_STREAM_TIMEOUT."""
+        self._unclaimed[stream_id] = time.monotonic()
+        self._start_sweeping()
+        return lambda: self._unclaimed.pop(stream_id, None)
 
-        def check() -> None:
-            if not claimed.is_set():
-                self.client.drop_stream(stream_id)
-
-        def arm(done: Future[Any]) -> None:
-            if done.exception() is None and not claimed.is_set():
-                with contextlib.suppress(RuntimeError):  # the run is ending
-                    loop = self.events.loop
-                    loop.call_soon_threadsafe(loop.call_later, UNCLAIMED_STREAM_TIMEOUT, check)
-
-        future.add_done_callback(arm)
-
-    def watch_udp_routes(self) -> None:
-        """Start looking, now and then, for UDP routes whose program socket is closed."""
+    def _start_sweeping(self) -> None:
+        if self._sweeping:
+            return
         with self._lock:
             if self._sweeping:
                 return
             self._sweeping = True
         loop = self.events.loop
-        loop.call_soon_threadsafe(loop.call_later, UDP_SWEEP_INTERVAL, self._sweep_udp_routes)
+        loop.call_soon_threadsafe(loop.call_later, SWEEP_INTERVAL, self._sweep)
 
-    def _sweep_udp_routes(self) -> None:
+    def _sweep(self) -> None:
+        """Drop what the program can no longer use: streams no parked thread claimed, and UDP
+        routes and connected UDP flows whose program socket is closed."""
+        now = time.monotonic()
+        for stream_id, started in list(self._unclaimed.items()):
+            if now - started > UNCLAIMED_STREAM_TIMEOUT:
+                self._unclaimed.pop(stream_id, None)
+                self.client.drop_stream(stream_id)
         alive: dict[int, set[int]] = {}
+
+        def open_sockets(tgid: int) -> set[int]:
+            if tgid not in alive:
+                alive[tgid] = inodes_of_process(tgid)
+            return alive[tgid]
+
         for (inode, destination), route in list(self.flows.udp_routes.items()):
-            if route.tgid not in alive:
-                alive[route.tgid] = inodes_of_process(route.tgid)
-            if inode not in alive[route.tgid]:
+            if inode not in open_sockets(route.tgid):
                 self.flows.forget_udp_route(inode, destination)
                 self.client.drop_stream(route.stream_id)
         for inode, flow in list(self.flows.connected.items()):
             if flow.stream_id is None or flow.protocol is not Protocol.UDP:
                 continue
-            if flow.tgid not in alive:
-                alive[flow.tgid] = inodes_of_process(flow.tgid)
-            if inode not in alive[flow.tgid]:
+            if inode not in open_sockets(flow.tgid):
                 self.flows.forget_connected(inode)
                 self.client.drop_stream(flow.stream_id)
-        self.events.loop.call_later(UDP_SWEEP_INTERVAL, self._sweep_udp_routes)
+        self.events.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     # -- the end of the run --
     def end(self) -> None:
