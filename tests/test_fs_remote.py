@@ -302,3 +302,20 @@ def test_a_large_file_from_a_local_agent_crosses_no_connection(sandbox) -> None:
     # The agent's descriptor is duplicated: the open, and closing the agent's own handle.
     requests = round_trips(sandbox, probe("probe-static"), "cat", sandbox.large_file)
     assert requests == {"fs.open_read": 1, "fs.close": 1}
+
+
+def test_fstat_of_an_opened_pod_file_matches_stat_of_its_path(sandbox) -> None:
+    script = """
+import json, os
+result = {}
+for path in ("/app/config.yaml", "/app/data"):
+    fd = os.open(path, os.O_RDONLY)
+    by_fd, by_path = os.fstat(fd), os.stat(path)
+    result[path] = [os.path.samestat(by_fd, by_path), by_fd.st_ino, by_fd.st_size]
+print(json.dumps(result))
+"""
+    out = traced(sandbox, SYSTEM_PYTHON, "-c", script)
+    assert out.returncode == 0, out.stderr
+    for path, (same, ino, size) in json.loads(out.stdout).items():
+        info = os.stat(pod_file(sandbox, path))
+        assert (same, ino, size) == (True, info.st_ino, info.st_size), path

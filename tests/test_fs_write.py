@@ -8,6 +8,7 @@ Each test works in a directory of its own under the pod's /app and removes it af
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import stat
@@ -34,10 +35,14 @@ def pod_dir(sandbox) -> Iterator[str]:
 
 
 def tree(root: Path) -> dict[str, str | None]:
-    """Every path below `root` -> file content (None for directories)."""
+    """Every path below `root` -> file content (None for directories, "-> x" for symlinks)."""
     found: dict[str, str | None] = {}
     for path in sorted(root.rglob("*")):
-        found[str(path.relative_to(root))] = None if path.is_dir() else path.read_text()
+        if path.is_symlink():
+            value: str | None = f"-> {os.readlink(path)}"
+        else:
+            value = None if path.is_dir() else path.read_text()
+        found[str(path.relative_to(root))] = value
     return found
 
 
@@ -266,3 +271,31 @@ def test_copy_tree_touch_chmod_chown_and_links_in_the_pod(sandbox, pod_dir: str)
     assert os.readlink(root / "soft") == "stamp"
     assert (root / "soft").lstat().st_uid == 7  # chown -h: the link itself
     assert (root / "hard").stat().st_ino == info.st_ino and info.st_nlink == 2
+
+
+def test_python_makedirs_walk_and_rmtree_through_dirfds(sandbox, pod_dir: str) -> None:
+    # shutil.rmtree works through directory descriptors (openat, unlinkat relative to them)
+    # and refuses to go on when fstat of what it opened differs from lstat of the path.
+    script = f"""
+import json, os, shutil
+os.makedirs("{pod_dir}/a/b/c")
+for directory in ("a", "a/b", "a/b/c"):
+    for number in range(3):
+        open(f"{pod_dir}/{{directory}}/f{{number}}", "w").write(directory)
+os.symlink("a/b", "{pod_dir}/link")
+walked = sorted((root, sorted(files)) for root, _, files in os.walk("{pod_dir}"))
+assert shutil.rmtree.avoids_symlink_attacks
+shutil.rmtree("{pod_dir}/a")
+print(json.dumps({{"walked": walked, "left": os.listdir("{pod_dir}")}}))
+"""
+    out = traced(sandbox, SYSTEM_PYTHON, "-c", script, options=WRITE)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["walked"] == [
+        [pod_dir, []],
+        [f"{pod_dir}/a", ["f0", "f1", "f2"]],
+        [f"{pod_dir}/a/b", ["f0", "f1", "f2"]],
+        [f"{pod_dir}/a/b/c", ["f0", "f1", "f2"]],
+    ]
+    assert result["left"] == ["link"]
+    assert tree(pod_file(sandbox, pod_dir)) == {"link": "-> a/b"}

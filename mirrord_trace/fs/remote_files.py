@@ -67,6 +67,13 @@ class RemoteFiles:
         self.cache = cache
         self.descriptors = AgentDescriptors(client.session_info.get("agent_pid"))
         self._copies: dict[str, Copy] = {}
+        # The remote metadata of every stand-in handed out (old versions included: a program
+        # may still hold them open), by local path: what fstat of the stand-in answers.
+        self._stat_of: dict[str, Mapping[str, int]] = {}
+
+    def stat_of_stand_in(self, local: str) -> Mapping[str, int] | None:
+        """The remote file's metadata for a descriptor's target, if it is a stand-in."""
+        return self._stat_of.get(local.removesuffix(" (deleted)"))
 
     def open_for_read(self, path: str, flags: int, list_entries: bool = True) -> StandIn:
         """What stands for remote `path` locally; raises RemoteError."""
@@ -89,14 +96,14 @@ class RemoteFiles:
                 if shared is not None:
                     return shared
             local = self._copy_file(path, reply)
-            return StandIn(self._keep(path, Copy(local, stat_version(st), False)))
+            return StandIn(self._keep(path, Copy(local, stat_version(st), False), st))
         if stat.S_ISDIR(st["mode"]):
             entries = reply.get("entries", [])
             if reply.get("more"):
                 entries = entries + self._rest_of_listing(path, len(entries))
             local = self.cache.new_skeleton(path, st, entries)
             copy = Copy(local, stat_version(st), True, listed=list_entries)
-            return StandIn(self._keep(path, copy))
+            return StandIn(self._keep(path, copy, st))
         raise RemoteError(errno.ENXIO, f"{path}: only regular files and directories open remotely")
 
     def _shared(self, path: str, reply: Mapping[str, Any]) -> StandIn | None:
@@ -109,6 +116,7 @@ class RemoteFiles:
 
     def close(self) -> None:
         self.descriptors.close()
+        self._stat_of.clear()
 
     def forget(self, path: str) -> None:
         """Drop the copy of `path` (it was renamed, removed or written through a writer)."""
@@ -116,7 +124,8 @@ class RemoteFiles:
         if old is not None and not old.is_directory:
             self.cache.forget(old.local)
 
-    def _keep(self, path: str, copy: Copy) -> str:
+    def _keep(self, path: str, copy: Copy, st: Mapping[str, int]) -> str:
+        self._stat_of[copy.local] = st
         old = self._copies.get(path)
         # An old file copy may still be open in the program; unlinking keeps that open file
         # intact. Old skeletons stay: a program's cwd or dirfd may be one, and must map back.

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 Handler = Callable[[SyscallCall], "Action | None"]
 
 AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
 
 
 class NotMine(Exception):

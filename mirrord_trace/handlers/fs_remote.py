@@ -25,6 +25,7 @@ from mirrord_trace.fs.writers import Writers
 from mirrord_trace.handlers.actions import ALLOW, Action, Emulate, Rewrite
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.handlers.fs import (
+    AT_EMPTY_PATH,
     AT_SYMLINK_NOFOLLOW,
     Handler,
     NotMine,
@@ -182,12 +183,27 @@ class RemoteHandlers(PathHandlers):
         buffer_index = {"stat": 1, "lstat": 1, "newfstatat": 2, "statx": 4}[name]
         pack = pack_statx if name == "statx" else pack_stat
         absolute, decide, local = self.absolute, self.decide, self.local
+        stat_of_stand_in = self.remote.files.stat_of_stand_in
 
         def handle(call: SyscallCall) -> Action:
             try:
                 path = absolute(call, path_index, dirfd_index)
             except NotMine:
-                return ALLOW  # fstat(fd) in disguise (AT_EMPTY_PATH), or a bad dirfd
+                # glibc's fstat(fd) is newfstatat(fd, "", AT_EMPTY_PATH): a stand-in of a
+                # remote file answers with the remote metadata, so that comparing it with a
+                # stat of the path (shutil.rmtree does) finds the same device and inode.
+                if atflags_index is None or not call.args[atflags_index] & AT_EMPTY_PATH:
+                    return ALLOW
+                assert dirfd_index is not None
+                try:
+                    target = self.directory_of(call.tid, call.int_arg(dirfd_index))
+                except OSError:
+                    return ALLOW
+                st = stat_of_stand_in(target)
+                if st is None:
+                    return ALLOW
+                why = "remote: metadata of the stand-in's remote file"
+                return Emulate(0, ((call.args[buffer_index], pack(st)),), why=why)
             verdict, rule = decide(path, False)
             if verdict != REMOTE:
                 return local(verdict, rule)
