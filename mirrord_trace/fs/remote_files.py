@@ -71,6 +71,11 @@ class RemoteFiles:
         # may still hold them open), by local path: what fstat of the stand-in answers.
         self._stat_of: dict[str, Mapping[str, int]] = {}
 
+    @property
+    def stand_ins(self) -> int:
+        """How many stand-ins this session has handed out."""
+        return len(self._stat_of)
+
     def stat_of_stand_in(self, local: str) -> Mapping[str, int] | None:
         """The remote file's metadata for a descriptor's target, if it is a stand-in."""
         return self._stat_of.get(local.removesuffix(" (deleted)"))

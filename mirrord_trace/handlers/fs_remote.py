@@ -183,7 +183,7 @@ class RemoteHandlers(PathHandlers):
         buffer_index = {"stat": 1, "lstat": 1, "newfstatat": 2, "statx": 4}[name]
         pack = pack_statx if name == "statx" else pack_stat
         absolute, decide, local = self.absolute, self.decide, self.local
-        stat_of_stand_in = self.remote.files.stat_of_stand_in
+        files = self.remote.files
 
         def handle(call: SyscallCall) -> Action:
             try:
@@ -192,14 +192,18 @@ class RemoteHandlers(PathHandlers):
                 # glibc's fstat(fd) is newfstatat(fd, "", AT_EMPTY_PATH): a stand-in of a
                 # remote file answers with the remote metadata, so that comparing it with a
                 # stat of the path (shutil.rmtree does) finds the same device and inode.
-                if atflags_index is None or not call.args[atflags_index] & AT_EMPTY_PATH:
+                if (
+                    atflags_index is None
+                    or not call.args[atflags_index] & AT_EMPTY_PATH
+                    or not files.stand_ins  # nothing remote opened yet: spare the readlink
+                ):
                     return ALLOW
                 assert dirfd_index is not None
                 try:
                     target = self.directory_of(call.tid, call.int_arg(dirfd_index))
                 except OSError:
                     return ALLOW
-                st = stat_of_stand_in(target)
+                st = files.stat_of_stand_in(target)
                 if st is None:
                     return ALLOW
                 why = "remote: metadata of the stand-in's remote file"
