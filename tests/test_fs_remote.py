@@ -298,6 +298,12 @@ def test_one_round_trip_to_read_a_small_file_and_one_to_stat(sandbox, binary: st
     assert round_trips(sandbox, probe(binary), "stat", "/app/config.yaml") == {"fs.stat": 1}
 
 
+def test_one_round_trip_for_access(sandbox) -> None:
+    # The interpreter's own start-up reads local files only.
+    script = "import os, sys; sys.exit(0 if os.access('/app/config.yaml', os.R_OK) else 1)"
+    assert round_trips(sandbox, SYSTEM_PYTHON, "-c", script) == {"fs.access": 1}
+
+
 def test_a_large_file_from_a_local_agent_crosses_no_connection(sandbox) -> None:
     # The agent's descriptor is duplicated: the open, and closing the agent's own handle.
     requests = round_trips(sandbox, probe("probe-static"), "cat", sandbox.large_file)

@@ -189,11 +189,16 @@ with open("{pod_dir}/f", "r+") as f:  # O_RDWR, no O_TRUNC: the pod's content co
 print(open("{pod_dir}/f").read())
 os.truncate("{pod_dir}/f", 6)
 print(os.stat("{pod_dir}/f").st_size)
+with open("{pod_dir}/g", "w") as g:
+    g.write("abcdefgh")
+    g.flush()
+    g.truncate(3)  # ftruncate on the open file
 """
     out = traced(sandbox, SYSTEM_PYTHON, "-c", script, options=WRITE)
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().split() == ["01ab456789", "6"]
     assert pod_file(sandbox, f"{pod_dir}/f").read_text() == "01ab45"
+    assert pod_file(sandbox, f"{pod_dir}/g").read_text() == "abc"
 
 
 def test_large_file_written_whole(sandbox, pod_dir: str) -> None:
