@@ -80,12 +80,12 @@ class Wait:
     For work that takes a round trip (connecting from the target): the tracer goes on serving
     the program's other threads meanwhile. The thread waits in the kernel (its syscall becomes an
     interruptible ppoll) and is woken by a signal it never sees. `finish` runs in the tracer
-    thread and returns the result (a negative errno for failures); it may block if the thread
-    was woken early by a signal of the program's own.
+    thread once the future is done and returns the result (a negative errno for failures), or
+    an Emulate whose writes go to tracee memory first.
     """
 
     future: Future[Any]
-    finish: Callable[[Future[Any]], int]
+    finish: Callable[[Future[Any]], int | Emulate]
     why: str = ""
 
 

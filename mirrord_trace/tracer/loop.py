@@ -270,7 +270,8 @@ class Tracer:
         """Swap the syscall for an interruptible sleep until the future completes (see Wait)."""
         future = action.future
         if future.done():
-            self._apply(task, regs, Emulate(action.finish(future)))
+            result = action.finish(future)
+            self._apply(task, regs, result if type(result) is Emulate else Emulate(result))
             return
         tid = task.tid
         slot = task.space.slot(tid)
@@ -300,7 +301,15 @@ class Tracer:
         regs = self._registers.load(task.tid)
         if parked.future.done():
             task.parked = None
-            regs.rax = parked.finish(parked.future) & _MASK64
+            result = parked.finish(parked.future)
+            if type(result) is Emulate:
+                memory = task.space.memory(task.tid)
+                with contextlib.suppress(TraceeMemoryError):  # the program's own bad pointer
+                    for address, data in result.writes:
+                        memory.write(address, data)
+                result = result.result
+            regs = self._registers.load(task.tid)  # finish may have taken a while: reload
+            regs.rax = result & _MASK64
             self._registers.store(task.tid)
         elif signed(regs.rax) == _ERESTARTNOHAND:
             # Back onto the `syscall` instruction with the ppoll number: after a handler (or
@@ -439,9 +448,10 @@ class Tracer:
         if isinstance(action, Wait):
             finish = action.finish
 
-            def logged_finish(future: Future[Any]) -> int:
+            def logged_finish(future: Future[Any]) -> int | Emulate:
                 value = finish(future)
-                trace.write(f"{prefix} = {_result(value)}\n")
+                shown = value.result if type(value) is Emulate else value
+                trace.write(f"{prefix} = {_result(shown)}\n")
                 trace.flush()
                 return value
 
