@@ -33,6 +33,7 @@ from mirrord_trace.fs.inotify import (
     IN_CLOSE_WRITE,
     IN_MODIFY,
     IN_OPEN,
+    IN_Q_OVERFLOW,
     Inotify,
 )
 from mirrord_trace.fs.remote_files import READ_AHEAD, RemoteFiles, fill_copy
@@ -41,6 +42,8 @@ from mirrord_trace.protocol.requests import MAX_READ_SIZE
 # The open(2) flags the agent applies in the target; the others only concern the local copy.
 TARGET_OPEN_FLAGS = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOFOLLOW
 _WATCHED = IN_OPEN | IN_MODIFY | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
+# Added to a writer's open count when inotify dropped events: it then never drops to zero.
+_UNCOUNTABLE = 1 << 40
 
 
 @dataclass
@@ -111,6 +114,9 @@ class Writers:
         if not self._by_wd or self._inotify is None:
             return
         for wd, mask in self._inotify.events():
+            if mask & IN_Q_OVERFLOW:
+                self._lost_count()
+                continue
             writer = self._by_wd.get(wd)
             if writer is None:
                 continue
@@ -124,6 +130,13 @@ class Writers:
                     self._write_back(writer)
                 if writer.opens <= 0:
                     self._finish(writer)
+
+    def _lost_count(self) -> None:
+        """Events were dropped: no writer may be taken for closed any more; all of them are
+        written back whenever a close or sync comes, and at the end of the session."""
+        for writer in self._by_wd.values():
+            writer.dirty = True
+            writer.opens = max(writer.opens, 0) + _UNCOUNTABLE
 
     def sync_path(self, remote: str) -> None:
         """Before a remote operation on `remote`: the target must have the program's writes."""
