@@ -162,3 +162,42 @@ def test_a_killed_sessions_cache_is_removed_by_the_next_session(sandbox) -> None
         )
         assert after.returncode == 0, after.stderr
         assert time.monotonic() < deadline, "the abandoned cache was never removed"
+
+
+def test_writers_survive_an_inotify_queue_overflow(bases: Path, tmp_path: Path) -> None:
+    # A second descriptor of a copy is opened while the event queue is full: its IN_OPEN is
+    # lost. When the first descriptor then closes, the copy must not be taken for closed, or
+    # what the second one writes never reaches the target.
+    from mirrord_trace.fs.remote_files import RemoteFiles
+    from mirrord_trace.fs.writers import Writers
+
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    target, other = tmp_path / "target", tmp_path / "other"
+    with LocalAgent(os.getpid()) as client:  # this process is the target: its root is "/"
+        cache = cache_in(bases)
+        writers = Writers(client, cache, RemoteFiles(client, cache))
+        try:
+            copy = writers.open(str(target), os.O_WRONLY | os.O_CREAT, 0o644)
+            other_copy = writers.open(str(other), os.O_WRONLY | os.O_CREAT, 0o644)
+            first = os.open(copy, os.O_WRONLY | os.O_APPEND)
+            noise = os.open(other_copy, os.O_WRONLY)
+            writers.poll()
+            # Alternating writes queue one IN_MODIFY each (identical events merge only when
+            # consecutive): more than an inotify instance holds.
+            for _ in range(limit // 2 + 100):
+                os.write(first, b"a")
+                os.pwrite(noise, b"n", 0)
+            second = os.open(copy, os.O_WRONLY | os.O_APPEND)  # its IN_OPEN is dropped
+            writers.poll()
+            os.close(first)
+            writers.poll()  # the first close arrives
+            os.write(second, b"-tail")
+            os.close(second)
+            os.close(noise)
+            writers.poll()
+            assert target.read_bytes().endswith(b"-tail")
+        finally:
+            writers.close()
+            cache.close()
+    assert target.read_bytes() == b"a" * (limit // 2 + 100) + b"-tail"
+    assert other.read_bytes() == b"n"
