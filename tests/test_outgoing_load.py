@@ -55,6 +55,13 @@ def _rss(pid: int) -> int:
     return 0
 
 
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone meanwhile
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
@@ -88,7 +95,7 @@ def _echo_load(sandbox, port: int) -> tuple[str, str, int, dict[str, int]]:
         while supervisor.poll() is None and time.monotonic() < deadline:
             peaks["supervisor"] = max(peaks["supervisor"], _rss(supervisor.pid))
             agents = [child for child in _children(supervisor.pid)
-                      if b"agent" in Path(f"/proc/{child}/cmdline").read_bytes()]
+                      if b"agent" in _command_line(child)]
             for agent in agents:
                 peaks["agent"] = max(peaks["agent"], _rss(agent))
             time.sleep(0.05)
