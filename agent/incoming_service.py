@@ -12,8 +12,9 @@ import asyncio
 import errno
 import itertools
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from agent.http_filter import HttpFilter
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from agent.session import Session
 
 _subscription_ids = itertools.count(1)
+S = TypeVar("S", MirrorStream, StolenConnection, TcpStream)
 
 
 @dataclass(eq=False)
@@ -74,13 +76,14 @@ class Subscription:
 class SessionIncoming:
     """A session's subscriptions and the ids of the streams the agent opens to it."""
 
-    service: IncomingService
     session: Session
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
     _stream_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(2, 2))
     closed: bool = False
 
-    def open_stream(self, subscription: Subscription, info: dict[str, Any], make: Any) -> Any:
+    def open_stream(
+        self, subscription: Subscription, info: dict[str, Any], make: Callable[[int], S]
+    ) -> S | None:
         """Announce a new agent-opened stream and attach `make(stream_id)` to the session."""
         if self.closed or subscription.id not in self.subscriptions:
             return None
@@ -92,7 +95,7 @@ class SessionIncoming:
 
 
 class IncomingService:
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Callable[[str], None]) -> None:
         self._log = log
         self.mirror = MirrorHub(log)
         self.steal = StealHub(log)
@@ -101,7 +104,7 @@ class IncomingService:
     def _for(self, session: Session) -> SessionIncoming:
         state = self._sessions.get(session)
         if state is None:
-            state = SessionIncoming(self, session)
+            state = SessionIncoming(session)
             self._sessions[session] = state
             session.close_callbacks.append(lambda: self.session_closed(session))
         return state

@@ -63,12 +63,10 @@ class IncomingHandlers:
         policy: IncomingPolicy,
         agent: Any,
         state: IncomingState | None = None,
-        explain: bool = False,
     ) -> None:
         self.policy = policy
         self.agent = agent
         self.state = state or IncomingState()
-        self.explain = explain
         from mirrord_trace.incoming.relay import IncomingConnector  # asyncio: only when needed
 
         self.connector = IncomingConnector(agent, self.state)
@@ -213,7 +211,7 @@ def traps(context: SessionContext) -> list[Trap]:
     policy = IncomingPolicy(context.config.feature.network.incoming)
     if not policy.enabled or context.agent is None:
         return []  # targetless: there is no remote traffic to receive
-    handlers = IncomingHandlers(policy, context.agent, explain=context.explain)
+    handlers = IncomingHandlers(policy, context.agent)
     return [
         Trap(BIND, handlers.bind),
         Trap(LISTEN, handlers.listen),

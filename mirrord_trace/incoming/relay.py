@@ -18,6 +18,7 @@ import contextlib
 import errno
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from mirrord_trace.incoming.sockaddr import InetAddress
@@ -116,7 +117,7 @@ class MirrorRelay:
         self._start_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, copy: socket.socket, program: socket.socket, done: Any) -> None:
+    def start(self, copy: socket.socket, program: socket.socket, done: Callable[[], None]) -> None:
         loop = self._running_loop()
         loop.call_soon_threadsafe(self._spawn, copy, program, done)
 
@@ -131,12 +132,14 @@ class MirrorRelay:
                 self._loop = loop
             return self._loop
 
-    def _spawn(self, copy: socket.socket, program: socket.socket, done: Any) -> None:
+    def _spawn(self, copy: socket.socket, program: socket.socket, done: Callable[[], None]) -> None:
         task = asyncio.get_running_loop().create_task(self._relay(copy, program, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _relay(self, copy: socket.socket, program: socket.socket, done: Any) -> None:
+    async def _relay(
+        self, copy: socket.socket, program: socket.socket, done: Callable[[], None]
+    ) -> None:
         # `program` may still be connecting: the transport buffers until it can write.
         try:
             copy.setblocking(False)

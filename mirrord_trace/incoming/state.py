@@ -73,9 +73,6 @@ class IncomingState:
             self._by_subscription[subscription] = listener
             self._subscription_of_port[listener.decision.remote_port] = subscription
 
-    def subscriptions(self) -> list[int]:
-        return list(self._by_subscription)
-
     # -- relayed connections (relay thread, then tracer thread at accept) --
     def route(self, subscription: int) -> Listener | None:
         return self._by_subscription.get(subscription)
