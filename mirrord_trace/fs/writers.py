@@ -23,7 +23,7 @@ import os
 import sys
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mirrord_trace.agent_client import AgentClient, AgentLost, RemoteError
@@ -56,7 +56,6 @@ class Writer:
     synced: tuple[int, int]  # (size, ctime_ns) of the copy when it last matched the target
     opens: int = 0  # descriptions of the copy open in the program
     dirty: bool = False
-    errors: list[str] = field(default_factory=list)
 
 
 def _state(fd: int) -> tuple[int, int]:

@@ -122,9 +122,15 @@ class RemoteHandlers(PathHandlers):
         return handle
 
     def _open_remote(
-        self, call: SyscallCall, name: str, path_index: int, path: str, flags: int,
-        write: bool, rule: str,
-    ) -> Action:  # fmt: skip
+        self,
+        call: SyscallCall,
+        name: str,
+        path_index: int,
+        path: str,
+        flags: int,
+        write: bool,
+        rule: str,
+    ) -> Action:
         remote = self.remote
         if flags & O_TMPFILE_BIT:
             return Emulate(-errno.EOPNOTSUPP, why=f"remote: {rule}: no O_TMPFILE in the target")
@@ -153,6 +159,7 @@ class RemoteHandlers(PathHandlers):
         why = f"remote: {rule}"
         on_exit = None
         if release is not None:
+            # Once the program has its own descriptor, the supervisor's duplicate can go.
             def on_exit(result: int, release: Callable[[], None] = release) -> None:
                 release()
 
