@@ -17,7 +17,7 @@ import pytest
 
 from agent.fs_requests import stat_dict
 from mirrord_trace.fs.agent_descriptors import SHARE_ENV, AgentDescriptors
-from mirrord_trace.fs.cache import SESSION_PREFIX, LocalCache, remove_abandoned
+from mirrord_trace.fs.cache import FAST_BASES, SESSION_PREFIX, LocalCache, remove_abandoned
 from mirrord_trace.local_target import LocalAgent
 from mirrord_trace.protocol.requests import DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_REG, DT_SOCK
 from tests.test_agent_lost import agent_of
@@ -135,6 +135,8 @@ def test_listing_pages_add_up_to_the_whole_directory(tmp_path: Path) -> None:
 
 
 def test_a_killed_sessions_cache_is_removed_by_the_next_session(sandbox) -> None:
+    if not FAST_BASES[0].is_dir():
+        pytest.fail(f"{FAST_BASES[0]} is missing: the cache would live elsewhere")
     # The program holds a pod file open; the supervisor is killed outright (no clean-up).
     script = "import sys; f = open('/app/config.yaml'); print('open', flush=True); sys.stdin.read()"
     command = [MIRRORD_TRACE, "exec", "--target", f"pid/{sandbox.target_pid}", "--",
@@ -145,7 +147,7 @@ def test_a_killed_sessions_cache_is_removed_by_the_next_session(sandbox) -> None
         agent = agent_of(process.pid)
         try:
             assert process.stdout.readline() == b"open\n"
-            left = set(Path("/dev/shm").glob(f"{SESSION_PREFIX}{process.pid}-*"))
+            left = set(Path(FAST_BASES[0]).glob(f"{SESSION_PREFIX}{process.pid}-*"))
             assert len(left) == 1
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)

@@ -214,9 +214,13 @@ class Whereabouts:
 
     @classmethod
     def current(cls, program: str = "") -> Whereabouts:
+        try:
+            cwd = os.getcwd()
+        except FileNotFoundError:  # started in a directory removed since: no cwd rule
+            cwd = ""
         return cls(
             home=os.path.expanduser("~"),
-            cwd=os.getcwd(),
+            cwd=cwd,
             program=os.path.abspath(program) if program else "",
             temp_dir=temp_directory(),
         )
