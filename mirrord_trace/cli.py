@@ -24,6 +24,7 @@ from mirrord_trace import __version__
 from mirrord_trace.config import CliOverrides, Config, ConfigError, FsMode, load_config
 from mirrord_trace.config.parse import parse_namespace
 from mirrord_trace.env import EnvPatternError, build_program_env, split_patterns
+from mirrord_trace.signal_mask import termination_interrupts
 from mirrord_trace.targets import (
     TARGET_FORMS,
     DeploymentTarget,
@@ -246,16 +247,20 @@ def exec_command(
         ephemeral_container=ephemeral_container,
         agent_ttl=agent_ttl,
     )
-    try:
-        cfg = load_config(config_file, overrides)
-    except ConfigError as error:
-        raise UserError(str(error), error.hint) from None
-    except KeyboardInterrupt:
-        raise UserError(
-            "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
-        ) from None
-    resolved = cfg.target.resolved
     with ExitStack() as stack:
+        # Until the program runs, SIGTERM/SIGHUP interrupt start-up like Ctrl-C (clean-up runs);
+        # once it runs, the supervisor forwards them to it instead.
+        startup = stack.enter_context(ExitStack())
+        startup.enter_context(termination_interrupts())
+        try:
+            cfg = load_config(config_file, overrides)
+        except ConfigError as error:
+            raise UserError(str(error), error.hint) from None
+        except KeyboardInterrupt:
+            raise UserError(
+                "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
+            ) from None
+        resolved = cfg.target.resolved
         trace = _open_trace(trace_path, stack)
         agent, remote_env = _start_session(resolved, cfg, stack)
         program_env = build_program_env(
@@ -268,7 +273,18 @@ def exec_command(
         from mirrord_trace.supervisor import ProgramNotFound, TracingUnavailable, run
 
         try:
-            return run(list(program), env=program_env, config=cfg, agent=agent, trace=trace)
+            return run(
+                list(program),
+                env=program_env,
+                config=cfg,
+                agent=agent,
+                trace=trace,
+                on_start=startup.close,
+            )
+        except KeyboardInterrupt:
+            raise UserError(
+                "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
+            ) from None
         except ProgramNotFound as error:
             raise UserError(
                 str(error),
@@ -288,6 +304,7 @@ def _start_session(
         return _start_kube_session(target, cfg, stack)
     if not isinstance(target, PidTarget):
         return None, {}
+    from mirrord_trace.agent_client import RemoteError
     from mirrord_trace.local_target import LocalAgent, TargetError
 
     try:
@@ -297,6 +314,13 @@ def _start_session(
             remote_env = dict(client.request("env")["env"])
     except TargetError as error:
         raise UserError(*_split_advice(str(error), target), EXIT_FAILURE) from None
+    except RemoteError as error:
+        raise UserError(
+            f"cannot read the environment of process {target.pid}: {error.message}",
+            f"check that process {target.pid} is a running user-space process "
+            "(not a kernel thread) and try again",
+            EXIT_FAILURE,
+        ) from None
     except KeyboardInterrupt:
         raise UserError(
             "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED

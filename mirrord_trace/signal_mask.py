@@ -8,6 +8,7 @@ for the program, neither the main thread nor the supervisor's forwarder would ev
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,3 +28,28 @@ def helper_threads_spared() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def termination_interrupts() -> Iterator[None]:
+    """During start-up, SIGTERM and SIGHUP end it as Ctrl-C does, so clean-up runs.
+
+    Without this, SIGTERM would kill the CLI with an agent left behind, and as a container's
+    PID 1 (where the kernel drops signals whose action is the default) it would be lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        signum: signal.signal(signum, _raise_interrupt)
+        for signum in (signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
@@ -61,8 +61,12 @@ def run(
     agent: object | None = None,
     trace: TextIO | None = None,
     table: TrapTable | None = None,
+    on_start: Callable[[], object] | None = None,
 ) -> int:
-    """Run argv traced; returns the exit code a shell would report."""
+    """Run argv traced; returns the exit code a shell would report.
+
+    `on_start` runs once the program exists and the forwarded signals are routed to it.
+    """
     if not argv:
         raise ProgramNotFound("no program given")
     path = resolve_program(argv[0], env)
@@ -80,7 +84,7 @@ def run(
         with helper_threads_spared():  # families may start threads (relays, DNS)
             table = build_trap_table(context)
     try:
-        return _run_traced(path, argv, env, table, trace)
+        return _run_traced(path, argv, env, table, trace, on_start)
     finally:
         if context is not None:
             context.end()
@@ -92,17 +96,27 @@ def _run_traced(
     env: Mapping[str, str],
     table: TrapTable,
     trace: TextIO | None,
+    on_start: Callable[[], object] | None = None,
 ) -> int:
     prepared = prepare_filter(build_filter(table.rules))
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:
         pid, exec_errors = _spawn_traced(path, list(argv), dict(env), prepared, original_mask)
         _start_signal_forwarder(pid)
+        if on_start is not None:
+            on_start()
         status = Tracer(pid, table.dispatch, trace).run()
-        failure = os.read(exec_errors, 64)
+        failure = os.read(exec_errors, 64).decode()
         os.close(exec_errors)
         if failure:
-            raise ProgramNotFound(f"cannot execute {argv[0]}: {os.strerror(int(failure))}")
+            stage, _, number = failure.partition(":")
+            reason = os.strerror(int(number))
+            if stage == "seccomp":
+                raise TracingUnavailable(
+                    f"cannot install the seccomp filter: {reason}; the kernel or a container's "
+                    "seccomp profile forbids seccomp(2) or prctl(2) (see docs/containers.md)"
+                )
+            raise ProgramNotFound(f"cannot execute {argv[0]}: {reason}")
         return exit_code(status)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
@@ -119,6 +133,7 @@ def _spawn_traced(
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # the child: as little Python as possible between fork and exec
+        stage = "start"
         try:
             os.close(go_write)
             os.close(error_read)
@@ -128,10 +143,12 @@ def _spawn_traced(
             # Python ignores these; the program must start with the defaults.
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            stage = "seccomp"
             prepared.install()  # type: ignore[attr-defined]
+            stage = "exec"
             os.execve(path, argv, env)
         except OSError as exc:
-            os.write(error_write, str(exc.errno or 0).encode())
+            os.write(error_write, f"{stage}:{exc.errno or 0}".encode())
         finally:
             os._exit(127)
     os.close(go_read)

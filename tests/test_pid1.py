@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from tests.conftest import ROOT, example_binary
 
@@ -42,15 +43,17 @@ def test_pid1_forwards_sigterm() -> None:
          "echo-stdin"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        supervisor = None
-        deadline = time.monotonic() + 10
-        while supervisor is None and time.monotonic() < deadline:
-            found = subprocess.run(["pgrep", "-P", str(container.pid)], capture_output=True,
-                                   text=True).stdout.split()
-            supervisor = int(found[0]) if found else None
+        program = None
+        deadline = time.monotonic() + 20
+        while program is None and time.monotonic() < deadline:  # until the program itself runs
+            found = subprocess.run(["pgrep", "-f", "probe-static echo-stdin"],
+                                   capture_output=True, text=True).stdout.split()
+            for pid in found:
+                if Path(f"/proc/{pid}/exe").resolve() == example_binary("probe-static"):
+                    program = int(pid)
             time.sleep(0.05)
-        assert supervisor is not None
-        time.sleep(0.5)  # let the program start
+        assert program is not None
+        supervisor = int(Path(f"/proc/{program}/stat").read_text().rsplit(") ", 1)[1].split()[1])
         subprocess.run(["kill", "-TERM", str(supervisor)], check=True)  # as `docker stop` does
         assert container.wait(10) == 128 + signal.SIGTERM
     finally:

@@ -259,3 +259,36 @@ def test_refused_tracing_is_one_clear_line() -> None:
     assert out.returncode == 1
     lines = out.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "cannot trace the program" in lines[0], lines
+
+
+def test_seccomp_refused_is_one_clear_line() -> None:
+    """A container profile that forbids seccomp(2): one line naming seccomp, not 'not found'."""
+    wrapper = (
+        "import os, sys\n"
+        "from seccomp import Errno, Rule, build_filter, install_filter, syscall_number\n"
+        "install_filter(build_filter([Rule(syscall_number('seccomp'), Errno(1))]))\n"
+        "os.execv(sys.argv[1], sys.argv[1:])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, *MIRRORD_TRACE, "--", "true"],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 1
+    lines = out.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "cannot install the seccomp filter" in lines[0], lines
+
+
+def test_sigterm_during_start_up_interrupts_it(tmp_path: Path) -> None:
+    """Start-up held at a FIFO config file; SIGTERM ends it with one line, nothing started."""
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    cli = subprocess.Popen([*MIRRORD_TRACE, "-f", str(fifo), "--", "true"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)  # blocked opening the FIFO
+        cli.send_signal(signal.SIGTERM)
+        _, err = cli.communicate(timeout=15)
+        assert cli.returncode == 130
+        lines = err.decode().strip().splitlines()
+        assert len(lines) == 1 and "interrupted during start-up" in lines[0], lines
+    finally:
+        cli.kill()
+        cli.wait()

@@ -13,32 +13,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from mirrord_trace.signal_mask import helper_threads_spared
+from mirrord_trace.signal_mask import helper_threads_spared, termination_interrupts
 
 _TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+__all__ = ["termination_deferred", "termination_interrupts", "threads_spared_termination_signals"]
 
 
 # The session's I/O thread and the port-forward's proxy thread must not take Ctrl-C either.
 threads_spared_termination_signals = helper_threads_spared
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def termination_interrupts() -> Iterator[None]:
-    """During start-up, SIGTERM and SIGHUP end it like Ctrl-C does (so the agent is removed)
-    rather than killing the process with an agent left behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in _TERMINATION_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @contextmanager
