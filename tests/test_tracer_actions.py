@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def run_traced(table: TrapTable, argv: list[str]) -> subprocess.CompletedProcess
             try:
                 os.dup2(out.fileno(), 1)
                 os.dup2(err.fileno(), 2)
+                # The supervisor reports on sys.stderr: make it fd 2, not pytest's capture buffer.
+                sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
                 code = run(argv, env=dict(os.environ), table=table)
             finally:
                 os._exit(code)
@@ -159,3 +162,26 @@ def test_injected_syscalls_at_exit_move_fd(binary: str) -> None:
                      [str(example_binary(binary)), "cat", MAGIC.decode(), MAGIC.decode()])
     assert out.returncode == 0, out.stderr
     assert out.stdout == Path("/etc/hostname").read_bytes() * 2
+
+
+class Broken:
+    """A handler that raises: the program's call fails with the error's errno, nothing dies."""
+
+    def __call__(self, call: SyscallCall) -> Action:
+        if call.string_arg(1) == MAGIC:
+            raise ConnectionResetError(errno.ECONNRESET, "agent gone")
+        if call.string_arg(1) == MAGIC + b"2":
+            raise RuntimeError("a bug")
+        return ALLOW
+
+
+def test_handler_exception_fails_the_call_not_the_program() -> None:
+    probe = str(example_binary("probe-static"))
+    out = run_traced(openat_table(Broken()), [probe, "cat", MAGIC.decode(), "/etc/hostname",
+                                              MAGIC.decode() + "2", MAGIC.decode()])
+    err = out.stderr.decode()
+    assert os.strerror(errno.ECONNRESET) in err
+    assert os.strerror(errno.EIO) in err
+    assert out.stdout == Path("/etc/hostname").read_bytes()  # it went on after the failures
+    # One supervisor line per kind of failure, not one per call.
+    assert err.count("mirrord-trace: openat failed in the supervisor") == 2

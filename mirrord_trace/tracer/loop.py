@@ -12,6 +12,7 @@ import ctypes
 import errno
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class Tracer:
         self._message = pt.EventMessage()
         self._syscall_info = pt.SyscallInfo()
         self._main_status: int | None = None
+        self._reported: set[tuple[str, str]] = set()
         self._add_task(main_pid, main_pid, AddressSpace(main_pid))
 
     # ---- the loop -------------------------------------------------------------------------
@@ -237,12 +239,28 @@ class Tracer:
             action = entry.handler(call)
         except TraceeMemoryError:
             action = Emulate(-errno.EFAULT, why="bad pointer")
+        except Exception as error:  # a handler bug or a lost agent must not kill the program
+            action = self._failed(entry.name, error)
         if self.trace is not None:
             action = self._traced(task, entry, call, action)
         if type(action) is Allow:  # the common case needs no registers
             pt.cont(tid)
         else:
             self._apply(task, self._registers.load(tid), action)
+
+    def _failed(self, name: str, error: Exception) -> Emulate:
+        """The call fails with an errno (the error's own, else EIO), reported once per kind."""
+        code = getattr(error, "errno", None)
+        code = code if isinstance(code, int) and 0 < code < 4096 else errno.EIO
+        key = (name, type(error).__name__)
+        if key not in self._reported:
+            self._reported.add(key)
+            sys.stderr.write(
+                f"mirrord-trace: {name} failed in the supervisor ({type(error).__name__}: "
+                f"{error}); the program sees {errno.errorcode.get(code, code)}\n"
+            )
+            sys.stderr.flush()
+        return Emulate(-code, why=f"failed: {error}")
 
     def _apply(self, task: Task, regs: pt.Registers, action: Action) -> None:
         tid = task.tid
