@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mirrord_trace.handlers.actions import ALLOW, Action
+from mirrord_trace.handlers.actions import Action
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.syscall_table import REFUSED_WITH_ENOSYS, SYSCALL_NUMBERS, SyscallShape, describe
 from mirrord_trace.tracer.loop import TrapEntry
@@ -95,23 +95,17 @@ def build_trap_table(context: SessionContext, chosen: Sequence[Family] | None = 
     return TrapTable(rules, dispatch)
 
 
-def _merged(traps: list[Trap]) -> Callable[[SyscallCall], Action]:
+def _merged(traps: list[Trap]) -> Callable[[SyscallCall], Action | None]:
     if len(traps) == 1:
-        only = traps[0].handler
-
-        def single(call: SyscallCall) -> Action:
-            action = only(call)
-            return ALLOW if action is None else action
-
-        return single
+        return traps[0].handler  # the tracer treats None as "runs as it is"
     handlers = [trap.handler for trap in traps]
 
-    def chain(call: SyscallCall) -> Action:
+    def chain(call: SyscallCall) -> Action | None:
         for handler in handlers:
             action = handler(call)
             if action is not None:
                 return action
-        return ALLOW
+        return None
 
     return chain
 

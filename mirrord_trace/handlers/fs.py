@@ -30,6 +30,7 @@ Handler = Callable[[SyscallCall], "Action | None"]
 
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
+_SEEN_LIMIT = 4096  # distinct absolute paths remembered per syscall
 
 
 class NotMine(Exception):
@@ -65,7 +66,11 @@ class PathHandlers:
     def absolute(self, call: SyscallCall, path_index: int, dirfd_index: int | None) -> str:
         """The absolute path a call names, as written (`..` and symlinks are the kernel's or
         the agent's to resolve); raises NotMine when the kernel must answer."""
-        path = os.fsdecode(call.memory.read_cstring(call.args[path_index]))
+        return self.absolute_from(call.memory.read_cstring(call.args[path_index]), call,
+                                  dirfd_index)
+
+    def absolute_from(self, raw: bytes, call: SyscallCall, dirfd_index: int | None) -> str:
+        path = os.fsdecode(raw)
         if path[:1] == "/":
             return path
         if not path:
@@ -95,14 +100,26 @@ class PathHandlers:
         path_index = shape.arg_index("path")
         dirfd_index = shape.arg_index("dirfd")
         assert path_index is not None
-        absolute, decide, local = self.absolute, self.decide, self.local
+        absolute_from, decide, local = self.absolute_from, self.decide, self.local
+        # The verdict on an absolute path depends on the path alone: remember the action per
+        # path as the program wrote it, so a path seen before costs one dict lookup.
+        seen: dict[bytes, Action] = {}
 
         def handle(call: SyscallCall) -> Action:
+            raw = call.memory.read_cstring(call.args[path_index])
+            action = seen.get(raw)
+            if action is not None:
+                return action
             try:
-                path = absolute(call, path_index, dirfd_index)
+                path = absolute_from(raw, call, dirfd_index)
             except NotMine:
                 return ALLOW
-            return local(*decide(path, False))
+            action = local(*decide(path, False))
+            if raw[:1] == b"/":
+                if len(seen) >= _SEEN_LIMIT:
+                    seen.clear()
+                seen[raw] = action
+            return action
 
         return handle
 

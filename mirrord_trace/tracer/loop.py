@@ -18,13 +18,22 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from mirrord_trace.handlers.actions import Action, Allow, Emulate, ExitStop, Inject, Rewrite, Wait
+from mirrord_trace.handlers.actions import (
+    ALLOW,
+    Action,
+    Allow,
+    Emulate,
+    ExitStop,
+    Inject,
+    Rewrite,
+    Wait,
+)
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.memory import TraceeMemoryError
 from mirrord_trace.tracer.tasks import REGION_SIZE, SLOT_SIZE, AddressSpace, Task
 
-Handler = Callable[[SyscallCall], Action]
+Handler = Callable[[SyscallCall], Action | None]  # None: not claimed, runs as it is
 Describe = Callable[[SyscallCall], str]
 
 _MASK64 = (1 << 64) - 1
@@ -241,6 +250,8 @@ class Tracer:
             action = Emulate(-errno.EFAULT, why="bad pointer")
         except Exception as error:  # a handler bug or a lost agent must not kill the program
             action = self._failed(entry.name, error)
+        if action is None:  # no family claimed the call: it runs as it is
+            action = ALLOW
         if self.trace is not None:
             action = self._traced(task, entry, call, action)
         if type(action) is Allow:  # the common case needs no registers
