@@ -8,6 +8,7 @@ reach there, they reach through the agent, from the pod.
 from __future__ import annotations
 
 import errno
+import os
 import re
 from pathlib import Path
 
@@ -242,3 +243,37 @@ def test_a_reset_by_the_remote_peer_reaches_the_program_as_econnreset(sandbox) -
                                f"http://{sandbox.service_addr}:{port}/"])
     assert out.returncode == errno.ECONNRESET, out.stderr
     assert "connection reset by peer" in out.stderr
+
+
+def test_connections_fail_cleanly_once_the_agent_is_gone(sandbox) -> None:
+    """The agent dies between two dials: the second gets ENETUNREACH, the program carries on."""
+    import signal
+    import subprocess
+
+    from tests.test_outgoing_support import MIRRORD_TRACE
+
+    probe = str(example_binary("probe-go"))
+    address = f"{sandbox.service_addr}:80"
+    script = f"{probe} dial {address} && echo first-done && sleep 3 && {probe} dial {address}"
+    supervisor = subprocess.Popen(
+        [MIRRORD_TRACE, "exec", "--target", f"pid/{sandbox.target_pid}", "--",
+         str(example_binary("busybox")), "sh", "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert supervisor.stdout is not None
+        assert supervisor.stdout.readline().startswith("local=")
+        assert supervisor.stdout.readline() == "first-done\n"
+        children = Path(f"/proc/{supervisor.pid}/task").glob("*/children")
+        agents = [int(pid) for task in children for pid in task.read_text().split()
+                  if b"agent" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert agents, "the agent process was not found"
+        for agent in agents:
+            os.kill(agent, signal.SIGKILL)
+        out, _ = supervisor.communicate(timeout=60)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.communicate()
+    assert out.strip() == "ENETUNREACH"
+    assert supervisor.returncode == errno.ENETUNREACH

@@ -46,7 +46,7 @@ def traps(context: SessionContext) -> list[Trap]:
     """
     if context.agent is None:
         return []
-    from mirrord_trace.handlers.outgoing_calls import OutgoingHandlers
+    from mirrord_trace.handlers.outgoing_calls import OutgoingHandlers, guarded
     from mirrord_trace.net.session import net_session
     from mirrord_trace.session import Trap
 
@@ -54,13 +54,14 @@ def traps(context: SessionContext) -> list[Trap]:
     context.end_hooks.append(net.end)
     handlers = OutgoingHandlers(net, context.explain)
     return [
-        Trap(CONNECT, handlers.connect),
-        Trap(SENDTO, handlers.sendto, when=ArgCondition(5, "!=", 0)),
-        Trap(SENDMSG, handlers.sendmsg),
-        Trap(SENDMMSG, handlers.sendmmsg),
-        Trap(GETPEERNAME, handlers.getpeername),
-        Trap(GETSOCKNAME, handlers.getsockname),
-        Trap(GETSOCKOPT, handlers.getsockopt, when=ArgCondition(2, "==", socket.SO_ERROR)),
-        Trap(RECVFROM, handlers.recvfrom, when=ArgCondition(4, "!=", 0)),
-        Trap(RECVMSG, handlers.recvmsg),
+        Trap(CONNECT, guarded(handlers.connect)),
+        Trap(SENDTO, guarded(handlers.sendto), when=ArgCondition(5, "!=", 0)),
+        Trap(SENDMSG, guarded(handlers.sendmsg)),
+        Trap(SENDMMSG, guarded(handlers.sendmmsg)),
+        Trap(GETPEERNAME, guarded(handlers.getpeername)),
+        Trap(GETSOCKNAME, guarded(handlers.getsockname)),
+        Trap(GETSOCKOPT, guarded(handlers.getsockopt),
+             when=ArgCondition(2, "==", socket.SO_ERROR)),
+        Trap(RECVFROM, guarded(handlers.recvfrom), when=ArgCondition(4, "!=", 0)),
+        Trap(RECVMSG, guarded(handlers.recvmsg)),
     ]

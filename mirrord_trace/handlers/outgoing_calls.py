@@ -7,12 +7,13 @@ import fcntl
 import os
 import socket
 import struct
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mirrord_trace.agent_client import RemoteError
+from mirrord_trace.agent_client import AgentLost, RemoteError
 from mirrord_trace.config.filters import Protocol
 from mirrord_trace.handlers.actions import Action, Emulate, ExitStop, Wait
 from mirrord_trace.handlers.call import SyscallCall
@@ -33,6 +34,7 @@ from mirrord_trace.net.sockaddr import (
     socket_tuple,
 )
 from mirrord_trace.net.tracee_socket import socket_inode
+from mirrord_trace.tracer.memory import TraceeMemoryError
 
 if TYPE_CHECKING:
     from mirrord_trace.net.session import NetSession
@@ -122,6 +124,8 @@ class OutgoingHandlers:
             pending = self.flows.pending_errors.pop(inode, None)
             if pending is not None:
                 return Emulate(-pending, why="the earlier connect's failure")
+            if protocol is Protocol.UDP:
+                self._forget_udp_peer(call, fd, inode)  # a UDP socket may connect again
             if decision.route is Route.LOCAL:
                 return None
             if protocol is Protocol.TCP:
@@ -130,7 +134,6 @@ class OutgoingHandlers:
                 if decision.route is Route.DNS:
                     return self._connect_tcp_dns(call, program, inode, destination, decision.why)
                 return self._connect_tcp_remote(call, program, inode, destination, decision.why)
-            self._forget_udp_peer(call, fd, inode)
             if decision.route is Route.DNS:
                 return self._connect_udp_dns(call, program, inode, destination, decision.why)
             return self._connect_udp_remote(call, program, inode, destination, decision.why)
@@ -147,10 +150,10 @@ class OutgoingHandlers:
     ) -> Action:
         nonblocking = _is_nonblocking(program)
         tgid, fd = call.tgid, call.int_arg(0)
-        stream_id, reply = self.net.client.start_stream(
-            family=destination.network_family, host=destination.host, port=destination.port,
-            transport="tcp", timeout=CONNECT_TIMEOUT,
-        )  # fmt: skip
+        started = self._start_stream(destination, "tcp")
+        if isinstance(started, Emulate):
+            return started
+        stream_id, reply = started
         claim = self.net.expect_claim(stream_id)
 
         def finish(done: Future[dict[str, Any]]) -> int:
@@ -158,7 +161,7 @@ class OutgoingHandlers:
             try:
                 info = done.result()
             except RemoteError as error:
-                return self._connect_failed(inode, error.errno, nonblocking)
+                return self._connect_failed(inode, _errno_of(error), nonblocking)
             try:
                 with self._reborrow(tgid, fd, inode) as program:
                     relay_end = self.net.tcp_relay.join(program)
@@ -175,6 +178,17 @@ class OutgoingHandlers:
             return -errno.EINPROGRESS if nonblocking else 0
 
         return Wait(reply, finish, why=f"{why} ({destination})")
+
+    def _start_stream(
+        self, destination: InetAddress, transport: str
+    ) -> tuple[int, Future[dict[str, Any]]] | Emulate:
+        try:
+            return self.net.client.start_stream(
+                family=destination.network_family, host=destination.host,
+                port=destination.port, transport=transport, timeout=CONNECT_TIMEOUT,
+            )  # fmt: skip
+        except RemoteError as error:  # the agent is gone: nothing is reachable through it
+            return Emulate(-errno.ENETUNREACH, why=f"no agent: {error}")
 
     def _connect_failed(self, inode: int, code: int, nonblocking: bool) -> int:
         if nonblocking and code not in _IMMEDIATE_CONNECT_ERRORS:
@@ -228,10 +242,10 @@ class OutgoingHandlers:
         why: str,
     ) -> Action:
         tgid, fd = call.tgid, call.int_arg(0)
-        stream_id, reply = self.net.client.start_stream(
-            family=destination.network_family, host=destination.host, port=destination.port,
-            transport="udp", timeout=CONNECT_TIMEOUT,
-        )  # fmt: skip
+        started = self._start_stream(destination, "udp")
+        if isinstance(started, Emulate):
+            return started
+        stream_id, reply = started
         claim = self.net.expect_claim(stream_id)
 
         def finish(done: Future[dict[str, Any]]) -> int:
@@ -239,7 +253,7 @@ class OutgoingHandlers:
             try:
                 info = done.result()
             except RemoteError as error:
-                return -error.errno
+                return -_errno_of(error)
             try:
                 with self._reborrow(tgid, fd, inode) as program:
                     relay = loopback_socket(program.family, socket.SOCK_DGRAM)
@@ -469,10 +483,10 @@ class OutgoingHandlers:
             program.close()
             return Emulate(-(error.errno or errno.EIO), why=f"binding for the relay: {error}")
         program.close()
-        stream_id, reply = self.net.client.start_stream(
-            family=destination.network_family, host=destination.host, port=destination.port,
-            transport="udp", timeout=CONNECT_TIMEOUT,
-        )  # fmt: skip
+        started = self._start_stream(destination, "udp")
+        if isinstance(started, Emulate):
+            return started
+        stream_id, reply = started
         claim = self.net.expect_claim(stream_id)
 
         def finish(done: Future[dict[str, Any]]) -> int | Emulate:
@@ -480,7 +494,7 @@ class OutgoingHandlers:
             try:
                 done.result()
             except RemoteError as error:
-                return -error.errno
+                return -_errno_of(error)
             try:
                 with self._reborrow(tgid, fd, inode) as program:
                     relay = loopback_socket(program.family, socket.SOCK_DGRAM)
@@ -608,6 +622,12 @@ class _NewRoute:
     why: str
 
 
+def _errno_of(error: RemoteError) -> int:
+    """What the program sees: the target's answer, or, with the agent gone, an unreachable
+    network (nothing is reachable through the target any more)."""
+    return errno.ENETUNREACH if isinstance(error, AgentLost) else error.errno
+
+
 def _target_side(info: dict[str, Any], family: int) -> InetAddress | None:
     """The agent's socket address in the target (net.connect's "local"), for getsockname."""
     try:
@@ -616,3 +636,51 @@ def _target_side(info: dict[str, Any], family: int) -> InetAddress | None:
     except (KeyError, TypeError, ValueError):
         return None
     return InetAddress(local.ip, local.port, family)
+
+
+_reported_failures: set[str] = set()
+
+
+def _report_failure(where: str, error: BaseException) -> None:
+    """One line per kind of failure: a bug here must not kill the program, nor go unseen."""
+    key = f"{where}:{type(error).__name__}"
+    if key not in _reported_failures:
+        _reported_failures.add(key)
+        print(f"mirrord-trace: error: outgoing {where} failed: {error!r} (the call runs "
+              "unchanged; please report this)", file=sys.stderr, flush=True)
+
+
+def guarded(handler: Callable[[SyscallCall], Action | None]) -> Callable[[SyscallCall],
+                                                                          Action | None]:
+    """The handler, or None (the syscall runs as the program made it) if it fails unexpectedly.
+    A Wait's finish is guarded the same way: it answers EIO instead."""
+    name = handler.__name__
+
+    def run(call: SyscallCall) -> Action | None:
+        try:
+            action = handler(call)
+        except TraceeMemoryError:
+            raise  # the tracer answers EFAULT: the program passed a bad pointer
+        except Exception as error:
+            _report_failure(name, error)
+            return None
+        if isinstance(action, Wait):
+            return Wait(action.future, _guarded_finish(name, action.finish), action.why)
+        return action
+
+    return run
+
+
+def _guarded_finish(
+    name: str, finish: Callable[[Future[Any]], int | Emulate]
+) -> Callable[[Future[Any]], int | Emulate]:
+    def run(done: Future[Any]) -> int | Emulate:
+        try:
+            return finish(done)
+        except TraceeMemoryError:
+            return -errno.EFAULT
+        except Exception as error:
+            _report_failure(name, error)
+            return -errno.EIO
+
+    return run
