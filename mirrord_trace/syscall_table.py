@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
-
 from mirrord_trace.handlers.call import SyscallCall
+from seccomp.numbers import SYSCALL_NAMES
 
 # python-ptrace's table also lists the x32 variants (512 and up) under the same names; the
 # native number is the one the filter must trap (x32 calls are refused in the filter anyway).

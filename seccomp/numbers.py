@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cache
+from pathlib import Path
 
-from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
+import ptrace
+
+
+def _load_python_ptrace_table() -> dict[int, str]:
+    """python-ptrace's x86_64 table, loaded from its file on its own.
+
+    Importing it as `ptrace.syscall.linux.x86_64` runs the `ptrace.syscall` package first,
+    which imports python-ptrace's whole syscall formatter (~15 ms of every start-up) for a
+    plain dict.
+    """
+    path = Path(ptrace.__file__).parent / "syscall" / "linux" / "x86_64.py"
+    spec = importlib.util.spec_from_file_location("_python_ptrace_x86_64_syscalls", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.SYSCALL_NAMES)
+
+
+SYSCALL_NAMES: dict[int, str] = _load_python_ptrace_table()
 
 # python-ptrace's table also lists the x32 entry points (512..547) under the same names as their
 # native counterparts; the native number is always the lower one, so the first one seen wins.

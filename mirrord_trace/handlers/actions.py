@@ -7,9 +7,11 @@ Handlers are pure: they look at a decoded call and return one of these values; t
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 # A value a handler puts in an argument register: an int is written as is; bytes are copied
 # into the tracee's scratch page and the register receives their address.
