@@ -99,6 +99,7 @@ def test_dial_loop_counts_connections_and_reports_refusal() -> None:
     out = native([str(example_binary("probe-go")), "dial-loop", "25", f"127.0.0.1:{port}"])
     assert out.returncode == 0, out.stderr
     assert re.fullmatch(r"total=25 seconds=[0-9.]+\n", out.stdout)
+    server.shutdown(socket.SHUT_RDWR)  # stops listening at once (and wakes the accept)
     server.close()
     refused = native([str(example_binary("probe-go")), "dial-loop", "1", f"127.0.0.1:{port}"])
     assert refused.returncode != 0 and "refused" in refused.stderr
