@@ -69,6 +69,9 @@ class FrameDecoder:
         end = self._position + HEADER_SIZE + length
         if end > len(self._buffer):
             raise StopIteration
-        body = bytes(self._buffer[self._position + HEADER_SIZE : end])
+        # Through a memoryview: slicing the bytearray itself would copy the body twice, and
+        # bodies are up to a stream chunk (256 KiB) long.
+        with memoryview(self._buffer) as view:
+            body = bytes(view[self._position + HEADER_SIZE : end])
         self._position = end
         return body
