@@ -233,3 +233,39 @@ def test_resolved_names_forget_the_oldest_beyond_capacity() -> None:
         names.record(f"n{last}", [ipaddress.ip_address(f"10.0.0.{last}")])
     assert names.names_for(ipaddress.ip_address("10.0.0.0")) == ()
     assert names.names_for(ipaddress.ip_address("10.0.0.2")) == ("n2",)
+
+
+def test_sweep_forgets_udp_sockets_the_program_has_closed() -> None:
+    """A Go program makes a new UDP socket per DNS query: what the handlers remember about
+    each must go once the program closes it, or a long-running program would grow forever."""
+    import subprocess
+    import sys
+
+    from mirrord_trace.config import Config
+    from mirrord_trace.net.flows import Flow
+    from mirrord_trace.net.session import NetSession
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import os, socket, sys\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "print(os.fstat(s.fileno()).st_ino, flush=True)\n"
+         "sys.stdin.readline(); s.close(); print('closed', flush=True); sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    net = NetSession(Config(), client=None)  # type: ignore[arg-type] - sweeps need no agent
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        inode = int(holder.stdout.readline())
+        destination = InetAddress(ipaddress.ip_address("10.96.0.10"), 53)
+        net.flows.connected[inode] = Flow(Protocol.UDP, destination, None, None, holder.pid)
+        net.flows.relayed_udp[inode] = holder.pid
+        net._sweep()
+        assert inode in net.flows.connected and inode in net.flows.relayed_udp
+        holder.stdin.write("close\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline() == "closed\n"
+        net._sweep()
+        assert inode not in net.flows.connected and inode not in net.flows.relayed_udp
+    finally:
+        holder.kill()
+        holder.wait()
+        net.end()

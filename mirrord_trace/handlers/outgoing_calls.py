@@ -229,8 +229,9 @@ class OutgoingHandlers:
         except OSError as error:
             return Emulate(-(error.errno or errno.EIO), why=f"{why}: {error}")
         self.flows.relay_peers[_relay_key(relay, program.family)] = destination
-        self.flows.relayed_udp.add(inode)
+        self.flows.relayed_udp[inode] = call.tgid
         self.flows.connected[inode] = Flow(Protocol.UDP, destination, None, None, call.tgid)
+        self.net.start_sweeping()
         return Emulate(0, why=f"{why} ({destination})")
 
     def _connect_udp_remote(
@@ -268,7 +269,7 @@ class OutgoingHandlers:
                 return -(error.errno or errno.EIO)
             key = _relay_key(relay.getsockname(), relay.family)
             self.flows.relay_peers[key] = destination
-            self.flows.relayed_udp.add(inode)
+            self.flows.relayed_udp[inode] = tgid
             self.flows.connected[inode] = Flow(
                 Protocol.UDP, destination, _target_side(info, destination.family), stream_id, tgid
             )
@@ -416,7 +417,7 @@ class OutgoingHandlers:
                     failure = error.errno or errno.EIO
                     break
                 if target is not None:
-                    self.flows.relayed_udp.add(inode)
+                    self.flows.relayed_udp[inode] = tgid
             if not sent:
                 return Emulate(-(failure or errno.EIO), why="sending through the relay failed")
             return self._sent_result(sent, batch, "through the relay")
@@ -436,6 +437,7 @@ class OutgoingHandlers:
         if decision.route is Route.DNS:
             relay = self.net.dns.udp_endpoint(destination, program.family)
             self.flows.relay_peers[_relay_key(relay, program.family)] = destination
+            self.net.start_sweeping()
             return relay
         route = self.flows.udp_routes.get((inode, destination))
         if route is not None:
@@ -506,7 +508,7 @@ class OutgoingHandlers:
                     address = relay.getsockname()[:2]
                     key = _relay_key(address, relay.family)
                     self.flows.relay_peers[key] = destination
-                    self.flows.relayed_udp.add(inode)
+                    self.flows.relayed_udp[inode] = tgid
                     self.flows.udp_routes[(inode, destination)] = UdpRoute(
                         address, stream_id, tgid
                     )

@@ -41,15 +41,16 @@ class FlowTable:
     udp_routes: dict[tuple[int, InetAddress], UdpRoute] = field(default_factory=dict)
     # Relay address -> the destination it stands for: replies "from" a relay are rewritten.
     relay_peers: dict[RelayKey, InetAddress] = field(default_factory=dict)
-    # Inodes of UDP sockets that have talked to a relay (their recvfrom/recvmsg are rewritten).
-    relayed_udp: set[int] = field(default_factory=set)
+    # UDP sockets that have talked to a relay (their recvfrom/recvmsg are rewritten):
+    # inode -> the process that has it.
+    relayed_udp: dict[int, int] = field(default_factory=dict)
     # inode -> errno a non-blocking connect failed with, until SO_ERROR (or connect) reports it.
     pending_errors: dict[int, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def forget_connected(self, inode: int) -> None:
         self.connected.pop(inode, None)
-        self.relayed_udp.discard(inode)
+        self.relayed_udp.pop(inode, None)
 
     def forget_udp_route(self, inode: int, destination: InetAddress) -> None:
         self.udp_routes.pop((inode, destination), None)

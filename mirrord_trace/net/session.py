@@ -106,10 +106,11 @@ class NetSession:
         the returned function); one whose thread vanished (killed meanwhile) is dropped by the
         next sweep after UNCLAIMED_STREAM_TIMEOUT."""
         self._unclaimed[stream_id] = time.monotonic()
-        self._start_sweeping()
+        self.start_sweeping()
         return lambda: self._unclaimed.pop(stream_id, None)
 
-    def _start_sweeping(self) -> None:
+    def start_sweeping(self) -> None:
+        """Make sure _sweep runs every SWEEP_INTERVAL (from the first relayed socket on)."""
         if self._sweeping:
             return
         with self._lock:
@@ -139,11 +140,14 @@ class NetSession:
                 self.flows.forget_udp_route(inode, destination)
                 self.client.drop_stream(route.stream_id)
         for inode, flow in list(self.flows.connected.items()):
-            if flow.stream_id is None or flow.protocol is not Protocol.UDP:
-                continue
-            if inode not in open_sockets(flow.tgid):
+            # TCP flows end with their stream (or, for DNS over TCP, their connection).
+            if flow.protocol is Protocol.UDP and inode not in open_sockets(flow.tgid):
                 self.flows.forget_connected(inode)
-                self.client.drop_stream(flow.stream_id)
+                if flow.stream_id is not None:
+                    self.client.drop_stream(flow.stream_id)
+        for inode, tgid in list(self.flows.relayed_udp.items()):
+            if inode not in open_sockets(tgid):
+                self.flows.relayed_udp.pop(inode, None)
         self.events.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     # -- the end of the run --
