@@ -187,7 +187,9 @@ class Tracer:
         tgid = _read_tgid(tid)
         sibling = next((t for t in self.tasks.values() if t.tgid == tgid), None)
         space = sibling.space if sibling is not None else AddressSpace(tgid)
-        return self._add_task(tid, tgid, space)
+        task = self._add_task(tid, tgid, space)
+        task.adopted = True
+        return task
 
     def _add_task(self, tid: int, tgid: int, space: AddressSpace) -> Task:
         task = Task(tid, tgid, space)
@@ -205,10 +207,13 @@ class Tracer:
         known = self.tasks.get(child)
         tgid = known.tgid if known is not None else _read_tgid(child)
         space = parent.space if shares_memory else parent.space.copy_for_fork(child)
-        if known is not None:
-            known.space = space
-        else:
+        if known is None:
             self._add_task(child, tgid, space)
+        elif known.adopted:
+            # The child ran before this event reached us; if it exec'd meanwhile it is no longer
+            # adopted and keeps its own new space (a vfork child's exec is the usual case).
+            known.space = space
+            known.adopted = False
 
     def _clone_shares_memory(self, parent: Task) -> bool:
         regs = self._registers.load(parent.tid)

@@ -90,3 +90,6 @@ class Task:
     parked: Wait | None = None
     # Wake-up signals the tracer sent this thread (Wait) and has not yet kept from the program.
     wakes_pending: int = 0
+    # Seen before its parent's fork/clone event: its address space is a guess until that event
+    # arrives — unless it has exec'd meanwhile, when the guess is replaced by its own new space.
+    adopted: bool = False
