@@ -5,6 +5,7 @@ rules whose agent is gone; and the port policy (mirrord's semantics), which is p
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import socket
 import subprocess
@@ -31,7 +32,7 @@ from agent.incoming_rules import (
 from agent.linux import CLONE_NEWNET, setns
 from mirrord_trace.config.model import HttpFilterConfig, IncomingConfig, IncomingMode
 from mirrord_trace.incoming.policy import IncomingPolicy, PortDecision
-from mirrord_trace.incoming.sockaddr import InetAddress, decode_sockaddr, encode_sockaddr
+from mirrord_trace.net.sockaddr import InetAddress, parse_sockaddr
 
 T = TypeVar("T")
 
@@ -148,39 +149,57 @@ def test_sockaddr_decodes_what_the_kernel_writes(family: int, host: str) -> None
     with socket.socket(family) as sock:
         sock.bind((host, 0))
         raw = _kernel_sockname(sock)
-        decoded = decode_sockaddr(raw)
+        decoded = parse_sockaddr(raw)
         assert decoded is not None
         assert decoded.sockaddr_tuple() == sock.getsockname()
-        assert encode_sockaddr(decoded) == raw
+        assert decoded.packed() == raw
 
 
 @given(
     st.one_of(
-        st.ip_addresses(v=4).map(lambda a: (socket.AF_INET, str(a))),
-        st.ip_addresses(v=6).map(lambda a: (socket.AF_INET6, str(a))),
+        st.ip_addresses(v=4).map(lambda a: (socket.AF_INET, a)),
+        st.ip_addresses(v=6).map(lambda a: (socket.AF_INET6, a)),
     ),
     st.integers(0, 65535),
     st.integers(0, 2**20 - 1),
     st.integers(0, 2**32 - 1),
 )
 def test_sockaddr_round_trips(
-    address: tuple[int, str], port: int, flowinfo: int, scope: int
+    address: tuple[int, ipaddress.IPv4Address | ipaddress.IPv6Address],
+    port: int,
+    flowinfo: int,
+    scope: int,
 ) -> None:
-    family, host = address
+    family, ip = address
     if family == socket.AF_INET:
         flowinfo = scope = 0
-    original = InetAddress(family, host, port, flowinfo, scope)
-    decoded = decode_sockaddr(encode_sockaddr(original))
+    original = InetAddress(ip, port, family, flowinfo, scope)
+    decoded = parse_sockaddr(original.packed())
     assert decoded is not None
-    # Same address, maybe spelled otherwise (inet_ntop's "::ffff:0.0.0.0" for "::ffff:0:0").
-    assert (decoded.ip, decoded.port, decoded.flowinfo, decoded.scope_id) == (
-        original.ip, port, flowinfo, scope,
+    assert decoded.family == family
+    # The same address in the socket's own form (a v4-mapped one is parsed as its IPv4).
+    assert (decoded.socket_ip, decoded.port, decoded.flowinfo, decoded.scope_id) == (
+        original.socket_ip, port, flowinfo, scope,
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("family", "host", "short_size"),
+    [(socket.AF_INET, "10.1.2.3", 8), (socket.AF_INET6, "fe80::1", 24)],
+)
+def test_sockaddr_short_forms_the_kernel_accepts(family: int, host: str, short_size: int) -> None:
+    # bind takes a sockaddr_in6 without its scope id (RFC 2133); accept truncates to the room.
+    full = InetAddress(ipaddress.ip_address(host), 8080, family, scope_id=7).packed()
+    assert parse_sockaddr(full[:short_size]) is None
+    short = parse_sockaddr(full[:short_size], short_forms=True)
+    assert short == InetAddress(ipaddress.ip_address(host), 8080, family)
+    assert parse_sockaddr(full[: short_size - 1], short_forms=True) is None
+
+
 def test_other_families_and_short_buffers_are_not_inet() -> None:
-    assert decode_sockaddr(socket.AF_UNIX.to_bytes(2, "little") + b"/tmp/x\0") is None
-    assert decode_sockaddr(b"\x0a") is None
+    unix = socket.AF_UNIX.to_bytes(2, "little") + b"/tmp/x\0"
+    assert parse_sockaddr(unix, short_forms=True) is None
+    assert parse_sockaddr(b"\x0a", short_forms=True) is None
 
 
 # ---- rules -------------------------------------------------------------------------------
@@ -251,7 +270,9 @@ def test_guardian_removes_its_agents_rules_when_the_pipe_closes(scratch_netns: s
 
 def _decide(port: int, host: str = "0.0.0.0", **settings: object) -> PortDecision | None:
     return IncomingPolicy(IncomingConfig(**settings)).decide(  # type: ignore[arg-type]
-        InetAddress(socket.AF_INET6 if ":" in host else socket.AF_INET, host, port)
+        InetAddress(
+            ipaddress.ip_address(host), port, socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
     )
 
 

@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 from mirrord_trace.handlers.actions import Action, Emulate, ExitStop
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.incoming.policy import IncomingPolicy
-from mirrord_trace.incoming.sockaddr import (
-    SOCKADDR_IN6_SIZE,
-    InetAddress,
-    decode_sockaddr,
-    encode_sockaddr,
-)
 from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnection
 from mirrord_trace.incoming.tracee_fds import borrow_socket, socket_inode
+from mirrord_trace.net.sockaddr import (
+    MAX_SOCKADDR_SIZE,
+    SOCKADDR_IN6_SIZE,
+    InetAddress,
+    from_socket_tuple,
+    parse_sockaddr,
+)
 from mirrord_trace.syscall_table import SyscallShape
 
 if TYPE_CHECKING:
@@ -43,14 +44,13 @@ ACCEPT4 = SyscallShape("accept4", ("fd", "ptr", "ptr", "int"))
 INCOMING_SYSCALLS = (BIND, LISTEN, GETSOCKNAME, ACCEPT, ACCEPT4)
 
 _SOCKLEN = struct.Struct("=i")
-_MAX_SOCKADDR = 128  # sizeof(struct sockaddr_storage)
 
 
 def _sockaddr_writes(
     address: InetAddress, buffer: int, length_pointer: int, room: int
 ) -> tuple[tuple[int, bytes], ...]:
     """What the kernel would write: at most `room` bytes of the address, then its full size."""
-    encoded = encode_sockaddr(address)
+    encoded = address.packed()
     writes = [(length_pointer, _SOCKLEN.pack(len(encoded)))]
     if room > 0:
         writes.insert(0, (buffer, encoded[:room]))
@@ -75,9 +75,10 @@ class IncomingHandlers:
     # -- bind --
     def bind(self, call: SyscallCall) -> Action | None:
         length = call.args[2] & 0xFFFFFFFF
-        if not 16 <= length <= _MAX_SOCKADDR:
+        if not 16 <= length <= MAX_SOCKADDR_SIZE:
             return None
-        requested = decode_sockaddr(call.memory.read(call.args[1], min(length, SOCKADDR_IN6_SIZE)))
+        raw = call.memory.read(call.args[1], min(length, SOCKADDR_IN6_SIZE))
+        requested = parse_sockaddr(raw, short_forms=True)
         if requested is None:
             return None
         decision = self.policy.decide(requested)
@@ -96,12 +97,13 @@ class IncomingHandlers:
                 return Emulate(-(error.errno or errno.EINVAL), why=f"bind here: {error.strerror}")
             inode = self._inode(sock)
         self.state.add_listener(Listener(inode, requested, actual, decision))
-        return Emulate(0, why=f"{decision.describe()}; listens here on {actual.host}:{actual.port}")
+        here = f"{actual.socket_ip}:{actual.port}"
+        return Emulate(0, why=f"{decision.describe()}; listens here on {here}")
 
     @staticmethod
     def _bind_here(sock: socket.socket, requested: InetAddress, port: int) -> InetAddress:
         """Bind the program's socket to a free (or the configured) port of this machine."""
-        address = InetAddress(requested.family, requested.host, port, 0, requested.scope_id)
+        address = InetAddress(requested.ip, port, requested.family, 0, requested.scope_id)
         try:
             sock.bind(address.sockaddr_tuple())
         except OSError as error:
@@ -109,8 +111,8 @@ class IncomingHandlers:
                 raise
             # The target's address (the pod IP) does not exist here: any address will do.
             anywhere = "0.0.0.0" if requested.family == socket.AF_INET else "::"
-            sock.bind(InetAddress(requested.family, anywhere, port).sockaddr_tuple())
-        return InetAddress.from_tuple(sock.family, sock.getsockname())
+            sock.bind((anywhere, port))  # flowinfo and scope id: 0
+        return from_socket_tuple(sock.getsockname(), sock.family)
 
     @staticmethod
     def _inode(sock: socket.socket) -> int:
@@ -192,7 +194,9 @@ class IncomingHandlers:
         def report_original_client(result: int) -> Emulate | None:
             if result < 0 or room <= 0:
                 return None
-            seen = decode_sockaddr(memory.read(buffer, min(room, SOCKADDR_IN6_SIZE)))
+            seen = parse_sockaddr(
+                memory.read(buffer, min(room, SOCKADDR_IN6_SIZE)), short_forms=True
+            )
             connection = self.state.relayed_from(seen.port) if seen is not None else None
             if connection is None:
                 return None  # a connection made directly to the program's real port

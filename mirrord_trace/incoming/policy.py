@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mirrord_trace.config.model import IncomingConfig, IncomingMode
-from mirrord_trace.incoming.sockaddr import InetAddress
+from mirrord_trace.net.sockaddr import InetAddress
 
 
 @dataclass(frozen=True, slots=True)

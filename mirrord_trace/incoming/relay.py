@@ -21,8 +21,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mirrord_trace.incoming.sockaddr import InetAddress
 from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnection
+from mirrord_trace.net.sockaddr import InetAddress, from_socket_tuple
 
 _READ_SIZE = 256 * 1024
 
@@ -30,7 +30,7 @@ _READ_SIZE = 256 * 1024
 def _endpoint(value: object) -> InetAddress:
     host, port = value  # type: ignore[misc]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return InetAddress(family, host, int(port))
+    return from_socket_tuple((host, port), family)
 
 
 class IncomingConnector:
@@ -78,7 +78,7 @@ class IncomingConnector:
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((target.host, 0))
+            sock.bind((str(target.socket_ip), 0))
             relay_port = sock.getsockname()[1]
             # Noted before connecting: the program may accept before connect() returns here.
             self.state.relayed(relay_port, connection)

@@ -6,13 +6,14 @@ makes), read by both; one lock guards it. Sockets are keyed by inode (see tracee
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from mirrord_trace.incoming.policy import PortDecision
-from mirrord_trace.incoming.sockaddr import InetAddress
+from mirrord_trace.net.sockaddr import InetAddress
 
 # Accepted connections remembered for getsockname; close() is not trapped, so the oldest go.
 MAX_ACCEPTED = 4096
@@ -31,7 +32,7 @@ class Listener:
         """Where a relay connects to reach this listener."""
         if self.actual.is_unspecified:
             loopback = "127.0.0.1" if self.actual.family == socket.AF_INET else "::1"
-            return InetAddress(self.actual.family, loopback, self.actual.port)
+            return InetAddress(ipaddress.ip_address(loopback), self.actual.port, self.actual.family)
         return self.actual
 
 
