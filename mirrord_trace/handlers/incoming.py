@@ -23,7 +23,6 @@ from mirrord_trace.handlers.actions import Action, Emulate, ExitStop
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.incoming.policy import IncomingPolicy
 from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnection
-from mirrord_trace.incoming.tracee_fds import borrow_socket, socket_inode
 from mirrord_trace.net.sockaddr import (
     MAX_SOCKADDR_SIZE,
     SOCKADDR_IN6_SIZE,
@@ -31,6 +30,7 @@ from mirrord_trace.net.sockaddr import (
     from_socket_tuple,
     parse_sockaddr,
 )
+from mirrord_trace.net.tracee_socket import TraceeSockets, socket_inode
 from mirrord_trace.syscall_table import SyscallShape
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class IncomingHandlers:
         self.policy = policy
         self.agent = agent
         self.state = state or IncomingState()
+        self.sockets = TraceeSockets()  # the caller closes it when the run ends
         from mirrord_trace.incoming.relay import IncomingConnector  # asyncio: only when needed
 
         self.connector = IncomingConnector(agent, self.state)
@@ -85,7 +86,7 @@ class IncomingHandlers:
         if decision is None:
             return None
         try:
-            sock = borrow_socket(call.tgid, call.int_arg(0))
+            sock = self.sockets.borrow(call.tgid, call.int_arg(0))
         except OSError:
             return None  # not a socket, or no such fd: the kernel says so itself
         with sock:
@@ -216,6 +217,7 @@ def traps(context: SessionContext) -> list[Trap]:
     if not policy.enabled or context.agent is None:
         return []  # targetless: there is no remote traffic to receive
     handlers = IncomingHandlers(policy, context.agent)
+    context.end_hooks.append(handlers.sockets.close)
     return [
         Trap(BIND, handlers.bind),
         Trap(LISTEN, handlers.listen),

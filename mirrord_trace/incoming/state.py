@@ -1,7 +1,7 @@
 """What a session knows about the program's listeners and the connections relayed to them.
 
 Written by the tracer thread (bind, listen, accept) and the relay thread (connections it
-makes), read by both; one lock guards it. Sockets are keyed by inode (see tracee_fds).
+makes), read by both; one lock guards it. Sockets are keyed by inode (see net.tracee_socket).
 """
 
 from __future__ import annotations
