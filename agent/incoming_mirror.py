@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 from agent.incoming_capture import PacketCapture, Segment
 from agent.incoming_reassembly import ReassemblyError, TcpReassembler
+from agent.streams import StreamOwner
 from mirrord_trace.protocol import (
     MAX_DATA_CHUNK,
     FlowControlViolation,
-    Message,
     SendCredit,
     StreamClose,
     StreamData,
@@ -35,12 +35,6 @@ MIRROR_BACKLOG = 32 * 1024 * 1024
 # A connection that shows no packet for this long is forgotten (its FIN was never seen).
 IDLE_CONNECTION_SECONDS = 600.0
 _SWEEP_SECONDS = 30.0
-
-
-class StreamOwner(Protocol):
-    def send(self, message: Message) -> None: ...
-
-    def stream_finished(self, stream_id: int) -> None: ...
 
 
 class MirrorStream:

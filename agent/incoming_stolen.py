@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import errno
 from collections.abc import Callable
-from typing import Protocol
 
+from agent.streams import StreamOwner
 from mirrord_trace.protocol import (
     MAX_DATA_CHUNK,
     FlowControlViolation,
-    Message,
     ReceiveWindow,
     SendCredit,
     StreamClose,
@@ -30,12 +29,6 @@ from mirrord_trace.protocol import (
 )
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-class StreamOwner(Protocol):
-    def send(self, message: Message) -> None: ...
-
-    def stream_finished(self, stream_id: int) -> None: ...
 
 
 class StolenConnection(asyncio.Protocol):

@@ -27,13 +27,17 @@ from mirrord_trace.protocol import (
 
 
 class StreamOwner(Protocol):
-    """What a stream needs from the session that carries it."""
+    """What a stream needs from the session that carries it (every kind of stream)."""
 
     def send(self, message: Message) -> None: ...
 
-    async def drain(self) -> None: ...
-
     def stream_finished(self, stream_id: int) -> None: ...
+
+
+class PacedStreamOwner(StreamOwner, Protocol):
+    """A TCP stream also waits until the session's connection has taken what it sent."""
+
+    async def drain(self) -> None: ...
 
 
 class TcpStream:
@@ -44,7 +48,7 @@ class TcpStream:
         stream_id: int,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        owner: StreamOwner,
+        owner: PacedStreamOwner,
     ) -> None:
         self.stream_id = stream_id
         self._reader = reader
