@@ -98,8 +98,16 @@ def test_kube_container_pid_ignores_containers_whose_ids_merely_overlap(
     cgroup = runtime_cgroup(container_id, "containerd-systemd")
     try:
         enter_container(cgroup, container_init)
-        last = "0" if container_id[-1] != "0" else "1"
-        for other in (container_id[:-1] + last, last + container_id[1:]):
+        def other_than(digit: str) -> str:
+            return "0" if digit != "0" else "1"
+
+        # Same id but for its last or its first digit (each replaced by a different digit).
+        overlapping = (
+            container_id[:-1] + other_than(container_id[-1]),
+            other_than(container_id[0]) + container_id[1:],
+        )
+        for other in overlapping:
+            assert other != container_id
             with pytest.raises(ContainerNotFound, match="no process on this node"):
                 find_container_pid(f"containerd://{other}")
     finally:
