@@ -29,6 +29,7 @@ from mirrord_trace.net.sockaddr import (
     InetAddress,
     from_socket_tuple,
     parse_sockaddr,
+    sockaddr_writes,
 )
 from mirrord_trace.net.tracee_socket import TraceeSockets, socket_inode
 from mirrord_trace.syscall_table import SyscallShape
@@ -44,17 +45,6 @@ ACCEPT4 = SyscallShape("accept4", ("fd", "ptr", "ptr", "int"))
 INCOMING_SYSCALLS = (BIND, LISTEN, GETSOCKNAME, ACCEPT, ACCEPT4)
 
 _SOCKLEN = struct.Struct("=i")
-
-
-def _sockaddr_writes(
-    address: InetAddress, buffer: int, length_pointer: int, room: int
-) -> tuple[tuple[int, bytes], ...]:
-    """What the kernel would write: at most `room` bytes of the address, then its full size."""
-    encoded = address.packed()
-    writes = [(length_pointer, _SOCKLEN.pack(len(encoded)))]
-    if room > 0:
-        writes.insert(0, (buffer, encoded[:room]))
-    return tuple(writes)
 
 
 class IncomingHandlers:
@@ -179,7 +169,7 @@ class IncomingHandlers:
         (room,) = _SOCKLEN.unpack(call.memory.read(length_pointer, 4))
         if room < 0:
             return Emulate(-errno.EINVAL)
-        return Emulate(0, _sockaddr_writes(address, buffer, length_pointer, room), why=why)
+        return Emulate(0, sockaddr_writes(address.packed(), buffer, length_pointer, room), why=why)
 
     # -- accept / accept4 --
     def accept(self, call: SyscallCall) -> Action | None:
@@ -205,7 +195,7 @@ class IncomingHandlers:
             inode = socket_inode(tid, result)
             if inode is not None:
                 self.state.accepted(inode, RelayedConnection(peer, local, connection.mode))
-            return Emulate(result, _sockaddr_writes(peer, buffer, length_pointer, room))
+            return Emulate(result, sockaddr_writes(peer.packed(), buffer, length_pointer, room))
 
         return ExitStop(report_original_client, why="accept on a subscribed port")
 

@@ -31,6 +31,7 @@ from mirrord_trace.net.sockaddr import (
     pack_sockaddr,
     parse_sockaddr,
     sockaddr_family,
+    sockaddr_writes,
     socket_tuple,
 )
 from mirrord_trace.net.tracee_socket import socket_inode
@@ -554,10 +555,8 @@ class OutgoingHandlers:
         if room < 0:
             return Emulate(-errno.EINVAL)
         encoded = pack_sockaddr(address.ip, address.port, address.family)
-        writes = [(length_pointer, _SOCKLEN.pack(len(encoded)))]
-        if room:
-            writes.insert(0, (buffer, encoded[:room]))
-        return Emulate(0, tuple(writes), why=f"{why}: {address}")
+        writes = sockaddr_writes(encoded, buffer, length_pointer, room)
+        return Emulate(0, writes, why=f"{why}: {address}")
 
     def getsockopt(self, call: SyscallCall) -> Action | None:
         if call.int_arg(1) != socket.SOL_SOCKET or not self.flows.pending_errors:
@@ -614,7 +613,7 @@ class OutgoingHandlers:
         if original is None:
             return None
         encoded = pack_sockaddr(original.ip, original.port, source.family)
-        writes = ((address, encoded[:room]), (length_pointer, _SOCKLEN.pack(len(encoded))))
+        writes = sockaddr_writes(encoded, address, length_pointer, room)
         return Emulate(result, writes, why=f"reply from {original}")
 
 

@@ -24,6 +24,7 @@ _FULL_SIZES = {socket.AF_INET: SOCKADDR_IN_SIZE, socket.AF_INET6: SOCKADDR_IN6_S
 MAX_SOCKADDR_SIZE = 128
 
 _FAMILY = struct.Struct("=H")
+_SOCKLEN = struct.Struct("=I")
 _IN = struct.Struct("=H2s4s8x")  # family, port (network order), address
 _IN6 = struct.Struct("=H2s4s16sI")  # family, port, flowinfo (network order), address, scope id
 
@@ -137,9 +138,16 @@ def pack_sockaddr(
         return _IN.pack(socket.AF_INET, port_bytes, ip.packed)
     if ip.version == 4:
         ip = _v4_mapped(ip)
-    return _IN6.pack(
-        socket.AF_INET6, port_bytes, flowinfo.to_bytes(4, "big"), ip.packed, scope_id
-    )
+    return _IN6.pack(socket.AF_INET6, port_bytes, flowinfo.to_bytes(4, "big"), ip.packed, scope_id)
+
+
+def sockaddr_writes(
+    encoded: bytes, buffer: int, length_pointer: int, room: int
+) -> tuple[tuple[int, bytes], ...]:
+    """What the kernel writes for a sockaddr out-parameter (getsockname, accept, recvfrom...):
+    at most `room` bytes of the address, then its full size, so a short buffer tells."""
+    size = (length_pointer, _SOCKLEN.pack(len(encoded)))
+    return ((buffer, encoded[:room]), size) if room > 0 else (size,)
 
 
 def from_socket_tuple(address: tuple[object, ...], family: int) -> InetAddress:
