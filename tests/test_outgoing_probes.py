@@ -7,6 +7,7 @@ import hashlib
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -49,6 +50,11 @@ def test_echo_load_checks_every_echo(echo_server) -> None:
     assert out.returncode == 0, out.stderr
     assert re.fullmatch(r"connections=20 ok=20 failed=0 bytes=2000000 seconds=[0-9.]+\n",
                         out.stdout)
+    # The server records a digest when it sees the client's end of stream, which can come just
+    # after the client has exited.
+    deadline = time.monotonic() + 10
+    while len(digests) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(set(digests)) == 20  # each connection sent its own data
 
 
