@@ -68,16 +68,21 @@ class TrapTable:
 Family = Callable[[SessionContext], list[Trap]]
 
 
-def families() -> list[Family]:
-    """Every feature family, imported here so that a disabled one costs no import time."""
-    from mirrord_trace.handlers import fs, incoming, outgoing
+def families(context: SessionContext) -> list[Family]:
+    """The feature families this session needs, imported here so that the others cost no
+    import time (start-up is benchmarked): without a target only the filesystem rules apply."""
+    from mirrord_trace.handlers import fs
+
+    if context.agent is None:
+        return [fs.traps]
+    from mirrord_trace.handlers import incoming, outgoing
 
     return [fs.traps, incoming.traps, outgoing.traps]
 
 
 def build_trap_table(context: SessionContext, chosen: Sequence[Family] | None = None) -> TrapTable:
     by_syscall: dict[str, list[Trap]] = {}
-    for family in families() if chosen is None else chosen:
+    for family in families(context) if chosen is None else chosen:
         for trap in family(context):
             by_syscall.setdefault(trap.shape.name, []).append(trap)
 
