@@ -387,7 +387,8 @@ class Tracer:
     def _map_scratch_region(self, task: Task, regs: pt.Registers) -> None:
         """Inject mmap in place of the trapped syscall, then rewind so that syscall re-runs."""
         tid = task.tid
-        saved = {name: getattr(regs, name) for name, _ in pt.Registers._fields_}
+        saved = self._registers.snapshot()
+        nr, rip = regs.orig_rax, regs.rip
         regs.orig_rax = _SYS_MMAP
         regs.rdi, regs.rsi, regs.rdx = 0, REGION_SIZE, 0x3  # PROT_READ | PROT_WRITE
         regs.r10, regs.r8, regs.r9 = 0x22, _MASK64, 0  # MAP_PRIVATE | MAP_ANONYMOUS, fd -1
@@ -399,10 +400,9 @@ class Tracer:
             task.replay = None
             raise OSError(-result, "mmap of the scratch region failed in the tracee")
         task.space.add_region(result)
-        for name, value in saved.items():
-            setattr(regs, name, value)
-        regs.rip -= 2  # back onto the `syscall` instruction
-        regs.rax = saved["orig_rax"]
+        regs = self._registers.restore(saved)
+        regs.rip = rip - 2  # back onto the `syscall` instruction
+        regs.rax = nr
         self._registers.store(tid)
         pt.cont(tid)
 
@@ -443,22 +443,21 @@ class Tracer:
     ) -> list[int]:
         """Run syscalls in a task stopped at a syscall exit; leaves its registers as they were."""
         tid = task.tid
-        saved = {name: getattr(regs, name) for name, _ in pt.Registers._fields_}
+        saved = self._registers.snapshot()
+        rip = regs.rip
         results: list[int] = []
         for nr, args in calls:
-            for name, _ in pt.Registers._fields_:
-                setattr(regs, name, saved[name])
+            regs = self._registers.restore(saved)
             regs.rax = nr
             regs.orig_rax = nr
-            regs.rip = saved["rip"] - 2  # re-execute the `syscall` instruction
+            regs.rip = rip - 2  # re-execute the `syscall` instruction
             for register, value in zip(_ARG_REGISTERS, args, strict=False):
                 setattr(regs, register, value & _MASK64)
             self._registers.store(tid)
             pt.cont_to_exit(tid)
             self._wait_for_syscall_exit(tid)
             results.append(signed(self._registers.load(tid).rax))
-        for name, _ in pt.Registers._fields_:
-            setattr(regs, name, saved[name])
+        self._registers.restore(saved)
         self._registers.store(tid)
         return results
 

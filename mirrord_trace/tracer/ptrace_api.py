@@ -111,6 +111,14 @@ class RegisterBlock:
         if _ptrace(PTRACE_SETREGS, tid, None, self._address) == -1:
             raise _fail(PTRACE_SETREGS, tid)
 
+    def snapshot(self) -> bytes:
+        """The registers as last loaded, to put back with `restore` after an injection."""
+        return ctypes.string_at(self._address, ctypes.sizeof(self.regs))
+
+    def restore(self, saved: bytes) -> Registers:
+        ctypes.memmove(self._address, saved, len(saved))
+        return self.regs
+
 
 class EventMessage:
     """PTRACE_GETEVENTMSG into one preallocated word (the seccomp tag, a new tid, ...)."""
