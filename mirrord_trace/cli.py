@@ -11,7 +11,6 @@ up front; the supervisor, the local target and anything heavy are imported where
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -22,7 +21,6 @@ import click
 
 from mirrord_trace import __version__
 from mirrord_trace.config import CliOverrides, Config, ConfigError, FsMode, load_config
-from mirrord_trace.config.parse import parse_namespace
 from mirrord_trace.env import EnvPatternError, build_program_env, split_patterns
 from mirrord_trace.signal_mask import termination_interrupts
 from mirrord_trace.targets import (
@@ -136,6 +134,8 @@ class _TargetType(click.ParamType):
 def _check_namespace(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
+    from mirrord_trace.config.parse import parse_namespace  # the validators: only with -n
+
     try:
         return parse_namespace(value, "--target-namespace")
     except ConfigError as error:
@@ -394,6 +394,8 @@ def ls_command(
     except KubeError as error:
         raise UserError(error.message, error.hint, EXIT_FAILURE) from None
     if output == "json":
+        import json  # not at the top: its regexes cost `exec` ~5 ms of start-up
+
         click.echo(json.dumps(targets))
     for line in targets if output == "text" else []:
         click.echo(line)

@@ -63,9 +63,10 @@ TARGET_FORMS = "targetless, pid/N, pod/NAME[/container/C], deployment/NAME[/cont
 _MIRRORD_ONLY_KINDS = frozenset(
     {"rollout", "job", "cronjob", "statefulset", "service", "replicaset"}
 )
-# Kubernetes object names are DNS-1123 subdomains, container names DNS-1123 labels.
-_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-_CONTAINER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# Kubernetes object names are DNS-1123 subdomains, container names DNS-1123 labels. Compiled
+# on first use (re caches them): most runs never name a pod, and start-up is benchmarked.
+_OBJECT_NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+_CONTAINER_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 
 
 def parse_target(text: str) -> Target:
@@ -123,12 +124,12 @@ def _split_name_and_container(kind: str, rest: str, text: str) -> tuple[str, str
         name, container = parts[0], parts[2]
     else:
         raise TargetParseError(f"{text!r} is not {kind}/NAME or {kind}/NAME/container/C")
-    if not _OBJECT_NAME.fullmatch(name):
+    if not re.fullmatch(_OBJECT_NAME, name):
         raise TargetParseError(
             f"{text!r}: {name!r} is not a Kubernetes object name "
             "(lowercase letters, digits, '-' and '.')"
         )
-    if container is not None and not _CONTAINER_NAME.fullmatch(container):
+    if container is not None and not re.fullmatch(_CONTAINER_NAME, container):
         raise TargetParseError(
             f"{text!r}: {container!r} is not a container name (lowercase letters, digits, '-')"
         )

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from functools import cache
-from pathlib import Path
-
-import ptrace
 
 
 def _load_python_ptrace_table() -> dict[int, str]:
@@ -14,9 +12,14 @@ def _load_python_ptrace_table() -> dict[int, str]:
 
     Importing it as `ptrace.syscall.linux.x86_64` runs the `ptrace.syscall` package first,
     which imports python-ptrace's whole syscall formatter (~15 ms of every start-up) for a
-    plain dict.
+    plain dict. Even `import ptrace` runs its `ptrace.error`, which imports logging and
+    traceback; finding the package's directory does not.
     """
-    path = Path(ptrace.__file__).parent / "syscall" / "linux" / "x86_64.py"
+    package = importlib.util.find_spec("ptrace")
+    if package is None or not package.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'ptrace'", name="ptrace")
+    directory = next(iter(package.submodule_search_locations))
+    path = os.path.join(directory, "syscall", "linux", "x86_64.py")
     spec = importlib.util.spec_from_file_location("_python_ptrace_x86_64_syscalls", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

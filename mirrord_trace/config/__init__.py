@@ -11,10 +11,9 @@ and the allowed values, and whose `.hint` says what to do.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from mirrord_trace.config.errors import ConfigError, ConfigFileError
-from mirrord_trace.config.files import read_config_file
-from mirrord_trace.config.filters import AddressFilter, FilterSyntaxError, Protocol
 from mirrord_trace.config.model import (
     AgentConfig,
     Config,
@@ -33,7 +32,34 @@ from mirrord_trace.config.model import (
     TrafficFilter,
 )
 from mirrord_trace.config.overrides import CliOverrides, apply_overrides
-from mirrord_trace.config.parse import parse_config
+
+if TYPE_CHECKING:
+    from mirrord_trace.config.files import read_config_file
+    from mirrord_trace.config.filters import AddressFilter, FilterSyntaxError, Protocol
+    from mirrord_trace.config.parse import parse_config
+
+# Reading and parsing a file (pathlib, ipaddress, the filter grammar, the validators) is only
+# needed when there is a file: `exec -- PROGRAM` without -f must start fast (it is benchmarked),
+# so these names are imported on first use. name -> module.
+_ON_FIRST_USE = {
+    "read_config_file": "mirrord_trace.config.files",
+    "AddressFilter": "mirrord_trace.config.filters",
+    "FilterSyntaxError": "mirrord_trace.config.filters",
+    "Protocol": "mirrord_trace.config.filters",
+    "parse_config": "mirrord_trace.config.parse",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _ON_FIRST_USE.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AddressFilter",
@@ -70,6 +96,9 @@ def load_config(
     """The configuration from `path` (defaults if None) with the command-line flags applied."""
     cfg = Config()
     if path is not None:
+        from mirrord_trace.config.files import read_config_file
+        from mirrord_trace.config.parse import parse_config
+
         raw = read_config_file(path)
         try:
             cfg = parse_config(raw)

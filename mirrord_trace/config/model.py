@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from mirrord_trace.config.filters import AddressFilter
 from mirrord_trace.targets import Target, Targetless
+
+if TYPE_CHECKING:  # only named in annotations; the filter grammar is loaded with a file
+    from mirrord_trace.config.filters import AddressFilter
 
 
 class FsMode(StrEnum):
