@@ -5,62 +5,39 @@ Every user error ends the command with exactly one line on stderr,
 usage and configuration errors, 127 for a program that cannot be found (like a shell), 1 when
 the target cannot be reached, 130 when interrupted during start-up.
 
-Start-up time is measured (`exec -- /bin/true`): only click and the configuration are imported
-up front; the supervisor, the local target and anything heavy are imported where needed.
+What `exec` does is in mirrord_trace.exec_run. The console script (mirrord_trace.launcher)
+runs the plain `exec [OPTIONS] -- PROGRAM` without this module: importing click and building
+this command line is ~20 ms of the benchmarked start-up. Here, only click and the configuration
+are imported up front; the supervisor, the local target and anything heavy where needed.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
-from contextlib import ExitStack
-from typing import Any, NoReturn, TextIO
+from typing import Any
 
 import click
 
 from mirrord_trace import __version__
-from mirrord_trace.config import CliOverrides, Config, ConfigError, FsMode, load_config
-from mirrord_trace.env import EnvPatternError, build_program_env, split_patterns
-from mirrord_trace.signal_mask import termination_interrupts
-from mirrord_trace.targets import (
-    TARGET_FORMS,
-    DeploymentTarget,
-    PidTarget,
-    PodTarget,
-    Target,
-    TargetParseError,
-    parse_target,
+from mirrord_trace.config import CliOverrides, ConfigError, FsMode, load_config
+from mirrord_trace.env import EnvPatternError, split_patterns
+from mirrord_trace.exec_run import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PROG,
+    UserError,
+    fail,
+    run_exec,
 )
-
-PROG = "mirrord-trace"
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_PROGRAM_NOT_FOUND = 127
-EXIT_INTERRUPTED = 130
-
-
-class UserError(click.ClickException):
-    """A problem the user can fix; shown as one line with a hint, never as a traceback."""
-
-    def __init__(self, message: str, hint: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.hint = hint
-        self.exit_code = exit_code
+from mirrord_trace.targets import TARGET_FORMS, Target, TargetParseError, parse_target
 
 
 class _HintedBadParameter(click.BadParameter):
     def __init__(self, message: str, hint: str) -> None:
         super().__init__(message)
         self.hint = hint
-
-
-def _fail(message: str, hint: str, exit_code: int) -> NoReturn:
-    # Multi-line messages (click's, or a library's) are folded: the contract is one line.
-    message = " ".join(message.split()).removesuffix(".")
-    line = f"{PROG}: error: {message} ({' '.join(hint.split())})"
-    click.echo(line, err=True)
-    sys.exit(exit_code)
 
 
 def _usage_message_and_hint(error: click.UsageError) -> tuple[str, str]:
@@ -109,13 +86,13 @@ class _OneLineErrorGroup(click.Group):
             error.show()  # bare `mirrord-trace`: the normal help text
             sys.exit(error.exit_code)
         except UserError as error:
-            _fail(error.format_message(), error.hint, error.exit_code)
+            fail(error.format_message(), error.hint, error.exit_code)
         except click.UsageError as error:
-            _fail(*_usage_message_and_hint(error), EXIT_USAGE)
+            fail(*_usage_message_and_hint(error), EXIT_USAGE)
         except click.ClickException as error:
-            _fail(error.format_message(), f"see '{PROG} --help'", error.exit_code)
+            fail(error.format_message(), f"see '{PROG} --help'", error.exit_code)
         except click.Abort:
-            _fail("interrupted", "nothing more was done", EXIT_INTERRUPTED)
+            fail("interrupted", "nothing more was done", EXIT_INTERRUPTED)
         sys.exit(status if isinstance(status, int) else 0)
 
 
@@ -234,11 +211,16 @@ def exec_command(
     """
     if not program:
         raise click.UsageError("missing PROGRAM to run", ctx)
-    overrides = CliOverrides(
+    return run_exec(
+        program,
         target=target,
         target_namespace=target_namespace,
         kube_context=kube_context,
-        fs_mode=FsMode(fs_mode) if fs_mode is not None else None,
+        config_file=config_file,
+        trace_path=trace_path,
+        fs_mode=fs_mode,
+        env_include=env_include,
+        env_exclude=env_exclude,
         no_outgoing=no_outgoing,
         no_tcp_outgoing=no_tcp_outgoing,
         no_udp_outgoing=no_udp_outgoing,
@@ -247,122 +229,6 @@ def exec_command(
         ephemeral_container=ephemeral_container,
         agent_ttl=agent_ttl,
     )
-    with ExitStack() as stack:
-        # Until the program runs, SIGTERM/SIGHUP interrupt start-up like Ctrl-C (clean-up runs);
-        # once it runs, the supervisor forwards them to it instead.
-        startup = stack.enter_context(ExitStack())
-        startup.enter_context(termination_interrupts())
-        try:
-            cfg = load_config(config_file, overrides)
-        except ConfigError as error:
-            raise UserError(str(error), error.hint) from None
-        except KeyboardInterrupt:
-            raise UserError(
-                "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
-            ) from None
-        resolved = cfg.target.resolved
-        trace = _open_trace(trace_path, stack)
-        agent, remote_env = _start_session(resolved, cfg, stack)
-        program_env = build_program_env(
-            os.environ,
-            remote_env,
-            cfg.feature.env,
-            cli_include=env_include,
-            cli_exclude=env_exclude,
-        )
-        from mirrord_trace.supervisor import ProgramNotFound, TracingUnavailable, run
-
-        try:
-            return run(
-                list(program),
-                env=program_env,
-                config=cfg,
-                agent=agent,
-                trace=trace,
-                on_start=startup.close,
-            )
-        except KeyboardInterrupt:
-            raise UserError(
-                "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
-            ) from None
-        except ProgramNotFound as error:
-            raise UserError(
-                str(error),
-                "check the program's name and that it is executable",
-                EXIT_PROGRAM_NOT_FOUND,
-            ) from None
-        except TracingUnavailable as error:
-            message, _, hint = str(error).partition("; ")
-            raise UserError(message, hint or "run without a tracer attached", 1) from None
-
-
-def _start_session(
-    target: Target, cfg: Config, stack: ExitStack
-) -> tuple[Any | None, dict[str, str]]:
-    """-> (agent client or None, the target's environment). The agent stops with `stack`."""
-    if isinstance(target, PodTarget | DeploymentTarget):
-        return _start_kube_session(target, cfg, stack)
-    if not isinstance(target, PidTarget):
-        return None, {}
-    from mirrord_trace.agent_client import RemoteError
-    from mirrord_trace.local_target import LocalAgent, TargetError
-
-    try:
-        client = stack.enter_context(LocalAgent(target.pid))
-        remote_env: dict[str, str] = {}
-        if cfg.feature.env.enabled:
-            remote_env = dict(client.request("env")["env"])
-    except TargetError as error:
-        raise UserError(*_split_advice(str(error), target), EXIT_FAILURE) from None
-    except RemoteError as error:
-        raise UserError(
-            f"cannot read the environment of process {target.pid}: {error.message}",
-            f"check that process {target.pid} is a running user-space process "
-            "(not a kernel thread) and try again",
-            EXIT_FAILURE,
-        ) from None
-    except KeyboardInterrupt:
-        raise UserError(
-            "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
-        ) from None
-    return client, remote_env
-
-
-_ADVICE_VERBS = ("check", "run", "use", "give", "start", "try", "make", "install")
-
-
-def _split_advice(message: str, target: PidTarget) -> tuple[str, str]:
-    """TargetError messages end with their advice ("...: check the pid"); move it to the hint."""
-    what, separator, advice = message.rpartition(": ")
-    if separator and advice.split(" ", 1)[0].lower() in _ADVICE_VERBS:
-        return what, advice
-    return message, f"check process {target.pid} with 'ps -p {target.pid}' and that you are root"
-
-
-def _start_kube_session(
-    target: PodTarget | DeploymentTarget, cfg: Config, stack: ExitStack
-) -> tuple[Any, dict[str, str]]:
-    """Kubernetes targets: an agent pod (or ephemeral container) next to the target, reached
-    through the API server's port-forward; removed with `stack`, also on Ctrl-C."""
-    from mirrord_trace.agent_client import RemoteError
-    from mirrord_trace.kube import KubeAgent, KubeError, Progress
-
-    try:
-        client = stack.enter_context(KubeAgent(target, cfg, Progress(PROG)))
-        remote_env = dict(client.request("env")["env"]) if cfg.feature.env.enabled else {}
-    except KubeError as error:
-        raise UserError(error.message, error.hint, EXIT_FAILURE) from None
-    except RemoteError as error:
-        raise UserError(
-            f"the agent failed during start-up: {error}", "try again", EXIT_FAILURE
-        ) from None
-    except KeyboardInterrupt:
-        raise UserError(
-            "interrupted during start-up",
-            "the agent was removed; the program was not started",
-            EXIT_INTERRUPTED,
-        ) from None
-    return client, remote_env
 
 
 @main.command("ls")
@@ -399,19 +265,3 @@ def ls_command(
         click.echo(json.dumps(targets))
     for line in targets if output == "text" else []:
         click.echo(line)
-
-
-def _open_trace(path: str | None, stack: ExitStack) -> TextIO | None:
-    """`--trace FILE|-`: the stream the supervisor writes its trace to (closed with `stack`)."""
-    if path is None:
-        return None
-    if path == "-":
-        return sys.stderr
-    try:
-        stream = open(path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115
-    except OSError as error:
-        raise UserError(
-            f"cannot write the trace to {path}: {error.strerror}",
-            "give a writable file, or '-' for stderr",
-        ) from None
-    return stack.enter_context(stream)
