@@ -18,7 +18,7 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from mirrord_trace.config import ConfigError, FsMode
 from mirrord_trace.env import EnvPatternError, split_patterns
@@ -85,7 +85,33 @@ def main(args: Sequence[str] | None = None) -> Any:
         sys.stdout = _PacifyFlushWrapper(sys.stdout)  # type: ignore[assignment]
         sys.stderr = _PacifyFlushWrapper(sys.stderr)  # type: ignore[assignment]
         sys.exit(1)
-    sys.exit(status)
+    exit_without_teardown(status)
+
+
+def exit_without_teardown(status: int) -> NoReturn:
+    """sys.exit(status), less the interpreter's final teardown.
+
+    Freeing every module and object of a process that is about to end is ~10-15 ms of each run
+    (measured with `exec -- /bin/true`). What exit does that anyone can observe is kept, in its
+    order: non-daemon threads are waited for (and threading's own exit hooks run), atexit
+    functions run, the standard streams are flushed. Python never promised to call `__del__`
+    for objects still alive at exit. Where any of this is not possible, it is a plain sys.exit.
+    """
+    import atexit
+    import threading
+
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown_threads is None or run_exit_functions is None:
+        sys.exit(status)
+    shutdown_threads()
+    run_exit_functions()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        sys.exit(status)  # the interpreter flushes again and reports it as it always does
+    os._exit(status)
 
 
 def parse_plain_exec(args: Sequence[str]) -> tuple[tuple[str, ...], dict[str, Any]] | None:

@@ -160,14 +160,31 @@ def test_completion_goes_to_click() -> None:
 
 def test_exec_true_imports_no_click() -> None:
     code = (
-        "import sys\n"
+        "import atexit, sys\n"
         "from mirrord_trace.launcher import main\n"
-        "try:\n"
-        "    main(['exec', '--', '/bin/true'])\n"
-        "except SystemExit as end:\n"
-        "    print(end.code, 'click' in sys.modules)\n"
+        "atexit.register(lambda: print('click' in sys.modules))\n"
+        "main(['exec', '--', '/bin/true'])\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
-    assert result.stdout == "0 False\n", result.stderr
+    assert (result.returncode, result.stdout) == (0, "False\n"), result.stderr
+
+
+def test_the_quick_exit_keeps_what_exit_does() -> None:
+    code = (
+        "import atexit, sys, threading, time\n"
+        "from mirrord_trace.launcher import exit_without_teardown\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "def late():\n"
+        "    time.sleep(0.2)\n"
+        "    print('thread finished')\n"
+        "threading.Thread(target=late).start()\n"
+        "sys.stdout.write('buffered ')\n"
+        "exit_without_teardown(3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "buffered thread finished\natexit ran\n"
