@@ -8,15 +8,15 @@ tracer finds the handler for a stop with one list lookup and no decoding.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mirrord_trace.handlers.actions import Action
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.syscall_table import REFUSED_WITH_ENOSYS, SYSCALL_NUMBERS, SyscallShape, describe
-from mirrord_trace.tracer.loop import TrapEntry
-from seccomp import ArgCondition, Errno, Rule, Trace
+from mirrord_trace.tracer.dispatch import TrapEntry
+from seccomp import ArgCondition, Errno, Notify, Rule, Trace
 
 if TYPE_CHECKING:
     from mirrord_trace.config import Config
@@ -57,12 +57,16 @@ class Trap:
     shape: SyscallShape
     handler: FamilyHandler
     when: ArgCondition | None = None  # trap only when this holds; otherwise the call runs
+    # The handler only ever returns Allow, Emulate or None, so the call can be decided through a
+    # seccomp notification, without a ptrace stop (see mirrord_trace.tracer.notifications).
+    notify: bool = False
 
 
 @dataclass(frozen=True)
 class TrapTable:
     rules: Sequence[Rule]
-    dispatch: Sequence[TrapEntry | None]
+    dispatch: Sequence[TrapEntry | None]  # by filter tag, for ptrace stops
+    notified: Mapping[int, TrapEntry] = field(default_factory=dict)  # by syscall number
 
 
 Family = Callable[[SessionContext], list[Trap]]
@@ -90,14 +94,20 @@ def build_trap_table(context: SessionContext, chosen: Sequence[Family] | None = 
         Rule(SYSCALL_NUMBERS[name], Errno(errno.ENOSYS)) for name in REFUSED_WITH_ENOSYS
     ]
     dispatch: list[TrapEntry | None] = [None]  # tag 0 is never used
+    notified: dict[int, TrapEntry] = {}
     for name, traps in by_syscall.items():
         shape = traps[0].shape
-        tag = len(dispatch)
-        dispatch.append(TrapEntry(name, _merged(traps), lambda call, s=shape: describe(s, call)))
+        entry = TrapEntry(name, _merged(traps), lambda call, s=shape: describe(s, call))
         conditions = {trap.when for trap in traps}
         when = conditions.pop() if len(conditions) == 1 else None
-        rules.append(Rule(shape.nr, Trace(tag), when=when))
-    return TrapTable(rules, dispatch)
+        # --trace shows each call's result, which only an exit stop can see: it keeps ptrace.
+        if all(trap.notify for trap in traps) and not context.explain:
+            notified[shape.nr] = entry
+            rules.append(Rule(shape.nr, Notify(), when=when))
+        else:
+            rules.append(Rule(shape.nr, Trace(len(dispatch)), when=when))
+            dispatch.append(entry)
+    return TrapTable(rules, dispatch, notified)
 
 
 def _merged(traps: list[Trap]) -> Callable[[SyscallCall], Action | None]:
@@ -117,4 +127,6 @@ def _merged(traps: list[Trap]) -> Callable[[SyscallCall], Action | None]:
 
 def trapped_syscall_names(context: SessionContext) -> list[str]:
     """The syscalls a session with this configuration traps (benchmarks give strace the same)."""
-    return [entry.name for entry in build_trap_table(context).dispatch if entry is not None]
+    table = build_trap_table(context)
+    traced = [entry.name for entry in table.dispatch if entry is not None]
+    return traced + [entry.name for entry in table.notified.values()]

@@ -16,13 +16,20 @@ from typing import TYPE_CHECKING, TextIO
 from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
 from mirrord_trace.signal_mask import FORWARDED_SIGNALS, helper_threads_spared
 from mirrord_trace.tracer import ptrace_api as pt
+from mirrord_trace.tracer.dispatch import HandlerFailures
 from mirrord_trace.tracer.loop import Tracer
-from seccomp import build_filter, prepare_filter
+from mirrord_trace.tracer.notifications import NotificationServer, pidfd_getfd
+from seccomp import PreparedFilter, build_filter, prepare_filter
+from seccomp.install import (
+    SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+)
 
 if TYPE_CHECKING:
     from mirrord_trace.config import Config
 
 SI_KERNEL = 0x80  # si_code of signals the terminal sent to the whole foreground group
+LISTENER_FLAGS = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 
 
 class ProgramNotFound(Exception):
@@ -99,14 +106,26 @@ def _run_traced(
     trace: TextIO | None,
     on_start: Callable[[], object] | None = None,
 ) -> int:
-    prepared = prepare_filter(build_filter(table.rules))
+    flags = LISTENER_FLAGS if table.notified else 0
+    prepared = prepare_filter(build_filter(table.rules), flags=flags)
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:
-        pid, exec_errors = _spawn_traced(path, list(argv), dict(env), prepared, original_mask)
+        pid, exec_errors, listener = _spawn_traced(
+            path, list(argv), dict(env), prepared, original_mask
+        )
         _start_signal_forwarder(pid)
         if on_start is not None:
             on_start()
-        status = Tracer(pid, table.dispatch, trace).run()
+        failures = HandlerFailures()
+        tracer = Tracer(pid, table.dispatch, trace, failures, frozenset(table.notified))
+        notifications = None
+        if listener is not None:
+            # Started after the signal mask is set: the thread must not take forwarded signals.
+            notifications = NotificationServer(listener, table.notified, tracer.task_view, failures)
+            notifications.start()
+        status = tracer.run()
+        if notifications is not None:
+            notifications.stop()
         failure = os.read(exec_errors, 64).decode()
         os.close(exec_errors)
         if failure:
@@ -127,25 +146,33 @@ def _spawn_traced(
     path: str,
     argv: list[str],
     env: dict[str, str],
-    prepared: object,
+    prepared: PreparedFilter,
     original_mask: set[signal.Signals],
-) -> tuple[int, int]:
+) -> tuple[int, int, int | None]:
+    """Fork the program's process, seize it and let it exec: (pid, error pipe, listener fd)."""
     go_read, go_write = os.pipe()
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    listener_read, listener_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # the child: as little Python as possible between fork and exec
         stage = "start"
         try:
             os.close(go_write)
             os.close(error_read)
+            os.close(listener_read)
             os.read(go_read, 1)  # wait until the parent has seized us
-            os.close(go_read)
             signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
             # Python ignores these; the program must start with the defaults.
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
             stage = "seccomp"
-            prepared.install()  # type: ignore[attr-defined]
+            listener = prepared.install()
+            if listener > 0:
+                # The listener is close-on-exec: the parent copies it (pidfd_getfd) while we
+                # wait here, before the program could make a call that needs it answered.
+                os.write(listener_write, listener.to_bytes(4, "little"))
+                os.read(go_read, 1)
+            os.close(go_read)
             stage = "exec"
             os.execve(path, argv, env)
         except OSError as exc:
@@ -154,10 +181,12 @@ def _spawn_traced(
             os._exit(127)
     os.close(go_read)
     os.close(error_write)
+    os.close(listener_write)
     try:
         pt.seize(pid)
     except OSError as exc:
         os.close(go_write)
+        os.close(listener_read)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(error_read)
@@ -167,8 +196,20 @@ def _spawn_traced(
             "kernel.yama.ptrace_scope forbid tracing?"
         ) from exc
     os.write(go_write, b"g")
-    os.close(go_write)
-    return pid, error_read
+    listener = None
+    try:
+        number = os.read(listener_read, 4)
+        if number:  # nothing when the filter asked for no listener, or failed (error pipe)
+            pidfd = os.pidfd_open(pid)
+            try:
+                listener = pidfd_getfd(pidfd, int.from_bytes(number, "little"))
+            finally:
+                os.close(pidfd)
+            os.write(go_write, b"g")
+    finally:
+        os.close(listener_read)
+        os.close(go_write)
+    return pid, error_read, listener
 
 
 def _start_signal_forwarder(pid: int) -> None:

@@ -47,6 +47,7 @@ from seccomp.bpf import (
 SECCOMP_RET_KILL_PROCESS = 0x8000_0000
 SECCOMP_RET_ERRNO = 0x0005_0000
 SECCOMP_RET_TRACE = 0x7FF0_0000
+SECCOMP_RET_USER_NOTIF = 0x7FC0_0000
 SECCOMP_RET_ALLOW = 0x7FFF_0000
 SECCOMP_RET_DATA = 0x0000_FFFF
 
@@ -124,7 +125,22 @@ class Errno:
         return SECCOMP_RET_ERRNO | self.errno
 
 
-Action = Allow | Kill | Trace | Errno
+@dataclass(frozen=True)
+class Notify:
+    """Ask the filter's listener (SECCOMP_RET_USER_NOTIF): the calling thread sleeps in the
+    kernel until the supervisor answers through the listener fd, with no ptrace stop at all.
+
+    The notification carries the syscall number and arguments but no tag. Installing a filter
+    with this action needs SECCOMP_FILTER_FLAG_NEW_LISTENER; without a listener (or once it is
+    closed) the kernel fails the syscall with ENOSYS.
+    """
+
+    @property
+    def return_value(self) -> int:
+        return SECCOMP_RET_USER_NOTIF
+
+
+Action = Allow | Kill | Trace | Errno | Notify
 
 
 @dataclass(frozen=True)
@@ -168,9 +184,10 @@ class Rule:
                 f"syscall number {self.syscall} is not a native x86_64 number: "
                 "use seccomp.syscall_number(name)"
             )
-        if not isinstance(self.action, Allow | Kill | Trace | Errno):
+        if not isinstance(self.action, Allow | Kill | Trace | Errno | Notify):
             raise FilterSpecError(
-                f"action {self.action!r} is not one of Allow(), Kill(), Trace(tag), Errno(errno)"
+                f"action {self.action!r} is not one of Allow(), Kill(), Trace(tag), "
+                "Errno(errno), Notify()"
             )
 
 

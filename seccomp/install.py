@@ -27,6 +27,11 @@ SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_TSYNC = 1 << 0
 SECCOMP_FILTER_FLAG_LOG = 1 << 1
 SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
+# Returns a listener fd (close-on-exec) for the filter's Notify() rules.
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+# Once the supervisor has received a notification, only a fatal signal interrupts the wait, so a
+# program's signal handler cannot turn a call the supervisor is deciding into EINTR (Linux 5.19).
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -81,8 +86,10 @@ class PreparedFilter:
         # the usual case where the thread that prepares is the one that forks.
         ctypes.set_errno(0)
 
-    def install(self) -> None:
-        """Set no_new_privs and install the filter on the calling thread; OSError on failure."""
+    def install(self) -> int:
+        """Set no_new_privs and install the filter on the calling thread; OSError on failure.
+
+        Returns the listener fd when the flags asked for one (NEW_LISTENER), else 0."""
         zero = self._zero
         if self._prctl(self._no_new_privs, self._one, zero, zero, zero) != 0:
             error = ctypes.get_errno()
@@ -93,6 +100,7 @@ class PreparedFilter:
         if result < 0:
             error = ctypes.get_errno()
             raise OSError(error, f"seccomp(SECCOMP_SET_MODE_FILTER): {os.strerror(error)}")
+        return result
 
 
 def prepare_filter(program: Program | bytes, *, flags: int = 0) -> PreparedFilter:
@@ -101,6 +109,7 @@ def prepare_filter(program: Program | bytes, *, flags: int = 0) -> PreparedFilte
     return PreparedFilter(program_bytes, flags)
 
 
-def install_filter(program: Program | bytes, *, flags: int = 0) -> None:
-    """Install `program` as a seccomp filter on the calling thread (and its future children)."""
-    prepare_filter(program, flags=flags).install()
+def install_filter(program: Program | bytes, *, flags: int = 0) -> int:
+    """Install `program` as a seccomp filter on the calling thread (and its future children);
+    returns the listener fd if `flags` asked for one, else 0."""
+    return prepare_filter(program, flags=flags).install()

@@ -24,6 +24,7 @@ from seccomp import (
     Errno,
     FilterSpecError,
     Kill,
+    Notify,
     ProgramTooLongError,
     Rule,
     Trace,
@@ -39,6 +40,7 @@ from tests.bpf_interpreter import SeccompData, run
 RET_KILL_PROCESS = 0x8000_0000
 RET_ERRNO = 0x0005_0000
 RET_TRACE = 0x7FF0_0000
+RET_USER_NOTIF = 0x7FC0_0000
 RET_ALLOW = 0x7FFF_0000
 ARCH_X86_64 = 0xC000_003E
 ARCH_I386 = 0x4000_0003
@@ -50,7 +52,7 @@ HIGHEST_NATIVE_NR = 600  # above every x86_64 syscall number, so every cache bit
 U32 = 0xFFFF_FFFF
 
 
-def action_value(action: Allow | Kill | Trace | Errno) -> int:
+def action_value(action: Allow | Kill | Trace | Errno | Notify) -> int:
     match action:
         case Allow():
             return RET_ALLOW
@@ -60,6 +62,8 @@ def action_value(action: Allow | Kill | Trace | Errno) -> int:
             return RET_TRACE | tag
         case Errno(errno=number):
             return RET_ERRNO | number
+        case Notify():
+            return RET_USER_NOTIF
     raise AssertionError(action)
 
 
@@ -106,6 +110,7 @@ actions = st.one_of(
     st.just(Kill()),
     st.builds(Trace, st.integers(0, 0xFFFF)),
     st.builds(Errno, st.integers(0, 4095)),
+    st.just(Notify()),
 )
 values = st.one_of(
     st.integers(0, U32), st.sampled_from([0, 1, 2, 999, 1000, 0x7FFF_FFFF, 0x8000_0000, U32])
@@ -138,8 +143,10 @@ def specs_needing_long_jumps(draw: st.DrawFn) -> list[Rule]:
     pool = rng.sample(range(501), rng.randint(150, 250))
     ops: list[ComparisonOp] = ["==", "!=", ">=", ">", "<", "<="]
 
-    def decisive_action() -> Kill | Trace | Errno:
-        return rng.choice([Kill(), Trace(rng.randint(0, 0xFFFF)), Errno(rng.randint(0, 4095))])
+    def decisive_action() -> Kill | Trace | Errno | Notify:
+        return rng.choice(
+            [Kill(), Trace(rng.randint(0, 0xFFFF)), Errno(rng.randint(0, 4095)), Notify()]
+        )
 
     def condition() -> ArgCondition:
         value = rng.choice([0, 1, 1000, U32, rng.randint(0, U32)])

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -422,6 +423,69 @@ static int cmd_openloop(int argc, char **argv)
     return 0;
 }
 
+static volatile sig_atomic_t alarms;
+
+static void count_alarm(int sig)
+{
+    (void)sig;
+    alarms++;
+}
+
+/* A SIGALRM handler installed WITHOUT SA_RESTART: a slow syscall it interrupts returns EINTR. */
+static void on_alarm_without_restart(void)
+{
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = count_alarm;
+    sigaction(SIGALRM, &action, NULL);
+}
+
+static int cmd_stat_signals(int argc, char **argv)
+{
+    long count;
+    if (argc != 2 || parse_count(argv[0], &count) < 0)
+        return usage("stat-signals needs N PATH");
+    on_alarm_without_restart();
+    /* A timer firing every 200 us lands in the middle of many of the stats. */
+    struct itimerval every = {{0, 200}, {0, 200}};
+    setitimer(ITIMER_REAL, &every, NULL);
+    long interrupted = 0;
+    struct stat info;
+    for (long i = 0; i < count; i++) {
+        if (stat(argv[1], &info) < 0) {
+            if (errno != EINTR)
+                return fail("stat", argv[1]);
+            interrupted++;
+        }
+        int fd = open(argv[1], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EINTR)
+                return fail("open", argv[1]);
+            interrupted++;
+        } else {
+            close(fd);
+        }
+    }
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    printf("calls=%ld eintr=%ld signals=%ld\n", 2 * count, interrupted, (long)alarms);
+    return 0;
+}
+
+static int cmd_alarm_open(int argc, char **argv)
+{
+    if (argc != 1)
+        return usage("alarm-open needs PATH");
+    on_alarm_without_restart();
+    alarm(1);
+    int fd = open(argv[0], O_RDONLY);
+    if (fd < 0)
+        return fail("open", argv[0]); /* EINTR when nobody opened the FIFO's other end */
+    printf("opened %s\n", argv[0]);
+    close(fd);
+    return 0;
+}
+
 static int cmd_getppid(int argc, char **argv)
 {
     long count;
@@ -773,6 +837,8 @@ static const struct command commands[] = {
     {"fork-exec", cmd_fork_exec, "PROG [ARGS...]"},
     {"openloop", cmd_openloop, "N PATH"},
     {"getppid", cmd_getppid, "N"},
+    {"stat-signals", cmd_stat_signals, "N PATH"},
+    {"alarm-open", cmd_alarm_open, "PATH"},
     {"threads", cmd_threads, "N [CALLS [PATH]]"},
     {"resolve", cmd_resolve, "NAME"},
     {"connect", cmd_connect, "HOST PORT"},

@@ -135,7 +135,8 @@ def traps(context: SessionContext) -> list[Trap]:
     if context.agent is None:
         policy = PathPolicy(fs, targetless=True, where=where, explain=context.explain)
         handlers = PathHandlers(policy, explain=context.explain)
-        return [Trap(s, handlers.decide_only(s)) for s in FS_PATH_SYSCALLS.values()]
+        # Allow or ENOENT only: decided through seccomp notifications, with no ptrace stop.
+        return [Trap(s, handlers.decide_only(s), notify=True) for s in FS_PATH_SYSCALLS.values()]
     from mirrord_trace.handlers.fs_remote import remote_traps
 
     return remote_traps(context, PathPolicy(fs, where=where, explain=context.explain))

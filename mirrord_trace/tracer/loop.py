@@ -12,14 +12,11 @@ import ctypes
 import errno
 import os
 import signal
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from mirrord_trace.handlers.actions import (
-    ALLOW,
     Action,
     Allow,
     Emulate,
@@ -30,11 +27,10 @@ from mirrord_trace.handlers.actions import (
 )
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.tracer import ptrace_api as pt
-from mirrord_trace.tracer.memory import TraceeMemoryError
+from mirrord_trace.tracer.dispatch import HandlerFailures, TrapEntry
+from mirrord_trace.tracer.memory import TraceeMemory, TraceeMemoryError
+from mirrord_trace.tracer.restarts import could_block_natively
 from mirrord_trace.tracer.tasks import REGION_SIZE, SLOT_SIZE, AddressSpace, Task
-
-Handler = Callable[[SyscallCall], Action | None]  # None: not claimed, runs as it is
-Describe = Callable[[SyscallCall], str]
 
 _MASK64 = (1 << 64) - 1
 _SKIP_SYSCALL = _MASK64  # orig_rax = -1: the kernel skips the syscall, rax is the result
@@ -58,6 +54,8 @@ _ARG_REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 _SYS_PPOLL = 271
 _SYS_TGKILL = 234
 _ERESTARTNOHAND = -514
+_ERESTARTSYS = -512
+_ERESTARTNOINTR = -513
 WAKE_SIGNAL = signal.SIGURG
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -66,15 +64,6 @@ _libc.syscall.restype = ctypes.c_long
 def _wake(tgid: int, tid: int) -> None:
     """Interrupt a parked thread (any thread may call this; a vanished task is ignored)."""
     _libc.syscall(_SYS_TGKILL, tgid, tid, WAKE_SIGNAL)
-
-
-@dataclass(frozen=True, slots=True)
-class TrapEntry:
-    """What the tracer does for one filter tag."""
-
-    name: str
-    handler: Handler
-    describe: Describe
 
 
 class TaskGone(Exception):
@@ -87,7 +76,12 @@ def signed(value: int) -> int:
 
 class Tracer:
     def __init__(
-        self, main_pid: int, dispatch: Sequence[TrapEntry | None], trace: TextIO | None = None
+        self,
+        main_pid: int,
+        dispatch: Sequence[TrapEntry | None],
+        trace: TextIO | None = None,
+        failures: HandlerFailures | None = None,
+        notified: frozenset[int] = frozenset(),
     ) -> None:
         self.main_pid = main_pid
         self.dispatch = dispatch
@@ -97,8 +91,15 @@ class Tracer:
         self._message = pt.EventMessage()
         self._syscall_info = pt.SyscallInfo()
         self._main_status: int | None = None
-        self._reported: set[tuple[str, str]] = set()
+        self._failures = failures or HandlerFailures()
+        self.notified = notified  # syscall numbers decided through seccomp notifications
         self._add_task(main_pid, main_pid, AddressSpace(main_pid))
+
+    def task_view(self, tid: int) -> tuple[int, TraceeMemory] | None:
+        """A traced thread's process id and memory, for the notification thread (one dict read;
+        a thread is in the table before it first runs: new tasks start in a ptrace stop)."""
+        task = self.tasks.get(tid)
+        return None if task is None else (task.tgid, task.space.memory(tid))
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -161,6 +162,8 @@ class Tracer:
             task = self.tasks.get(tid) or self._adopt(tid)
             if task.parked is not None:
                 self._on_parked_signal(task)
+            elif self.notified:
+                self._restart_withdrawn_notification(task)
             if sig == WAKE_SIGNAL and task.wakes_pending:
                 task.wakes_pending -= 1  # the tracer's own wake-up of a parked thread
                 pt.cont(tid)
@@ -184,7 +187,7 @@ class Tracer:
 
     def _adopt(self, tid: int) -> Task:
         """A tid seen before its parent's clone event (or never announced): learn its tgid."""
-        tgid = _read_tgid(tid)
+        tgid = read_tgid(tid)
         sibling = next((t for t in self.tasks.values() if t.tgid == tgid), None)
         space = sibling.space if sibling is not None else AddressSpace(tgid)
         task = self._add_task(tid, tgid, space)
@@ -205,7 +208,7 @@ class Tracer:
         else:
             shares_memory = self._clone_shares_memory(parent)
         known = self.tasks.get(child)
-        tgid = known.tgid if known is not None else _read_tgid(child)
+        tgid = known.tgid if known is not None else read_tgid(child)
         space = parent.space if shares_memory else parent.space.copy_for_fork(child)
         if known is None:
             self._add_task(child, tgid, space)
@@ -249,34 +252,13 @@ class Tracer:
             pt.cont(tid)
             return
         call = SyscallCall(tid, task.tgid, info[4], info[5:11], task.space.memory(tid))
-        try:
-            action = entry.handler(call)
-        except TraceeMemoryError:
-            action = Emulate(-errno.EFAULT, why="bad pointer")
-        except Exception as error:  # a handler bug or a lost agent must not kill the program
-            action = self._failed(entry.name, error)
-        if action is None:  # no family claimed the call: it runs as it is
-            action = ALLOW
+        action = self._failures.decide(entry, call)
         if self.trace is not None:
             action = self._traced(task, entry, call, action)
         if type(action) is Allow:  # the common case needs no registers
             pt.cont(tid)
         else:
             self._apply(task, self._registers.load(tid), action)
-
-    def _failed(self, name: str, error: Exception) -> Emulate:
-        """The call fails with an errno (the error's own, else EIO), reported once per kind."""
-        code = getattr(error, "errno", None)
-        code = code if isinstance(code, int) and 0 < code < 4096 else errno.EIO
-        key = (name, type(error).__name__)
-        if key not in self._reported:
-            self._reported.add(key)
-            sys.stderr.write(
-                f"mirrord-trace: {name} failed in the supervisor ({type(error).__name__}: "
-                f"{error}); the program sees {errno.errorcode.get(code, code)}\n"
-            )
-            sys.stderr.flush()
-        return Emulate(-code, why=f"failed: {error}")
 
     def _apply(self, task: Task, regs: pt.Registers, action: Action) -> None:
         tid = task.tid
@@ -350,6 +332,18 @@ class Tracer:
             # none) the thread sleeps again, and the program never sees EINTR.
             regs.rax = regs.orig_rax
             regs.rip -= 2
+            self._registers.store(task.tid)
+
+    def _restart_withdrawn_notification(self, task: Task) -> None:
+        """A signal withdrew a notified call before it was answered: restart the call after
+        the signal unless it could have been interrupted natively (see tracer.restarts)."""
+        regs = self._registers.load(task.tid)
+        if signed(regs.rax) != _ERESTARTSYS or regs.orig_rax not in self.notified:
+            return
+        args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
+        memory = task.space.memory(task.tid)
+        if not could_block_natively(task.tid, regs.orig_rax, args, memory):
+            regs.rax = _ERESTARTNOINTR & _MASK64  # restarted whatever the handler's SA_RESTART
             self._registers.store(task.tid)
 
     def _rewrite(self, task: Task, regs: pt.Registers, action: Rewrite) -> None:
@@ -538,7 +532,7 @@ def _blocked_signals(tid: int) -> int:
     return 0
 
 
-def _read_tgid(tid: int) -> int:
+def read_tgid(tid: int) -> int:
     try:
         with open(f"/proc/{tid}/status", "rb") as status:
             for line in status:

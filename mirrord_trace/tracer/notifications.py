@@ -1,0 +1,141 @@
+"""Seccomp user notifications: trapped syscalls decided without any ptrace stop.
+
+A syscall whose handler only ever lets it run or answers for it (Allow, Emulate) is sent by the
+filter to a listener fd (SECCOMP_RET_USER_NOTIF) instead of the tracer. The calling thread
+sleeps in the kernel; this module's thread receives the notification (one ioctl), runs the
+handler, which reads the thread's memory like a ptrace stop's handler, and answers (one ioctl):
+"continue" runs the syscall as it is, or a result stands in for it. No waitpid, no
+PTRACE_GET_SYSCALL_INFO, no PTRACE_CONT, and the tracer's thread stays free for the stops that
+need ptrace (rewrites, exit stops, parking). Measured on the 2-vCPU VM: ~15 µs per trapped
+openat against ~29 µs through a ptrace stop.
+
+Rewrites cannot be expressed here (the kernel runs the syscall with the caller's own
+arguments), which is why a family declares per trap whether it fits (session.Trap.notify).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import select
+import struct
+import threading
+from collections.abc import Callable, Mapping
+
+from mirrord_trace.handlers.actions import Action, Allow, Emulate
+from mirrord_trace.handlers.call import SyscallCall
+from mirrord_trace.tracer.dispatch import HandlerFailures, TrapEntry
+from mirrord_trace.tracer.loop import read_tgid
+from mirrord_trace.tracer.memory import TraceeMemory, TraceeMemoryError
+
+# <linux/seccomp.h>: _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, struct
+# seccomp_notif_resp), _IOW('!', 4, __u64).
+SECCOMP_IOCTL_NOTIF_RECV = 0xC050_2100
+SECCOMP_IOCTL_NOTIF_SEND = 0xC018_2101
+SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x4008_2104
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+
+# struct seccomp_notif { u64 id; u32 pid; u32 flags; struct seccomp_data { int nr; u32 arch;
+# u64 instruction_pointer; u64 args[6]; } }
+_NOTIFICATION = struct.Struct("=QIIiIQ6Q")
+# struct seccomp_notif_resp { u64 id; s64 val; s32 error; u32 flags; }
+_RESPONSE = struct.Struct("=QqiI")
+_EMPTY_NOTIFICATION = bytes(_NOTIFICATION.size)
+_SYS_PIDFD_GETFD = 438
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """A copy of another process's fd (close-on-exec), e.g. the child's seccomp listener."""
+    fd = _libc.syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0)
+    if fd < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"pidfd_getfd: {os.strerror(error)}")
+    return fd
+
+
+class NotificationServer:
+    """Answers the filter's notifications in a thread of its own until the program is gone."""
+
+    def __init__(
+        self,
+        listener: int,
+        entries: Mapping[int, TrapEntry],
+        task_view: Callable[[int], tuple[int, TraceeMemory] | None],
+        failures: HandlerFailures,
+    ) -> None:
+        self.listener = listener
+        self.entries = entries  # by syscall number: a notification carries no filter tag
+        self.task_view = task_view  # the tracer's own table: tgid and memory of a tid
+        self.failures = failures
+        self._thread = threading.Thread(target=self._serve, name="seccomp-notify", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Wait for the thread (it ends once no task uses the filter), then close the fd."""
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            os.close(self.listener)
+        # else: a task still holds the filter (it cannot: the tracer reaps them all); leaving
+        # the fd open is safer than closing it under a thread blocked on it.
+
+    def _serve(self) -> None:
+        listener, ioctl = self.listener, fcntl.ioctl
+        received = bytearray(_NOTIFICATION.size)
+        response = bytearray(_RESPONSE.size)
+        unpack, pack_into = _NOTIFICATION.unpack_from, _RESPONSE.pack_into
+        entries, decide, task_view = self.entries, self.failures.decide, self.task_view
+        while True:
+            received[:] = _EMPTY_NOTIFICATION  # the kernel refuses a buffer that is not zeroed
+            try:
+                ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, received, True)
+            except OSError as error:
+                if error.errno in (errno.EINTR, errno.ENOENT) and not self._hung_up():
+                    continue  # ENOENT: the caller was killed between wake-up and receipt
+                return  # no task uses the filter any more: the program is gone
+            notification_id, tid, _, nr, _, _, *args = unpack(received)
+            known = task_view(tid)
+            if known is not None:
+                tgid, memory = known
+            else:  # not expected (see Tracer.task_view); correct, only slower
+                tgid, memory = read_tgid(tid), TraceeMemory(tid)
+            call = SyscallCall(tid, tgid, nr, tuple(args), memory)
+            action = decide(entries[nr], call)
+            if type(action) is Allow:
+                pack_into(response, 0, notification_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+            else:
+                result = self._emulated(entries[nr].name, action, memory)
+                if -4096 < result < 0:
+                    pack_into(response, 0, notification_id, 0, result, 0)
+                else:
+                    pack_into(response, 0, notification_id, result, 0, 0)
+            if known is None:
+                memory.close()
+            # ENOENT: the caller was killed, or a signal withdrew the call (it restarts).
+            with contextlib.suppress(OSError):
+                ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, response, True)
+
+    def _emulated(self, name: str, action: Action, memory: TraceeMemory) -> int:
+        if type(action) is not Emulate:
+            # A family marked this trap as notifiable and then asked for ptrace: a bug, and the
+            # call must not run unchanged as if it had been decided.
+            error = TypeError(f"{type(action).__name__} needs a ptrace stop, not a notification")
+            action = self.failures.failed(name, error)
+        try:
+            for address, data in action.writes:
+                memory.write(address, data)
+        except TraceeMemoryError:
+            return -errno.EFAULT
+        return action.result
+
+    def _hung_up(self) -> bool:
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        return any(events & select.POLLHUP for _, events in poller.poll(0))
