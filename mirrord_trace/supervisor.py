@@ -7,6 +7,7 @@ ends. Termination signals sent to the supervisor are forwarded to the program.
 
 from __future__ import annotations
 
+import _socket
 import os
 import signal
 import threading
@@ -18,7 +19,7 @@ from mirrord_trace.signal_mask import FORWARDED_SIGNALS, helper_threads_spared
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.dispatch import HandlerFailures
 from mirrord_trace.tracer.loop import Tracer
-from mirrord_trace.tracer.notifications import NotificationServer, pidfd_getfd
+from mirrord_trace.tracer.notifications import NotificationServer
 from seccomp import PreparedFilter, build_filter, prepare_filter
 from seccomp.install import (
     SECCOMP_FILTER_FLAG_NEW_LISTENER,
@@ -152,15 +153,19 @@ def _spawn_traced(
     """Fork the program's process, seize it and let it exec: (pid, error pipe, listener fd)."""
     go_read, go_write = os.pipe()
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
-    listener_read, listener_write = os.pipe2(os.O_CLOEXEC)
+    # The seccomp listener (if the filter asks for one) travels as SCM_RIGHTS: the message holds
+    # its own reference, so the child can exec (closing its copy) before the parent reads it.
+    # _socket, not socket: this runs at every start-up and socket's imports cost milliseconds.
+    listener_in, listener_out = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # the child: as little Python as possible between fork and exec
         stage = "start"
         try:
             os.close(go_write)
             os.close(error_read)
-            os.close(listener_read)
+            listener_in.close()
             os.read(go_read, 1)  # wait until the parent has seized us
+            os.close(go_read)
             signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
             # Python ignores these; the program must start with the defaults.
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -168,11 +173,9 @@ def _spawn_traced(
             stage = "seccomp"
             listener = prepared.install()
             if listener > 0:
-                # The listener is close-on-exec: the parent copies it (pidfd_getfd) while we
-                # wait here, before the program could make a call that needs it answered.
-                os.write(listener_write, listener.to_bytes(4, "little"))
-                os.read(go_read, 1)
-            os.close(go_read)
+                rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, listener.to_bytes(4, "little"))]
+                listener_out.sendmsg([b"l"], rights)
+            listener_out.close()
             stage = "exec"
             os.execve(path, argv, env)
         except OSError as exc:
@@ -181,34 +184,30 @@ def _spawn_traced(
             os._exit(127)
     os.close(go_read)
     os.close(error_write)
-    os.close(listener_write)
+    listener_out.close()
     try:
-        pt.seize(pid)
-    except OSError as exc:
+        try:
+            pt.seize(pid)
+        except OSError as exc:
+            os.close(go_write)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(error_read)
+            raise TracingUnavailable(
+                f"cannot trace the program: ptrace refused ({os.strerror(exc.errno or 0)}); "
+                "is mirrord-trace itself running under a debugger or strace, or does "
+                "kernel.yama.ptrace_scope forbid tracing?"
+            ) from exc
+        os.write(go_write, b"g")
         os.close(go_write)
-        os.close(listener_read)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(error_read)
-        raise TracingUnavailable(
-            f"cannot trace the program: ptrace refused ({os.strerror(exc.errno or 0)}); "
-            "is mirrord-trace itself running under a debugger or strace, or does "
-            "kernel.yama.ptrace_scope forbid tracing?"
-        ) from exc
-    os.write(go_write, b"g")
-    listener = None
-    try:
-        number = os.read(listener_read, 4)
-        if number:  # nothing when the filter asked for no listener, or failed (error pipe)
-            pidfd = os.pidfd_open(pid)
-            try:
-                listener = pidfd_getfd(pidfd, int.from_bytes(number, "little"))
-            finally:
-                os.close(pidfd)
-            os.write(go_write, b"g")
+        # End of file when the filter asked for no listener or failed (see the error pipe).
+        _, rights, _, _ = listener_in.recvmsg(1, _socket.CMSG_LEN(4))
     finally:
-        os.close(listener_read)
-        os.close(go_write)
+        listener_in.close()
+    listener = None
+    for level, kind, data in rights:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            listener = int.from_bytes(data[:4], "little")
     return pid, error_read, listener
 
 

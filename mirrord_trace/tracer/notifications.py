@@ -16,7 +16,6 @@ arguments), which is why a family declares per trap whether it fits (session.Tra
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -44,20 +43,6 @@ _NOTIFICATION = struct.Struct("=QIIiIQ6Q")
 # struct seccomp_notif_resp { u64 id; s64 val; s32 error; u32 flags; }
 _RESPONSE = struct.Struct("=QqiI")
 _EMPTY_NOTIFICATION = bytes(_NOTIFICATION.size)
-_SYS_PIDFD_GETFD = 438
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def pidfd_getfd(pidfd: int, target_fd: int) -> int:
-    """A copy of another process's fd (close-on-exec), e.g. the child's seccomp listener."""
-    fd = _libc.syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0)
-    if fd < 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"pidfd_getfd: {os.strerror(error)}")
-    return fd
-
 
 class NotificationServer:
     """Answers the filter's notifications in a thread of its own until the program is gone."""
