@@ -122,7 +122,7 @@ def _run_traced(
         notifications = None
         if listener is not None:
             # Started after the signal mask is set: the thread must not take forwarded signals.
-            notifications = NotificationServer(listener, table.notified, tracer.task_view, failures)
+            notifications = NotificationServer(listener, table.notified, tracer.tasks, failures)
             notifications.start()
         status = tracer.run()
         if notifications is not None:

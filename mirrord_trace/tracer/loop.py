@@ -28,7 +28,7 @@ from mirrord_trace.handlers.actions import (
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.dispatch import HandlerFailures, TrapEntry
-from mirrord_trace.tracer.memory import TraceeMemory, TraceeMemoryError
+from mirrord_trace.tracer.memory import TraceeMemoryError
 from mirrord_trace.tracer.restarts import could_block_natively
 from mirrord_trace.tracer.tasks import REGION_SIZE, SLOT_SIZE, AddressSpace, Task
 
@@ -94,12 +94,6 @@ class Tracer:
         self._failures = failures or HandlerFailures()
         self.notified = notified  # syscall numbers decided through seccomp notifications
         self._add_task(main_pid, main_pid, AddressSpace(main_pid))
-
-    def task_view(self, tid: int) -> tuple[int, TraceeMemory] | None:
-        """A traced thread's process id and memory, for the notification thread (one dict read;
-        a thread is in the table before it first runs: new tasks start in a ptrace stop)."""
-        task = self.tasks.get(tid)
-        return None if task is None else (task.tgid, task.space.memory(tid))
 
     # ---- the loop -------------------------------------------------------------------------
 

@@ -22,13 +22,14 @@ import os
 import select
 import struct
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from mirrord_trace.handlers.actions import Action, Allow, Emulate
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.tracer.dispatch import HandlerFailures, TrapEntry
 from mirrord_trace.tracer.loop import read_tgid
 from mirrord_trace.tracer.memory import TraceeMemory, TraceeMemoryError
+from mirrord_trace.tracer.tasks import Task
 
 # <linux/seccomp.h>: _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, struct
 # seccomp_notif_resp), _IOW('!', 4, __u64).
@@ -52,12 +53,15 @@ class NotificationServer:
         self,
         listener: int,
         entries: Mapping[int, TrapEntry],
-        task_view: Callable[[int], tuple[int, TraceeMemory] | None],
+        tasks: Mapping[int, Task],
         failures: HandlerFailures,
     ) -> None:
         self.listener = listener
         self.entries = entries  # by syscall number: a notification carries no filter tag
-        self.task_view = task_view  # the tracer's own table: tgid and memory of a tid
+        # The tracer's table, read from this thread (one dict read per call): a thread is in it
+        # before it first runs, since new tasks start in a ptrace stop, and exec replaces its
+        # address space (and /proc/<pid>/mem file) before the program runs on.
+        self.tasks = tasks
         self.failures = failures
         self._thread = threading.Thread(target=self._serve, name="seccomp-notify", daemon=True)
 
@@ -84,7 +88,7 @@ class NotificationServer:
         received = bytearray(_NOTIFICATION.size)
         response = bytearray(_RESPONSE.size)
         unpack, pack_into = _NOTIFICATION.unpack_from, _RESPONSE.pack_into
-        entries, decide, task_view = self.entries, self.failures.decide, self.task_view
+        entries, decide, tasks = self.entries, self.failures.decide, self.tasks
         while True:
             received[:] = _EMPTY_NOTIFICATION  # the kernel refuses a buffer that is not zeroed
             try:
@@ -93,27 +97,29 @@ class NotificationServer:
                 if error.errno in (errno.EINTR, errno.ENOENT) and not self._hung_up():
                     continue  # ENOENT: the caller was killed between wake-up and receipt
                 return  # no task uses the filter any more: the program is gone
-            notification_id, tid, _, nr, _, _, *args = unpack(received)
-            known = task_view(tid)
-            if known is not None:
-                tgid, memory = known
-            else:  # not expected (see Tracer.task_view); correct, only slower
+            values = unpack(received)  # id, pid (the tid), flags, nr, arch, ip, args...
+            tid, nr = values[1], values[3]
+            task = tasks.get(tid)
+            if task is not None:
+                tgid, memory = task.tgid, task.space.memory(tid)
+            else:  # not expected (a thread is in the table before it first runs); only slower
                 tgid, memory = read_tgid(tid), TraceeMemory(tid)
-            call = SyscallCall(tid, tgid, nr, tuple(args), memory)
-            action = decide(entries[nr], call)
+            entry = entries[nr]
+            action = decide(entry, SyscallCall(tid, tgid, nr, values[6:], memory))
             if type(action) is Allow:
-                pack_into(response, 0, notification_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+                pack_into(response, 0, values[0], 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
             else:
-                result = self._emulated(entries[nr].name, action, memory)
+                result = self._emulated(entry.name, action, memory)
                 if -4096 < result < 0:
-                    pack_into(response, 0, notification_id, 0, result, 0)
+                    pack_into(response, 0, values[0], 0, result, 0)
                 else:
-                    pack_into(response, 0, notification_id, result, 0, 0)
-            if known is None:
+                    pack_into(response, 0, values[0], result, 0, 0)
+            if task is None:
                 memory.close()
-            # ENOENT: the caller was killed, or a signal withdrew the call (it restarts).
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - a context manager per call costs time on the hot path
                 ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, response, True)
+            except OSError:
+                pass  # ENOENT: the caller was killed, or a signal withdrew the call (it restarts)
 
     def _emulated(self, name: str, action: Action, memory: TraceeMemory) -> int:
         if type(action) is not Emulate:
