@@ -16,7 +16,7 @@ import sys
 from contextlib import ExitStack
 from typing import Any, NoReturn, TextIO
 
-from mirrord_trace.config import CliOverrides, Config, ConfigError, FsMode, load_config
+from mirrord_trace.config import Config, ConfigError, FsMode, load_config
 from mirrord_trace.env import build_program_env
 from mirrord_trace.signal_mask import termination_interrupts
 from mirrord_trace.targets import DeploymentTarget, PidTarget, PodTarget, Target
@@ -78,19 +78,28 @@ def run_exec(
 
     The arguments are the `exec` flags, already validated (as the command line parses them).
     """
-    overrides = CliOverrides(
-        target=target,
-        target_namespace=target_namespace,
-        kube_context=kube_context,
-        fs_mode=FsMode(fs_mode) if fs_mode is not None else None,
-        no_outgoing=no_outgoing,
-        no_tcp_outgoing=no_tcp_outgoing,
-        no_udp_outgoing=no_udp_outgoing,
-        no_remote_dns=no_remote_dns,
-        steal=steal,
-        ephemeral_container=ephemeral_container,
-        agent_ttl=agent_ttl,
-    )
+    flags = {
+        "target": target,
+        "target_namespace": target_namespace,
+        "kube_context": kube_context,
+        "fs_mode": FsMode(fs_mode) if fs_mode is not None else None,
+        "no_outgoing": no_outgoing,
+        "no_tcp_outgoing": no_tcp_outgoing,
+        "no_udp_outgoing": no_udp_outgoing,
+        "no_remote_dns": no_remote_dns,
+        "steal": steal,
+        "ephemeral_container": ephemeral_container,
+        "agent_ttl": agent_ttl,
+    }
+    # A flag not given changes nothing, so without any the overrides are not even imported.
+    given = {
+        name: value for name, value in flags.items() if value is not None and value is not False
+    }
+    overrides = None
+    if given:
+        from mirrord_trace.config.overrides import CliOverrides
+
+        overrides = CliOverrides(**given)
     with ExitStack() as stack:
         # Until the program runs, SIGTERM/SIGHUP interrupt start-up like Ctrl-C (clean-up runs);
         # once it runs, the supervisor forwards them to it instead.

@@ -31,17 +31,19 @@ from mirrord_trace.config.model import (
     TargetConfig,
     TrafficFilter,
 )
-from mirrord_trace.config.overrides import CliOverrides, apply_overrides
 
 if TYPE_CHECKING:
     from mirrord_trace.config.files import read_config_file
     from mirrord_trace.config.filters import AddressFilter, FilterSyntaxError, Protocol
+    from mirrord_trace.config.overrides import CliOverrides, apply_overrides
     from mirrord_trace.config.parse import parse_config
 
 # Reading and parsing a file (pathlib, ipaddress, the filter grammar, the validators) is only
-# needed when there is a file: `exec -- PROGRAM` without -f must start fast (it is benchmarked),
-# so these names are imported on first use. name -> module.
+# needed when there is a file, and the flags only when one is given: `exec -- PROGRAM` must
+# start fast (it is benchmarked), so these names are imported on first use. name -> module.
 _ON_FIRST_USE = {
+    "CliOverrides": "mirrord_trace.config.overrides",
+    "apply_overrides": "mirrord_trace.config.overrides",
     "read_config_file": "mirrord_trace.config.files",
     "AddressFilter": "mirrord_trace.config.filters",
     "FilterSyntaxError": "mirrord_trace.config.filters",
@@ -105,4 +107,8 @@ def load_config(
         except ConfigError as error:
             error.source = os.fspath(path)
             raise
-    return apply_overrides(cfg, overrides) if overrides is not None else cfg
+    if overrides is None:
+        return cfg
+    from mirrord_trace.config.overrides import apply_overrides
+
+    return apply_overrides(cfg, overrides)
