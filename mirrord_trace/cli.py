@@ -5,10 +5,8 @@ Every user error ends the command with exactly one line on stderr,
 usage and configuration errors, 127 for a program that cannot be found (like a shell), 1 when
 the target cannot be reached, 130 when interrupted during start-up.
 
-What `exec` does is in mirrord_trace.exec_run. The console script (mirrord_trace.launcher)
-runs the plain `exec [OPTIONS] -- PROGRAM` without this module: importing click and building
-this command line is ~20 ms of the benchmarked start-up. Here, only click and the configuration
-are imported up front; the supervisor, the local target and anything heavy where needed.
+What `exec` does is in mirrord_trace.exec_run. Here, only click and the configuration are
+imported up front; the supervisor, the local target and anything heavy where needed.
 """
 
 from __future__ import annotations

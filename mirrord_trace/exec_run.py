@@ -1,9 +1,7 @@
 """What `mirrord-trace exec` does once its arguments are parsed: load the configuration, start
 the agent for the target (if any), build the program's environment and run the program traced.
 
-No click here: the console script parses the common `exec [OPTIONS] -- PROGRAM` itself and
-calls `run_exec` without importing click (mirrord_trace.launcher, start-up is benchmarked), and
-the click command line (mirrord_trace.cli) calls the same function for everything else.
+The click command line (mirrord_trace.cli) parses the arguments and calls `run_exec`.
 
 Every user error is a UserError, shown by `fail` as exactly one line on stderr,
 `mirrord-trace: error: <what is wrong> (<what to do>)`.
