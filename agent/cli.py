@@ -70,6 +70,18 @@ def make_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
+def adopt_session_socket(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as error:
+        fail(f"--session-fd {fd} is not a socket: {error.strerror or error}")
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.close()
+        fail(f"--session-fd {fd} must be a Unix stream socket")
+    sock.setblocking(False)
+    return sock
+
+
 def enter_target(pid: int) -> TargetRoot:
     if os.geteuid() != 0:
         fail(NEED_ROOT)
@@ -150,6 +162,12 @@ def resolve_target(target_pid: int | None, container_id: str | None) -> int:
     type=click.IntRange(min=0),
     help="Write the ready line (JSON: host, port, pid) to this fd instead of stdout.",
 )
+@click.option(
+    "--session-fd",
+    type=click.IntRange(min=0),
+    help="A connected Unix stream socket (one end of a socket pair made by the local side "
+    "on this machine) to serve a session on, besides the listener's.",
+)
 def main(
     target_pid: int | None,
     container_id: str | None,
@@ -157,6 +175,7 @@ def main(
     token_file: Path | None,
     idle_ttl: float,
     ready_fd: int | None,
+    session_fd: int | None,
 ) -> None:
     """Serve mirrord-trace requests from inside the namespaces of a target process."""
     if (target_pid is None) == (container_id is None):
@@ -167,7 +186,8 @@ def main(
         fail(NEED_ROOT)
     target_pid = resolve_target(target_pid, container_id)
     listener = make_listener(host, port)
+    session_socket = adopt_session_socket(session_fd) if session_fd is not None else None
     root = enter_target(target_pid)
-    server = AgentServer(target_pid, root, token, idle_ttl, listener)
+    server = AgentServer(target_pid, root, token, idle_ttl, listener, session_socket)
     announce(listener.getsockname()[1], host, ready_fd)
     asyncio.run(server.serve())

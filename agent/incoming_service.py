@@ -23,7 +23,7 @@ from agent.incoming_mirror import MirrorHub, MirrorStream
 from agent.incoming_steal import StealHub
 from agent.incoming_stolen import StolenConnection
 from agent.streams import TcpStream
-from mirrord_trace.protocol import StreamOpen
+from mirrord_trace.protocol import HANDOVER, StreamOpen
 from mirrord_trace.protocol.requests import InvalidRequest
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class Subscription:
     port: int
     mode: str
     http_filter: HttpFilter | None = None
+    # The client asked for stolen connections whole, as descriptors (see Session).
+    handover: bool = False
 
     # -- mirror --
     def open_copy(self, info: dict[str, Any]) -> MirrorStream | None:
@@ -52,6 +54,9 @@ class Subscription:
     # -- steal --
     def take_connection(self, info: dict[str, Any], connection: StolenConnection) -> bool:
         session = self.owner.session
+        handover = self.handover and session.takes_descriptors
+        if handover and self.owner.hand_over(self, info, connection):
+            return True
         stream = self.owner.open_stream(self, info, lambda sid: connection.bridge(sid, session))
         return stream is not None
 
@@ -93,6 +98,20 @@ class SessionIncoming:
         self.session.attach_stream(stream)
         return stream
 
+    def hand_over(
+        self, subscription: Subscription, info: dict[str, Any], connection: StolenConnection
+    ) -> bool:
+        """Give the client the connection itself (its descriptor rides on the StreamOpen):
+        the agent is then out of its path. False when it cannot go now (it is bridged)."""
+        if self.closed or subscription.id not in self.subscriptions:
+            return False
+        stream_id = next(self._stream_ids)
+        info = {**info, "subscription": subscription.id, HANDOVER: True}
+        if not self.session.send_descriptor(StreamOpen(stream_id, info), connection.fileno()):
+            return False
+        connection.handed_over()
+        return True
+
 
 class IncomingService:
     def __init__(self, log: Callable[[str], None]) -> None:
@@ -118,7 +137,9 @@ class IncomingService:
         if http_filter is not None and mode != "steal":
             raise InvalidRequest(errno.EINVAL, "an HTTP filter only applies when stealing")
         state = self._for(session)
-        subscription = Subscription(state, next(_subscription_ids), port, mode, http_filter)
+        subscription = Subscription(
+            state, next(_subscription_ids), port, mode, http_filter, fields["handover"]
+        )
         state.subscriptions[subscription.id] = subscription
         try:
             if mode == "mirror":

@@ -87,6 +87,17 @@ class StolenConnection(asyncio.Protocol):
         self._owner = owner
         return self
 
+    def fileno(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("socket").fileno())
+
+    def handed_over(self) -> None:
+        """The client holds the connection now (its own descriptor): the agent lets go of
+        it without a word to the real client (closing a duplicate sends nothing)."""
+        self.finished = True
+        if self.transport is not None:
+            self.transport.close()
+
     def as_streams(self) -> Streams:
         """Hand the connection over as asyncio streams (before anything was read)."""
         assert self.transport is not None

@@ -29,6 +29,7 @@ class AgentServer:
         token: str,
         idle_ttl: float,
         listener: socket.socket,
+        session_socket: socket.socket | None = None,
     ) -> None:
         self.target_pid = target_pid
         self.root = root
@@ -38,6 +39,9 @@ class AgentServer:
         self.malformed_frames = 0
         self.mounts = MountWatch(target_pid)
         self._listener = listener
+        # A local side on this machine gives the agent one end of a Unix socket pair (see
+        # Session: the agent can hand whole connections over it).
+        self._session_socket = session_socket
         self._sessions: set[Session] = set()
         self._next_session_id = 1
         self._stop: asyncio.Event | None = None
@@ -87,6 +91,9 @@ class AgentServer:
             loop.add_signal_handler(signum, self.stop)
         server = await loop.create_server(lambda: Session(self), sock=self._listener)
         self._arm_idle_timer()
+        if self._session_socket is not None:
+            unix = self._session_socket
+            await loop.connect_accepted_socket(lambda: Session(self, unix), sock=unix)
         try:
             await self._stop.wait()
         finally:

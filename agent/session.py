@@ -6,6 +6,7 @@ byte stream (a frame length above the limit) ends it.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import errno
@@ -76,8 +77,12 @@ def error_reply(request_id: int, error: BaseException) -> ErrorReply:
 
 
 class Session(asyncio.Protocol):
-    def __init__(self, server: AgentServer) -> None:
+    """`unix_socket`: the session's own socket when it is a Unix socket pair shared with a
+    client on this machine; connections can then be handed over whole (send_descriptor)."""
+
+    def __init__(self, server: AgentServer, unix_socket: socket.socket | None = None) -> None:
         self.server = server
+        self._unix_socket = unix_socket
         self.target_pid = server.target_pid
         self.root = server.root
         self.handles = FileHandles()
@@ -188,6 +193,31 @@ class Session(asyncio.Protocol):
 
     async def drain(self) -> None:
         await self._writable.wait()
+
+    @property
+    def takes_descriptors(self) -> bool:
+        """Whether the client is on this machine, at the other end of a Unix socket."""
+        return self._unix_socket is not None
+
+    def send_descriptor(self, message: Message, fd: int) -> bool:
+        """Send `message` with a duplicate of `fd` attached (SCM_RIGHTS, see HANDOVER in the
+        protocol); False, with nothing sent, when that cannot be done now."""
+        if self._unix_socket is None or self._transport is None or self._transport.is_closing():
+            return False
+        self._flush()
+        # The descriptor must travel with this frame's own bytes: only when nothing queued in
+        # the transport would go out after them.
+        if self._transport.get_write_buffer_size():
+            return False
+        frame = encode(message)
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+        try:
+            sent = self._unix_socket.sendmsg([frame], rights)
+        except OSError:  # full (BlockingIOError) or broken: the transport notices the latter
+            return False
+        if sent < len(frame):
+            self._transport.write(frame[sent:])  # the descriptor went with the first bytes
+        return True
 
     def stream_finished(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)

@@ -4,10 +4,15 @@ One background thread owns the socket's reading side: it decodes replies and res
 futures callers wait on, answers pings, and pumps every open stream between the agent and a
 local socket pair whose other end goes to the traced program. Callers send their own requests
 directly (under a lock), which saves a thread hop on the latency-critical path.
+
+Over a Unix socket (an agent on this machine) the agent may hand a connection over whole (see
+HANDOVER in the protocol): the same thread then relays it socket to socket, with no frame and
+no agent in its path.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import itertools
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirrord_trace.protocol import (
+    HANDOVER,
     KEEPALIVE_INTERVAL,
     MAX_DATA_CHUNK,
     PEER_SILENCE_TIMEOUT,
@@ -56,9 +62,17 @@ from mirrord_trace.protocol import (
 from mirrord_trace.protocol.requests import InvalidRequest
 from mirrord_trace.signal_mask import helper_threads_spared
 
+# The I/O thread receives into one buffer of this size (AgentClient.receive_buffer), never
+# with recv(n): for n >= 128 KiB, CPython's recv mallocs n bytes, which glibc serves with
+# mmap + mremap + munmap -- ~17 us per call whatever arrived, more than relaying a small
+# request costs.
 _RECEIVE_SIZE = 256 * 1024
+# A receive returns at most one sendmsg's descriptors (the kernel stops there) and the agent
+# sends one per frame; room for more only so that a surplus is noticed, not silently closed.
+_MAX_FDS_PER_RECEIVE = 8
 # SO_LINGER on with a zero timeout: close() sends a TCP reset instead of a FIN.
 _LINGER_RESET = struct.pack("ii", 1, 0)
+_FD_SIZE = array.array("i").itemsize
 
 
 class RemoteError(Exception):
@@ -157,6 +171,7 @@ class _StreamPump:
         self.window = ReceiveWindow()
         self.outbox: deque[bytes] = deque()
         self.active = False  # reading from the program starts once the agent has the stream
+        self.watched = 0  # the events the I/O thread's selector waits for (AgentClient._watch)
         self.sent_close = False
         self.received_close = False
         self.finished = False
@@ -174,8 +189,9 @@ class _StreamPump:
     def on_readable(self) -> None:
         assert self.sock is not None
         size = MAX_DATA_CHUNK if self.datagram else min(MAX_DATA_CHUNK, self.credit.available)
+        buffer = self.client.receive_buffer
         try:
-            data = self.sock.recv(size)
+            data = bytes(buffer[: self.sock.recv_into(buffer, size)])
         except BlockingIOError:
             return
         except OSError as error:
@@ -288,6 +304,143 @@ class _StreamPump:
             self._finish_if_done()
 
 
+class _HandedOver:
+    """A connection the agent handed over whole, relayed socket to socket to its local end
+    (I/O thread only). Same life as a stream for the caller (attach_stream, drop_stream,
+    on_finished, local_done); FIN and reset travel as they do through a stream: an end's
+    FIN shuts the other end's sending side once everything before it went out, an error on
+    either end resets both."""
+
+    def __init__(self, client: AgentClient, stream_id: int, remote: socket.socket) -> None:
+        self.client = client
+        self.stream_id = stream_id
+        self.local_done = threading.Event()
+        self.on_finished: Callable[[], None] | None = None
+        self.finished = False
+        remote.setblocking(False)
+        self.remote = _RelayEnd(self, remote)
+        self.local: _RelayEnd | None = None
+
+    def ends(self) -> tuple[_RelayEnd, ...]:
+        return (self.remote,) if self.local is None else (self.remote, self.local)
+
+    def attach(self, sock: socket.socket, on_finished: Callable[[], None] | None) -> None:
+        self.on_finished = on_finished
+        if self.finished:
+            _reset_on_close(sock)
+            sock.close()
+            if on_finished is not None:
+                on_finished()
+            return
+        sock.setblocking(False)
+        self.local = _RelayEnd(self, sock)
+        self.local.peer, self.remote.peer = self.remote, self.local
+
+    def fin_passed(self, end: _RelayEnd) -> None:
+        """`end`'s sending side was shut: the FIN of the other side went through."""
+        if end is self.remote:  # the program's end of file reached the real client
+            self.local_done.set()
+        if self.local is not None and self.local.shut and self.remote.shut:
+            self.finish()
+
+    def reset(self, code: int, message: str) -> None:
+        """The local side gives up on the connection: the real client sees a reset."""
+        self.abort()
+
+    def abort(self) -> None:
+        for end in self.ends():
+            _reset_on_close(end.sock)
+        self.finish()
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.local_done.set()
+        self.client._forget_stream(self)
+        for end in self.ends():
+            end.sock.close()
+        if self.on_finished is not None:
+            self.on_finished()
+
+
+class _RelayEnd:
+    """One socket of a handed-over connection: what it reads goes to `peer`'s socket. Reading
+    pauses while the peer cannot take more (its kernel buffer is full), so each direction
+    holds at most one receive's worth here and the slow side pushes back on the other."""
+
+    def __init__(self, relay: _HandedOver, sock: socket.socket) -> None:
+        self.relay = relay
+        self.sock = sock
+        self.peer: _RelayEnd | None = None
+        self.pending = b""  # read from the peer, not yet taken by this socket
+        self.read_done = False  # this socket's peer sent FIN (recv returned b"")
+        self.shut = False  # FIN passed on: this socket's sending side is shut
+        self.watched = 0  # as _StreamPump.watched
+
+    @property
+    def finished(self) -> bool:
+        return self.relay.finished
+
+    def interest(self) -> int:
+        mask = 0
+        if self.peer is not None and not self.read_done and not self.peer.pending:
+            mask |= selectors.EVENT_READ
+        if self.pending:
+            mask |= selectors.EVENT_WRITE
+        return mask
+
+    def on_readable(self) -> None:
+        assert self.peer is not None
+        buffer = self.relay.client.receive_buffer
+        try:
+            size = self.sock.recv_into(buffer)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.relay.abort()
+            return
+        if size:
+            self.peer.send(buffer[:size])
+            return
+        self.read_done = True
+        if not self.peer.pending:
+            self.peer.shut_down()
+
+    def send(self, data: memoryview) -> None:
+        """Pass on `data` (a view of the receive buffer: what is not sent now is copied)."""
+        if self.pending:
+            self.pending += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.relay.abort()
+            return
+        self.pending = bytes(data[sent:])
+
+    def flush(self) -> None:
+        try:
+            sent = self.sock.send(self.pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.relay.abort()
+            return
+        self.pending = self.pending[sent:]
+        if not self.pending and self.peer is not None and self.peer.read_done:
+            self.shut_down()
+
+    def shut_down(self) -> None:
+        """Pass the FIN on: everything the other side sent before it has gone out."""
+        self.shut = True
+        with contextlib.suppress(OSError):  # the other side may have gone already
+            self.sock.shutdown(socket.SHUT_WR)
+        self.relay.fin_passed(self)
+
+
 class AgentClient:
     """A session with an agent. Thread-safe; create it with AgentClient.connect()."""
 
@@ -323,12 +476,18 @@ class AgentClient:
         self._opening: dict[int, _StreamPump] = {}
         # Work other threads hand to the I/O thread (it owns the pumps and the selector).
         self._io_calls: deque[Callable[[], None]] = deque()
-        self._streams: dict[int, _StreamPump] = {}
+        self._streams: dict[int, _StreamPump | _HandedOver] = {}
+        # A Unix socket: the agent is on this machine and can pass descriptors (HANDOVER).
+        self._takes_descriptors = sock.family == socket.AF_UNIX
+        # Received with the frames they came with, taken by those frames' StreamOpen in order.
+        self._received_fds: deque[int] = deque()
         self._lost: AgentLost | None = None
         self._closing = False
         self._last_heard = time.monotonic()
         self._last_sent = self._last_heard
         self._selector = selectors.DefaultSelector()
+        # I/O thread only: what it receives is decoded or passed on before the next receive.
+        self.receive_buffer = memoryview(bytearray(_RECEIVE_SIZE))
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Sends block at most this long; a peer that accepts nothing for so long is gone.
         sock.settimeout(silence_timeout)
@@ -545,6 +704,12 @@ class AgentClient:
     def lost(self) -> bool:
         return self._lost is not None
 
+    @property
+    def passes_descriptors(self) -> bool:
+        """Whether the session can carry descriptors: the agent is on this machine, at the
+        other end of a Unix socket (see HANDOVER)."""
+        return self._takes_descriptors
+
     def close(self) -> None:
         """End the session; streams are closed and pending requests fail with AgentLost."""
         if self._closing:
@@ -603,11 +768,13 @@ class AgentClient:
         os.write(self._wake_write, b"x")
         return self._lost
 
-    def _forget_stream(self, pump: _StreamPump) -> None:
+    def _forget_stream(self, pump: _StreamPump | _HandedOver) -> None:
         self._streams.pop(pump.stream_id, None)
-        if pump.sock is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(pump.sock)
+        ends = pump.ends() if isinstance(pump, _HandedOver) else (pump,)
+        for end in ends:
+            if end.sock is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(end.sock)
 
     # -- the I/O thread --
     def _run(self) -> None:
@@ -620,6 +787,8 @@ class AgentClient:
                 self._mark_lost(errno.ECONNRESET, "the agent client was closed")
             for pump in list(self._streams.values()):
                 pump.abort()
+            while self._received_fds:  # came with frames that were never decoded
+                os.close(self._received_fds.popleft())
             self._selector.close()
             self._sock.close()
 
@@ -636,12 +805,12 @@ class AgentClient:
                     while self._io_calls:
                         self._io_calls.popleft()()
                 else:
-                    pump: _StreamPump = key.data
+                    pump: _StreamPump | _RelayEnd = key.data
                     if mask & selectors.EVENT_WRITE and not pump.finished:
                         pump.flush()
                     if mask & selectors.EVENT_READ and not pump.finished:
                         pump.on_readable()
-                    self._watch(pump)
+                    self._watch(pump.relay if isinstance(pump, _RelayEnd) else pump)
                 if self._lost is not None or self._closing:
                     return
             self._keepalive()
@@ -656,7 +825,10 @@ class AgentClient:
 
     def _receive(self) -> None:
         try:
-            data = self._sock.recv(_RECEIVE_SIZE)
+            if self._takes_descriptors:
+                size = self._receive_with_descriptors()
+            else:
+                size = self._sock.recv_into(self.receive_buffer)
         except (BlockingIOError, TimeoutError):
             return
         except OSError as error:
@@ -664,13 +836,27 @@ class AgentClient:
                 error.errno or errno.ECONNRESET, f"the connection to the agent broke: {error}"
             )
             return
-        if not data:
+        if not size:
             self._mark_lost(errno.ECONNRESET, "the agent closed the connection")
             return
         self._last_heard = time.monotonic()
-        self._handle_incoming(data)
+        self._handle_incoming(self.receive_buffer[:size])
 
-    def _handle_incoming(self, data: bytes) -> None:
+    def _receive_with_descriptors(self) -> int:
+        space = socket.CMSG_SPACE(_MAX_FDS_PER_RECEIVE * _FD_SIZE)
+        size, ancillary, flags, _ = self._sock.recvmsg_into(
+            [self.receive_buffer], space, socket.MSG_CMSG_CLOEXEC
+        )
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[: len(payload) - len(payload) % _FD_SIZE])
+                self._received_fds.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            self._mark_lost(errno.EIO, "the agent sent more descriptors than one frame takes")
+        return int(size)
+
+    def _handle_incoming(self, data: bytes | memoryview) -> None:
         try:
             self._decoder.feed(data)
             for message in self._decoder:
@@ -711,17 +897,25 @@ class AgentClient:
         self._streams[pump.stream_id] = pump
         self._watch(pump)
 
-    def _watch(self, pump: _StreamPump) -> None:
+    def _watch(self, pump: _StreamPump | _HandedOver | _RelayEnd) -> None:
+        if isinstance(pump, _HandedOver):
+            for end in pump.ends():
+                self._watch(end)
+            return
         if pump.finished or pump.sock is None:
             return
+        # Compared with what is registered first: most events change nothing, and the
+        # selector's own bookkeeping costs more than the relaying itself.
         mask = pump.interest()
-        registered = pump.sock in self._selector.get_map()
-        if mask and registered:
+        if mask == pump.watched:
+            return
+        if mask and pump.watched:
             self._selector.modify(pump.sock, mask, pump)
         elif mask:
             self._selector.register(pump.sock, mask, pump)
-        elif registered:
+        else:
             self._selector.unregister(pump.sock)
+        pump.watched = mask
 
     def _on_stream_message(
         self, message: StreamData | StreamCredit | StreamClose | StreamReset
@@ -729,6 +923,8 @@ class AgentClient:
         pump = self._streams.get(message.stream)
         if pump is None:
             return  # already closed on this side
+        if isinstance(pump, _HandedOver):
+            raise ProtocolError(f"stream {message.stream} was handed over: it takes no messages")
         if isinstance(message, StreamData):
             pump.on_data(message.data)
         elif isinstance(message, StreamCredit):
@@ -741,6 +937,9 @@ class AgentClient:
 
     def _on_stream_open(self, message: StreamOpen) -> None:
         takes_streams = self.on_stream_open is not None or self.on_incoming_stream is not None
+        if message.info.get(HANDOVER) is True:
+            self._on_handover(message, takes_streams)
+            return
         if not takes_streams or message.stream % 2 or message.stream in self._streams:
             self._send_quietly(
                 StreamReset(message.stream, errno.ECONNREFUSED, "this client takes no streams")
@@ -758,3 +957,19 @@ class AgentClient:
         ours.setblocking(False)
         self._activate(_StreamPump(self, message.stream, ours, datagram))
         self.on_stream_open(AgentStream(message.stream, theirs, message.info))
+
+    def _on_handover(self, message: StreamOpen, takes_streams: bool) -> None:
+        """A connection that came whole: its descriptor arrived with this frame's bytes."""
+        if not self._received_fds:
+            raise ProtocolError(f"stream {message.stream} was handed over without a descriptor")
+        connection = socket.socket(fileno=self._received_fds.popleft())
+        if not takes_streams or message.stream % 2 or message.stream in self._streams:
+            _reset_on_close(connection)  # refused, as a stream would be (the agent forgot it)
+            connection.close()
+        elif self.on_incoming_stream is not None:
+            self._streams[message.stream] = _HandedOver(self, message.stream, connection)
+            self.on_incoming_stream(message.stream, message.info)
+        else:
+            assert self.on_stream_open is not None
+            # The connection is the local end itself: nothing to relay.
+            self.on_stream_open(AgentStream(message.stream, connection, message.info))

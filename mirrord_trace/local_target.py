@@ -7,6 +7,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -52,19 +53,28 @@ class LocalAgent:
         self._check_target()
         token = self.token
         ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+        # The session goes over a Unix socket pair, not the agent's TCP listener: no TCP
+        # segments or ACKs per frame, and descriptors can travel over it (stolen connections
+        # handed over whole, see HANDOVER in the protocol). The listener stays, for further
+        # sessions (`port`).
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = subprocess.Popen(
-                self._agent_command(ready_write),
+                self._agent_command(ready_write, theirs.fileno()),
                 env={**os.environ, TOKEN_ENV: token},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                pass_fds=(ready_write,),
+                pass_fds=(ready_write, theirs.fileno()),
                 # Its own session: a Ctrl-C meant for the traced program must not reach it.
                 start_new_session=True,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             os.close(ready_write)
+            theirs.close()
         try:
             self._stderr_reader = threading.Thread(
                 target=self._collect_stderr, name="mirrord-trace-agent-stderr", daemon=True
@@ -73,12 +83,13 @@ class LocalAgent:
                 self._stderr_reader.start()
             self.port = self._wait_until_ready(ready_read)
         except BaseException:
+            ours.close()
             self._stop_agent()
             raise
         finally:
             os.close(ready_read)
         try:
-            self.client = AgentClient.connect("127.0.0.1", self.port, token)
+            self.client = AgentClient.over_socket(ours, token, where="its socket pair")
         except AgentConnectError as error:
             self._stop_agent()
             raise TargetError(f"cannot talk to the agent for process {self.pid}: {error}") from None
@@ -90,11 +101,11 @@ class LocalAgent:
             self.client = None
         self._stop_agent()
 
-    def _agent_command(self, ready_fd: int) -> list[str]:
+    def _agent_command(self, ready_fd: int, session_fd: int) -> list[str]:
         return [
             *(sys.executable, "-m", "agent", "--target-pid", str(self.pid)),
             *("--listen", "127.0.0.1:0", "--idle-ttl", repr(self.idle_ttl)),
-            *("--ready-fd", str(ready_fd)),
+            *("--ready-fd", str(ready_fd), "--session-fd", str(session_fd)),
         ]
 
     def _check_target(self) -> None:

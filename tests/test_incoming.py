@@ -145,6 +145,55 @@ def test_steal_the_static_go_server_answers_instead(pod: SandboxInfo) -> None:
     assert pod_get(pod) == (200, pod.app_body.encode())  # the pod answers again
 
 
+ECHO_SERVER = """
+import socket
+server = socket.create_server(("0.0.0.0", 8080))
+print("listening 8080", flush=True)
+while True:
+    connection, _ = server.accept()
+    total = 0
+    while data := connection.recv(65536):
+        connection.sendall(data)
+        total += len(data)
+    connection.shutdown(socket.SHUT_WR)  # the client's end of file, passed back
+    print("echoed", total, flush=True)
+    connection.close()
+"""
+
+
+def _send_all_then_end(sock: socket.socket, data: bytes) -> None:
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture(params=["handover", "stream"])
+def steal_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a stolen connection reaches the program from a local agent: handed over whole
+    (the default), or through the session's stream like from a pod's agent."""
+    if request.param == "stream":
+        monkeypatch.setenv("MIRRORD_TRACE_INCOMING_HANDOVER", "0")
+    return str(request.param)
+
+
+def test_stolen_bytes_and_ends_of_file_travel_both_ways_intact(
+    pod: SandboxInfo, steal_path: str
+) -> None:
+    """8 MB each way at once (both directions push back on the other), then each side's FIN."""
+    body = os.urandom(8 * 1024 * 1024)
+    with traced_server(pod, [sys.executable, "-c", ECHO_SERVER], "--steal") as server:
+        for _ in range(2):  # one connection after another through the same subscription
+            client = socket.create_connection((pod.target_addr, pod.app_port), timeout=30)
+            with ThreadPoolExecutor(1) as pool:
+                sending = pool.submit(_send_all_then_end, client, body)
+                received = bytearray()
+                while chunk := client.recv(1 << 20):  # until the program's end of file
+                    received += chunk
+                sending.result()
+            client.close()
+            assert hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+            assert server.next_line() == f"echoed {len(body)}"
+
+
 def test_filtered_steal_mixes_program_and_pod_on_one_keep_alive_connection(
     pod: SandboxInfo, tmp_path: Path
 ) -> None:
@@ -338,7 +387,9 @@ def test_guardian_cleans_up_when_terminated(pod: SandboxInfo) -> None:
         assert nat_rules(pod) == []
 
 
-def test_clients_that_abort_mid_request_do_not_break_the_session(pod: SandboxInfo) -> None:
+def test_clients_that_abort_mid_request_do_not_break_the_session(
+    pod: SandboxInfo, steal_path: str
+) -> None:
     with traced_server(pod, go_serve(), "--steal"):
 
         def abort_after_request(number: int) -> None:

@@ -139,6 +139,7 @@ class IncomingHandlers:
                 mode=decision.mode,
                 header_filter=decision.header_filter,
                 path_filter=decision.path_filter,
+                handover=decision.mode == "steal" and self.connector.takes_handovers,
             )
         except RemoteError as error:
             print(

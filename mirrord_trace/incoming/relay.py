@@ -6,9 +6,13 @@ like any other. Before connecting, the connector notes its own port: the accept 
 the original client's address by it.
 
 A stolen connection's TCP socket is handed straight to the agent client's pump (no extra hop:
-bytes go from the agent connection to the program in one thread). A mirrored copy goes through
-a socket pair and a small asyncio relay that reads the program's answers and drops them (the
-target has answered the real client already), so they never travel back to the agent.
+bytes go from the agent connection to the program in one thread). With an agent on this
+machine (a local target), a connection stolen whole comes as itself (HANDOVER in the protocol):
+the client relays it straight to that socket, and the agent and its stream are out of the path
+-- one relaying process instead of two per request. MIRRORD_TRACE_INCOMING_HANDOVER=0 turns
+this off (to measure or test the stream path). A mirrored copy goes through a socket pair and
+a small asyncio relay that reads the program's answers and drops them (the target has answered
+the real client already), so they never travel back to the agent.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -25,6 +30,7 @@ from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnect
 from mirrord_trace.net.sockaddr import InetAddress, from_socket_tuple
 
 _READ_SIZE = 256 * 1024
+HANDOVER_ENV = "MIRRORD_TRACE_INCOMING_HANDOVER"
 
 
 def _endpoint(value: object) -> InetAddress:
@@ -44,6 +50,11 @@ class IncomingConnector:
         self.client = client
         self.state = state
         self.mirror_relay = MirrorRelay()
+
+    @property
+    def takes_handovers(self) -> bool:
+        """Whether to ask the agent for stolen connections whole (see the module's doc)."""
+        return bool(self.client.passes_descriptors) and os.environ.get(HANDOVER_ENV) != "0"
 
     def on_incoming_stream(self, stream_id: int, info: dict[str, Any]) -> None:
         listener = self.state.route(int(info.get("subscription", 0)))

@@ -48,6 +48,7 @@ from mirrord_trace.protocol.messages import (
     encode_body,
 )
 from mirrord_trace.protocol.requests import (
+    HANDOVER,
     INLINE_READ_LIMIT,
     MAX_READ_SIZE,
     REQUESTS,
@@ -57,6 +58,7 @@ from mirrord_trace.protocol.requests import (
 )
 
 __all__ = [
+    "HANDOVER",
     "INLINE_READ_LIMIT",
     "KEEPALIVE_INTERVAL",
     "MAX_DATA_CHUNK",

@@ -37,7 +37,8 @@ class FrameDecoder:
         self._position = 0
         self._failure: FramingError | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
+        """Take `data` (copied: the caller may reuse its buffer at once)."""
         if self._failure is not None:
             raise self._failure
         if self._position:

@@ -252,7 +252,7 @@ class MessageDecoder:
     def __init__(self) -> None:
         self._frames = FrameDecoder()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         self._frames.feed(data)
 
     @property

@@ -51,6 +51,11 @@ Replies (fields of Reply):
                     path_filter, case-insensitive regexes, only the matching HTTP requests).
                     Each connection arrives as a StreamOpen (even id) whose info is
                     {"subscription", "mode", "port", "peer": [host, port], "local": [host, port]}
+                    With "handover": true, on a session over a Unix socket (the client is on
+                    the agent's machine), a connection stolen whole arrives as itself instead:
+                    its StreamOpen frame carries the connection's descriptor (SCM_RIGHTS on
+                    the frame's bytes), info has HANDOVER: true, no stream message follows
+                    for that id and the client owns the socket. Elsewhere the flag is ignored.
   incoming.unsubscribe {}                             stop; stolen traffic goes to the target again
 
 STAT is a map with the keys in STAT_FIELDS (times in nanoseconds); VERSION is the list
@@ -145,12 +150,15 @@ REQUESTS: dict[str, RequestSpec] = {
         {"transport": (str, "tcp"), "timeout": (_NUMBER, 10.0)},
     ),
     "incoming.subscribe": RequestSpec(
-        {"port": int, "mode": str}, {"header_filter": (str, ""), "path_filter": (str, "")}
+        {"port": int, "mode": str},
+        {"header_filter": (str, ""), "path_filter": (str, ""), "handover": (bool, False)},
     ),
     "incoming.unsubscribe": RequestSpec({"subscription": int}),
 }
 
 INCOMING_MODES = ("mirror", "steal")
+# The StreamOpen info key of a connection handed over whole (see incoming.subscribe).
+HANDOVER = "handover"
 
 
 def _type_ok(value: object, expected: type | tuple[type, ...]) -> bool:
