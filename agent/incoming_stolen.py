@@ -16,7 +16,7 @@ import asyncio
 import errno
 from collections.abc import Callable
 
-from agent.streams import StreamOwner
+from agent.streams import RECEIVE_BUFFER, StreamOwner
 from mirrord_trace.protocol import (
     MAX_DATA_CHUNK,
     FlowControlViolation,
@@ -31,7 +31,7 @@ from mirrord_trace.protocol import (
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-class StolenConnection(asyncio.Protocol):
+class StolenConnection(asyncio.BufferedProtocol):
     """Accepted by the steal listener; `route` decides what becomes of it."""
 
     def __init__(self, route: Callable[[StolenConnection], None]) -> None:
@@ -55,10 +55,13 @@ class StolenConnection(asyncio.Protocol):
         self.transport = transport
         self._route(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return RECEIVE_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._owner is None:
             return
-        self._held += data
+        self._held += RECEIVE_BUFFER[:nbytes]  # a copy: the buffer is reused
         self._forward()
 
     def eof_received(self) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.fs_requests import FileHandles
 from agent.handlers import HANDLERS, Fields, Handler
-from agent.streams import Stream
+from agent.streams import RECEIVE_BUFFER, Stream
 from mirrord_trace.protocol import (
     PEER_SILENCE_TIMEOUT,
     PROTOCOL_VERSION,
@@ -76,7 +76,7 @@ def error_reply(request_id: int, error: BaseException) -> ErrorReply:
     return ErrorReply(request_id, errno.EIO, f"agent error: {type(error).__name__}: {error}")
 
 
-class Session(asyncio.Protocol):
+class Session(asyncio.BufferedProtocol):
     """`unix_socket`: the session's own socket when it is a Unix socket pair shared with a
     client on this machine; connections can then be handed over whole (send_descriptor)."""
 
@@ -89,6 +89,9 @@ class Session(asyncio.Protocol):
         self.counts: Counter[str] = Counter()
         self.peer = "?"
         self._transport: asyncio.Transport | None = None
+        # Kept: asyncio.get_running_loop() costs a getpid() system call each time, and the
+        # data path needs the loop for every frame.
+        self._loop = asyncio.get_running_loop()
         self._decoder = MessageDecoder()
         self._authenticated = False
         self._streams: dict[int, Stream] = {}
@@ -117,12 +120,18 @@ class Session(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._last_heard = loop.time()
         self._watchdog = loop.call_later(HANDSHAKE_TIMEOUT, self._check_silence)
 
-    def data_received(self, data: bytes) -> None:
-        self._last_heard = asyncio.get_running_loop().time()
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return RECEIVE_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(RECEIVE_BUFFER[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        self._last_heard = self._loop.time()
         try:
             self._decoder.feed(data)
             while self._transport is not None:
@@ -180,7 +189,7 @@ class Session(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._outgoing.append(frame)
         self._outgoing_size += len(frame)
         if self._outgoing_size >= _BATCH_LIMIT:

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import itertools
 import os
+import select
 import selectors
 import socket
 import struct
@@ -489,13 +490,18 @@ class AgentClient:
         # I/O thread only: what it receives is decoded or passed on before the next receive.
         self.receive_buffer = memoryview(bytearray(_RECEIVE_SIZE))
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        # Sends block at most this long; a peer that accepts nothing for so long is gone.
-        sock.settimeout(silence_timeout)
+        # Non-blocking: a socket with a timeout makes CPython poll() before every send and
+        # receive. Sends wait for room themselves (_write_all), at most silence_timeout at a
+        # time: a peer that accepts nothing for so long is gone.
+        sock.setblocking(False)
+        # Messages the I/O thread sends during one loop round, sent together at its end.
+        self._queued: list[bytes] = []
         self._selector.register(sock, selectors.EVENT_READ, None)
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self._thread = threading.Thread(
             target=self._run, name="mirrord-trace-agent-io", daemon=True
         )
+        self._io_thread_id: int | None = None  # set by the thread itself
         with helper_threads_spared():
             self._thread.start()
 
@@ -732,10 +738,13 @@ class AgentClient:
 
     # -- sending --
     def _send(self, message: Message) -> None:
-        frame = encode(message)
+        """Send at once (callers' requests: the latency-critical path)."""
+        self._send_bytes(encode(message))
+
+    def _send_bytes(self, data: bytes) -> None:
         try:
             with self._send_lock:
-                self._sock.sendall(frame)
+                self._write_all(data)
         except OSError as error:
             lost = self._mark_lost(
                 error.errno or errno.EIO, f"sending to the agent failed: {error}"
@@ -743,10 +752,39 @@ class AgentClient:
             raise lost from None
         self._last_sent = time.monotonic()
 
+    def _write_all(self, data: bytes) -> None:
+        """sendall on the non-blocking socket; TimeoutError once no byte could go out for
+        silence_timeout seconds."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self._sock.send(view) :]
+            except BlockingIOError:
+                fd = self._sock.fileno()
+                if fd < 0:  # closed meanwhile by the I/O thread (the session ended)
+                    raise OSError(errno.EBADF, "the connection to the agent is closed") from None
+                poller = select.poll()
+                poller.register(fd, select.POLLOUT)
+                if not poller.poll(self.silence_timeout * 1000):
+                    raise TimeoutError(
+                        errno.ETIMEDOUT, f"the agent took nothing for {self.silence_timeout:g} s"
+                    ) from None
+
     def _send_quietly(self, message: Message) -> None:
-        """Send from the I/O thread; a failure is reported through the lost path."""
-        with contextlib.suppress(AgentLost):
-            self._send(message)
+        """Send from the I/O thread; a failure is reported through the lost path. The
+        messages of one loop round leave in one send at its end (_send_queued): fewer system
+        calls, and the agent wakes once for them."""
+        if threading.get_ident() != self._io_thread_id:
+            with contextlib.suppress(AgentLost):
+                self._send(message)
+            return
+        self._queued.append(encode(message))
+
+    def _send_queued(self) -> None:
+        if self._queued:
+            frames, self._queued = self._queued, []
+            with contextlib.suppress(AgentLost):
+                self._send_bytes(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _mark_lost(self, code: int, message: str) -> AgentLost:
         with self._state_lock:
@@ -778,6 +816,7 @@ class AgentClient:
 
     # -- the I/O thread --
     def _run(self) -> None:
+        self._io_thread_id = threading.get_ident()
         try:
             self._loop()
         except Exception as error:  # a bug here must still fail every waiter, not hang them
@@ -797,6 +836,7 @@ class AgentClient:
         if self._decoder.buffered:
             self._handle_incoming(b"")
         while self._lost is None and not self._closing:
+            self._send_queued()
             for key, mask in self._selector.select(timeout=self.keepalive_interval / 2):
                 if key.fileobj is self._sock:
                     self._receive()
