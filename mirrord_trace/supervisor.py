@@ -111,7 +111,7 @@ def _run_traced(
     prepared = prepare_filter(build_filter(table.rules), flags=flags)
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:
-        pid, exec_errors, listener = _spawn_traced(
+        pid, exec_errors, listener_channel = _spawn_traced(
             path, list(argv), dict(env), prepared, original_mask
         )
         _start_signal_forwarder(pid)
@@ -120,9 +120,11 @@ def _run_traced(
         failures = HandlerFailures()
         tracer = Tracer(pid, table.dispatch, trace, failures, frozenset(table.notified))
         notifications = None
-        if listener is not None:
+        if listener_channel is not None:
             # Started after the signal mask is set: the thread must not take forwarded signals.
-            notifications = NotificationServer(listener, table.notified, tracer.tasks, failures)
+            notifications = NotificationServer(
+                listener_channel, table.notified, tracer.tasks, failures
+            )
             notifications.start()
         status = tracer.run()
         if notifications is not None:
@@ -149,21 +151,26 @@ def _spawn_traced(
     env: dict[str, str],
     prepared: PreparedFilter,
     original_mask: set[signal.Signals],
-) -> tuple[int, int, int | None]:
-    """Fork the program's process, seize it and let it exec: (pid, error pipe, listener fd)."""
+) -> tuple[int, int, _socket.socket | None]:
+    """Fork the program's process, seize it and let it exec.
+
+    Returns the pid, the pipe that reports a failed start, and, when the filter asks for a
+    listener, the socket it will arrive on (for the notification thread to receive)."""
     go_read, go_write = os.pipe()
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
-    # The seccomp listener (if the filter asks for one) travels as SCM_RIGHTS: the message holds
-    # its own reference, so the child can exec (closing its copy) before the parent reads it.
-    # _socket, not socket: this runs at every start-up and socket's imports cost milliseconds.
-    listener_in, listener_out = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    # The listener travels as SCM_RIGHTS: the message holds its own reference, so the child
+    # can exec (closing its close-on-exec copy) before anyone reads it. The child sends it
+    # under the filter, so the send may stop for the tracer: whoever receives must not hold
+    # up the tracer loop. _socket, not socket: its imports cost milliseconds of start-up.
+    channel = None
+    if prepared.flags & SECCOMP_FILTER_FLAG_NEW_LISTENER:
+        channel = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # the child: as little Python as possible between fork and exec
         stage = "start"
         try:
             os.close(go_write)
             os.close(error_read)
-            listener_in.close()
             os.read(go_read, 1)  # wait until the parent has seized us
             os.close(go_read)
             signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
@@ -172,43 +179,36 @@ def _spawn_traced(
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
             stage = "seccomp"
             listener = prepared.install()
-            if listener > 0:
+            if channel is not None:
                 rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, listener.to_bytes(4, "little"))]
-                listener_out.sendmsg([b"l"], rights)
-            listener_out.close()
+                channel[1].sendmsg([b"l"], rights)
             stage = "exec"
-            os.execve(path, argv, env)
+            os.execve(path, argv, env)  # closes the listener and the channel (close-on-exec)
         except OSError as exc:
             os.write(error_write, f"{stage}:{exc.errno or 0}".encode())
         finally:
             os._exit(127)
     os.close(go_read)
     os.close(error_write)
-    listener_out.close()
+    if channel is not None:
+        channel[1].close()
     try:
-        try:
-            pt.seize(pid)
-        except OSError as exc:
-            os.close(go_write)
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(error_read)
-            raise TracingUnavailable(
-                f"cannot trace the program: ptrace refused ({os.strerror(exc.errno or 0)}); "
-                "is mirrord-trace itself running under a debugger or strace, or does "
-                "kernel.yama.ptrace_scope forbid tracing?"
-            ) from exc
-        os.write(go_write, b"g")
+        pt.seize(pid)
+    except OSError as exc:
         os.close(go_write)
-        # End of file when the filter asked for no listener or failed (see the error pipe).
-        _, rights, _, _ = listener_in.recvmsg(1, _socket.CMSG_LEN(4))
-    finally:
-        listener_in.close()
-    listener = None
-    for level, kind, data in rights:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            listener = int.from_bytes(data[:4], "little")
-    return pid, error_read, listener
+        if channel is not None:
+            channel[0].close()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(error_read)
+        raise TracingUnavailable(
+            f"cannot trace the program: ptrace refused ({os.strerror(exc.errno or 0)}); "
+            "is mirrord-trace itself running under a debugger or strace, or does "
+            "kernel.yama.ptrace_scope forbid tracing?"
+        ) from exc
+    os.write(go_write, b"g")
+    os.close(go_write)
+    return pid, error_read, None if channel is None else channel[0]
 
 
 def _start_signal_forwarder(pid: int) -> None:

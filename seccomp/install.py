@@ -86,6 +86,10 @@ class PreparedFilter:
         # the usual case where the thread that prepares is the one that forks.
         ctypes.set_errno(0)
 
+    @property
+    def flags(self) -> int:
+        return self._flags.value
+
     def install(self) -> int:
         """Set no_new_privs and install the filter on the calling thread; OSError on failure.
 

@@ -325,3 +325,15 @@ print(json.dumps(result))
     for path, (same, ino, size) in json.loads(out.stdout).items():
         info = os.stat(pod_file(sandbox, path))
         assert (same, ino, size) == (True, info.st_ino, info.st_size), path
+
+
+@pytest.mark.parametrize("binary", ["probe-static", "probe-musl"])
+def test_remote_stats_and_opens_under_a_busy_timer(sandbox, binary: str) -> None:
+    """A SIGALRM handler without SA_RESTART fires every 200 us while the program stats the
+    pod's file (answered through seccomp notifications) and opens it (rewritten at ptrace
+    stops) 600 times each: every call succeeds, none sees EINTR, as natively."""
+    out = traced(sandbox, probe(binary), "stat-signals", "600", "/app/config.yaml")
+    assert out.returncode == 0, out.stderr
+    counts = dict(field.split("=") for field in out.stdout.decode().split())
+    assert int(counts["signals"]) > 0
+    assert (counts["calls"], counts["eintr"]) == ("1200", "0")

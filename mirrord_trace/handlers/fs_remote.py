@@ -14,6 +14,7 @@ import errno
 import os
 import struct
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -341,6 +342,7 @@ _OPEN_NAMES = ("open", "openat", "openat2", "creat")
 _STAT_NAMES = ("stat", "lstat", "newfstatat", "statx")
 _ACCESS_NAMES = ("access", "faccessat", "faccessat2")
 _READLINK_NAMES = ("readlink", "readlinkat")
+_ANSWERED_NAMES = frozenset(_STAT_NAMES + _ACCESS_NAMES + _READLINK_NAMES)
 
 
 def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
@@ -365,13 +367,37 @@ def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
         **dict.fromkeys(_READLINK_NAMES, handlers.readlink_handler),
         "chdir": handlers.chdir_handler,
     }
-    traps = [Trap(shape, by_name[shape.name](shape)) for shape in FS_PATH_SYSCALLS.values()]
+    # Metadata calls only ever run locally or get an answer (Allow, Emulate): they are decided
+    # through seccomp notifications, in the notification thread, while opens (rewritten to local
+    # stand-ins), chdir and changes stay on ptrace stops. Both threads share the family's state
+    # (stand-ins, pending write-backs), so every handler runs under one lock.
+    serialized = _Serialized()
+    traps = [
+        Trap(shape, serialized(by_name[shape.name](shape)), notify=shape.name in _ANSWERED_NAMES)
+        for shape in FS_PATH_SYSCALLS.values()
+    ]
     for shape in FS_WRITE_SYSCALLS:
         two_paths = shape.name.startswith(("rename", "link"))
         build = handlers.two_path_handler if two_paths else handlers.change_handler
-        traps.append(Trap(shape, build(shape)))
-    traps.append(Trap(GETCWD, handlers.getcwd))
+        traps.append(Trap(shape, serialized(build(shape))))
+    traps.append(Trap(GETCWD, serialized(handlers.getcwd), notify=True))
     if policy.can_write_remotely:
-        traps += [Trap(shape, handlers.fsync) for shape in FSYNC_SYSCALLS]
-        traps += [Trap(shape, handlers.fd_change) for shape in FD_CHANGE_SYSCALLS]
+        traps += [Trap(shape, serialized(handlers.fsync)) for shape in FSYNC_SYSCALLS]
+        traps += [Trap(shape, serialized(handlers.fd_change)) for shape in FD_CHANGE_SYSCALLS]
     return traps
+
+
+class _Serialized:
+    """Wraps handlers so that at most one of them runs at a time, whichever thread calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __call__(self, handler: Handler) -> Handler:
+        lock = self._lock
+
+        def run(call: SyscallCall) -> Action | None:
+            with lock:
+                return handler(call)
+
+        return run

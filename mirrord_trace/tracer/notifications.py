@@ -15,6 +15,7 @@ arguments), which is why a family declares per trap whether it fits (session.Tra
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import fcntl
@@ -51,12 +52,13 @@ class NotificationServer:
 
     def __init__(
         self,
-        listener: int,
+        channel: _socket.socket,
         entries: Mapping[int, TrapEntry],
         tasks: Mapping[int, Task],
         failures: HandlerFailures,
     ) -> None:
-        self.listener = listener
+        self.channel = channel  # where the child sends the listener fd (SCM_RIGHTS)
+        self.listener = -1
         self.entries = entries  # by syscall number: a notification carries no filter tag
         # The tracer's table, read from this thread (one dict read per call): a thread is in it
         # before it first runs, since new tasks start in a ptrace stop, and exec replaces its
@@ -66,25 +68,37 @@ class NotificationServer:
         self._thread = threading.Thread(target=self._serve, name="seccomp-notify", daemon=True)
 
     def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Wait for the thread (it ends once no task uses the filter), then close the fds."""
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.channel.close()
+            if self.listener >= 0:
+                os.close(self.listener)
+        # else: a task still holds the filter (it cannot: the tracer reaps them all); leaving
+        # the fds open is safer than closing them under a thread blocked on them.
+
+    def _receive_listener(self) -> int:
+        """The child's listener fd, or -1 if it exec'd without one (its filter failed)."""
+        _, rights, _, _ = self.channel.recvmsg(1, _socket.CMSG_LEN(4))
+        for level, kind, data in rights:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                return int.from_bytes(data[:4], "little")
+        return -1
+
+    def _serve(self) -> None:
+        self.listener = listener = self._receive_listener()
+        if listener < 0:
+            return
         # The caller blocks as soon as it has sent the notification, so the kernel may run this
         # thread on the caller's CPU at once instead of waking it on another (Linux >= 6.6;
         # older kernels refuse the flag and wake it the usual way). On the 2-vCPU VM this takes
         # a trapped openat from ~110 µs to ~20 µs when the two would otherwise run apart.
         with contextlib.suppress(OSError):
-            fcntl.ioctl(self.listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-                        SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Wait for the thread (it ends once no task uses the filter), then close the fd."""
-        self._thread.join(timeout)
-        if not self._thread.is_alive():
-            os.close(self.listener)
-        # else: a task still holds the filter (it cannot: the tracer reaps them all); leaving
-        # the fd open is safer than closing it under a thread blocked on it.
-
-    def _serve(self) -> None:
-        listener, ioctl = self.listener, fcntl.ioctl
+            fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+        ioctl = fcntl.ioctl
         received = bytearray(_NOTIFICATION.size)
         response = bytearray(_RESPONSE.size)
         unpack, pack_into = _NOTIFICATION.unpack_from, _RESPONSE.pack_into
