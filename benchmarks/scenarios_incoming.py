@@ -5,8 +5,12 @@ by round (interleaved) with wrk from Debian's packages:
 
   direct        the program run natively on this machine, wrk -> 127.0.0.1
   steal         the program under `mirrord-trace exec --steal --target pid/<sandbox pod>`,
-                wrk -> the pod's address: iptables REDIRECT in the pod -> agent -> stream ->
-                the program's real local listener
+                wrk -> the pod's address: iptables REDIRECT in the pod -> the agent, which
+                hands each connection over whole (a local target's agent is on this
+                machine) -> the supervisor relays it to the program's real local listener
+  steal (stream)  the same through the session's stream, the path a pod's agent takes:
+                agent -> frames -> supervisor -> the program
+                (MIRRORD_TRACE_INCOMING_HANDOVER=0)
   steal+filter  the same with an HTTP header filter that every request matches (the agent
                 parses each request with h11 and routes it)
 
@@ -37,6 +41,7 @@ from benchmarks.rows import Goal, Row
 
 LOAD_CONNECTIONS = 16
 _STEAL_FILTER_PORT = 9080
+_STEAL_STREAM_PORT = 9081
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 _PERCENTILE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _RATE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
@@ -103,10 +108,16 @@ def _wait_listening(process: subprocess.Popen[bytes], what: str, timeout: float 
 
 @contextlib.contextmanager
 def _started(
-    ctx: Context, name: str, argv: list[str], url: str, headers: tuple[str, ...] = ()
+    ctx: Context,
+    name: str,
+    argv: list[str],
+    url: str,
+    headers: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     process = subprocess.Popen(
         ctx.placement.wrap(argv),
+        env=None if env is None else {**os.environ, **env},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -207,6 +218,7 @@ def incoming_steal(ctx: Context) -> list[Row]:
         raise ScenarioError("stealing needs root (a sandbox pod, iptables): run as root")
     if shutil.which("wrk") is None:
         raise ScenarioError("wrk is missing: apt-get install wrk (it is in APT_PACKAGES)")
+    from mirrord_trace.incoming.relay import HANDOVER_ENV
     from mirrord_trace.sandbox import SandboxError, down, up
 
     probe = str(ctx.binary("probe-go"))
@@ -230,6 +242,12 @@ def incoming_steal(ctx: Context) -> list[Row]:
                 stack.enter_context(_started(
                     ctx, "steal", _steal_command(pod.target_pid, probe, pod.app_port, None),
                     f"http://{pod.target_addr}:{{port}}/",
+                )),
+                stack.enter_context(_started(
+                    ctx, "steal (stream)",
+                    _steal_command(pod.target_pid, probe, _STEAL_STREAM_PORT, None),
+                    f"http://{pod.target_addr}:{{port}}/",
+                    env={HANDOVER_ENV: "0"},
                 )),
                 stack.enter_context(_started(
                     ctx, "steal+filter",
