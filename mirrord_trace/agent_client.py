@@ -806,6 +806,27 @@ class AgentClient:
         os.write(self._wake_write, b"x")
         return self._lost
 
+    def handed_over_descriptor(self, stream_id: int) -> int | None:
+        """The fd of a connection handed over whole and not attached yet, else None."""
+        stream = self._streams.get(stream_id)
+        if type(stream) is _HandedOver and stream.local is None and not stream.finished:
+            return stream.remote.sock.fileno()
+        return None
+
+    def release_handed_over(self, stream_id: int) -> None:
+        """The program holds the handed-over connection itself now: close this copy with no
+        reset (the program's copy keeps it open) and forget the stream. Thread-safe."""
+
+        def release() -> None:
+            stream = self._streams.get(stream_id)
+            if type(stream) is _HandedOver and stream.local is None and not stream.finished:
+                stream.finished = True
+                stream.local_done.set()
+                self._forget_stream(stream)
+                stream.remote.sock.close()
+
+        self._call_in_io_thread(release)
+
     def _forget_stream(self, pump: _StreamPump | _HandedOver) -> None:
         self._streams.pop(pump.stream_id, None)
         ends = pump.ends() if isinstance(pump, _HandedOver) else (pump,)

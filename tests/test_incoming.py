@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import random
 import signal
 import socket
 import struct
@@ -124,6 +125,27 @@ def test_two_programs_mirror_the_same_port_side_by_side(pod: SandboxInfo) -> Non
 
 
 # ---- steal -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("handover", ["1", "0"])
+def test_a_stolen_connection_is_the_clients_own(
+    pod: SandboxInfo, handover: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The static C server (blocking accept4 with no address buffer) logs getpeername of
+    each connection. From a local target the stolen connection itself is put in place of the
+    relay's at accept, so the program talks to the real client (the host's address), as the
+    pod's app would; on the stream path (a pod's agent) it is the relay on loopback. Both
+    answer the client alike."""
+    monkeypatch.setenv("MIRRORD_TRACE_INCOMING_HANDOVER", handover)
+    server_argv = [str(example_binary("probe-static")), "serve", "8080"]
+    with traced_server(pod, server_argv, "--steal") as server:
+        for index in range(3):
+            assert pod_get(pod, f"/who-{index}")[0] == 200
+            server.wait_for([f"request GET /who-{index} HTTP/1.1"])
+        peers = [line.split()[1] for line in server.seen if line.startswith("peer ")]
+        assert len(peers) == 3
+        hosts = {peer.rsplit(":", 1)[0] for peer in peers}
+        assert hosts == ({pod.host_addr} if handover == "1" else {"127.0.0.1"}), peers
 
 
 def test_steal_the_static_go_server_answers_instead(pod: SandboxInfo) -> None:
@@ -293,9 +315,18 @@ def test_accept_and_getsockname_show_the_original_connection(
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port below the ephemeral range (32768 and up by default): a port the kernel
+    handed out for bind(0) may be handed out again, as the source port of a connection the
+    session makes, before the program gets to bind it (a rare EADDRINUSE)."""
+    low, _ = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for port in random.sample(range(20000, min(low, 32768)), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def test_port_mapping_and_listen_ports(pod: SandboxInfo, tmp_path: Path) -> None:

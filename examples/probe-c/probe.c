@@ -798,6 +798,15 @@ static int cmd_serve(int argc, char **argv)
                 continue;
             return fail("serve", "accept");
         }
+        /* Who the connection is with, as the kernel says: the client a server would log. */
+        struct sockaddr_in peer;
+        socklen_t peer_len = sizeof peer;
+        if (getpeername(client, (struct sockaddr *)&peer, &peer_len) == 0) {
+            char text[INET_ADDRSTRLEN];
+            printf("peer %s:%d\n", inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text),
+                   ntohs(peer.sin_port));
+            fflush(stdout);
+        }
         serve_one(client);
         close(client);
     }

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 # A value a handler puts in an argument register: an int is written as is; bytes are copied
 # into the tracee's scratch page and the register receives their address.
 ArgValue = int | bytes
+# An injected call's arguments: fixed, or computed from the results of the calls before it.
+InjectArgs = tuple[int, ...] | Callable[[list[int]], tuple[int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +68,15 @@ class ExitStop:
 class Inject:
     """Returned by an exit callback: run these syscalls in the tracee, then report `result`.
 
-    Each call is (syscall number, up to six int arguments). `result` maps the injected calls'
-    results to what the program sees from its own syscall. Example: move a new fd above the
-    trap base with dup3 + close, so later calls on it can be trapped by fd number alone.
+    Each call is (syscall number, up to six int arguments), the arguments given as they are or
+    as a function of the results of the calls before it (an fd one of them returned). `result`
+    maps the injected calls' results to what the program sees from its own syscall (an int, or
+    an Emulate whose writes go to tracee memory first). Example: move a new fd above the trap
+    base with dup3 + close, so later calls on it can be trapped by fd number alone.
     """
 
-    calls: tuple[tuple[int, tuple[int, ...]], ...]
-    result: Callable[[list[int]], int]
+    calls: tuple[tuple[int, InjectArgs], ...]
+    result: Callable[[list[int]], int | Emulate]
 
 
 @dataclass(frozen=True, slots=True)

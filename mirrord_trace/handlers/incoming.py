@@ -19,7 +19,7 @@ import struct
 import sys
 from typing import TYPE_CHECKING, Any
 
-from mirrord_trace.handlers.actions import Action, Emulate, ExitStop
+from mirrord_trace.handlers.actions import Action, Emulate, ExitStop, Inject, InjectArgs
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.incoming.policy import IncomingPolicy
 from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnection
@@ -178,27 +178,72 @@ class IncomingHandlers:
         if listener is None:
             return None
         buffer, length_pointer = call.args[1], call.args[2]
-        if not buffer or not length_pointer:
-            return None
-        (room,) = _SOCKLEN.unpack(call.memory.read(length_pointer, 4))
+        room = 0
+        if buffer and length_pointer:
+            (room,) = _SOCKLEN.unpack(call.memory.read(length_pointer, 4))
+        flags = call.int_arg(3) if call.nr == _SYS_ACCEPT4 else 0
         memory, tid, family = call.memory, call.tid, listener.requested.family
 
-        def report_original_client(result: int) -> Emulate | None:
-            if result < 0 or room <= 0:
+        def on_accepted(result: int) -> Emulate | Inject | None:
+            if result < 0:
                 return None
-            seen = parse_sockaddr(
-                memory.read(buffer, min(room, SOCKADDR_IN6_SIZE)), short_forms=True
-            )
-            connection = self.state.relayed_from(seen.port) if seen is not None else None
+            seen = None
+            if room > 0:
+                seen = parse_sockaddr(
+                    memory.read(buffer, min(room, SOCKADDR_IN6_SIZE)), short_forms=True
+                )
+            relay_port = seen.port if seen is not None else None
+            delivery = self.state.take_delivery(relay_port, listener)
+            if delivery is not None:
+                relay_port = delivery.relay_port
+            connection = self.state.relayed_from(relay_port) if relay_port is not None else None
             if connection is None:
                 return None  # a connection made directly to the program's real port
             peer, local = connection.peer.as_family(family), connection.local.as_family(family)
-            inode = socket_inode(tid, result)
-            if inode is not None:
-                self.state.accepted(inode, RelayedConnection(peer, local, connection.mode))
-            return Emulate(result, sockaddr_writes(peer.packed(), buffer, length_pointer, room))
+            writes = sockaddr_writes(peer.packed(), buffer, length_pointer, room) if room else ()
 
-        return ExitStop(report_original_client, why="accept on a subscribed port")
+            def report(in_place: bool) -> Emulate:
+                if delivery is not None:
+                    self.connector.delivered(delivery, in_place)
+                inode = socket_inode(tid, result)
+                if inode is not None:
+                    self.state.accepted(inode, RelayedConnection(peer, local, connection.mode))
+                return Emulate(result, writes)
+
+            if delivery is None:
+                return report(False)
+            return Inject(
+                _calls_taking_over(result, delivery.descriptor, flags),
+                lambda results: report(in_place=results[3] == result),
+            )
+
+        return ExitStop(on_accepted, why="accept on a subscribed port")
+
+
+_SYS_ACCEPT4 = 288
+_SYS_CLOSE, _SYS_FCNTL, _SYS_DUP3, _SYS_PIDFD_OPEN, _SYS_PIDFD_GETFD = 3, 72, 292, 434, 438
+_F_SETFL = 4
+
+
+def _calls_taking_over(
+    accepted: int, descriptor: int, flags: int
+) -> tuple[tuple[int, InjectArgs], ...]:
+    """Syscalls that, run in the program at accept's exit, replace the accepted relay
+    connection (fd `accepted`) by the stolen connection the supervisor holds as `descriptor`:
+    pidfd_open(supervisor) -> P, pidfd_getfd(P, descriptor) -> N, N's status flags as accept4
+    asked, dup3(N, accepted) (the relay connection closes), close(N), close(P). A failed step
+    makes the later ones fail harmlessly on a negative fd, and dup3 tells whether it worked."""
+    supervisor = os.getpid()
+    nonblocking = flags & socket.SOCK_NONBLOCK
+    cloexec = flags & socket.SOCK_CLOEXEC
+    return (
+        (_SYS_PIDFD_OPEN, (supervisor, 0)),
+        (_SYS_PIDFD_GETFD, lambda r: (r[0], descriptor, 0)),
+        (_SYS_FCNTL, lambda r: (r[1], _F_SETFL, os.O_RDWR | nonblocking)),
+        (_SYS_DUP3, lambda r: (r[1], accepted, cloexec)),
+        (_SYS_CLOSE, lambda r: (r[1],)),
+        (_SYS_CLOSE, lambda r: (r[0],)),
+    )
 
 
 def traps(context: SessionContext) -> list[Trap]:

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnection
+from mirrord_trace.incoming.state import Delivery, IncomingState, Listener, RelayedConnection
 from mirrord_trace.net.sockaddr import InetAddress, from_socket_tuple
 
 _READ_SIZE = 256 * 1024
@@ -64,8 +64,13 @@ class IncomingConnector:
         connection = RelayedConnection(
             _endpoint(info["peer"]), _endpoint(info["local"]), str(info.get("mode"))
         )
+        descriptor = None
+        if connection.mode != "mirror":
+            # Held until the program accepts the relay's connection: the accept handler then
+            # puts the stolen connection itself in its place and no byte is relayed (delivered).
+            descriptor = self.client.handed_over_descriptor(stream_id)
         try:
-            sock, relay_port = self._connect(listener, connection)
+            sock, relay_port = self._connect(listener, connection, stream_id, descriptor)
         except OSError:
             # The program closed its listener: the connection is refused, as it would be.
             self.client.drop_stream(stream_id, errno.ECONNREFUSED)
@@ -74,6 +79,8 @@ class IncomingConnector:
         def forget() -> None:
             self.state.relay_closed(relay_port)
 
+        if descriptor is not None:
+            return
         if connection.mode != "mirror":
             self.client.attach_stream(stream_id, sock, forget)
             return
@@ -81,8 +88,27 @@ class IncomingConnector:
         self.client.attach_stream(stream_id, ours)
         self.mirror_relay.start(theirs, sock, forget)
 
+    def delivered(self, delivery: Delivery, in_place: bool) -> None:
+        """The program accepted the doorbell of `delivery` (tracer thread). In place: its fd now
+        is the stolen connection, and the supervisor's copies go. Otherwise (the kernel would
+        not pass the fd, e.g. pidfd_getfd forbidden): relayed through the doorbell as usual."""
+        if in_place:
+            self.client.release_handed_over(delivery.stream_id)
+            delivery.doorbell.close()
+            self.state.relay_closed(delivery.relay_port)
+            return
+
+        def forget() -> None:
+            self.state.relay_closed(delivery.relay_port)
+
+        self.client.attach_stream(delivery.stream_id, delivery.doorbell, forget)
+
     def _connect(
-        self, listener: Listener, connection: RelayedConnection
+        self,
+        listener: Listener,
+        connection: RelayedConnection,
+        stream_id: int,
+        descriptor: int | None,
     ) -> tuple[socket.socket, int]:
         target = listener.connect_address
         sock = socket.socket(target.family, socket.SOCK_STREAM)
@@ -93,9 +119,13 @@ class IncomingConnector:
             relay_port = sock.getsockname()[1]
             # Noted before connecting: the program may accept before connect() returns here.
             self.state.relayed(relay_port, connection)
+            if descriptor is not None:
+                delivery = Delivery(stream_id, descriptor, sock, relay_port, listener)
+                self.state.awaiting_accept(delivery)
             code = sock.connect_ex(target.sockaddr_tuple())
             if code not in (0, errno.EINPROGRESS):
                 self.state.relay_closed(relay_port)
+                self.state.take_delivery(relay_port, listener)
                 raise OSError(code, "cannot connect to the program's listener")
         except BaseException:
             sock.close()

@@ -37,6 +37,18 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """A stolen connection waiting for the program to accept the relay's connection standing
+    for it (the doorbell), to be put in that connection's place in the program."""
+
+    stream_id: int
+    descriptor: int  # the supervisor's copy of the stolen connection
+    doorbell: socket.socket  # the supervisor's end of the connection to the program's listener
+    relay_port: int
+    listener: Listener
+
+
+@dataclass(frozen=True)
 class RelayedConnection:
     """A connection the relay made to the program, as the target saw the original."""
 
@@ -53,6 +65,7 @@ class IncomingState:
         self._subscription_of_port: dict[int, int] = {}
         self._relayed: dict[int, RelayedConnection] = {}  # by the relay socket's local port
         self._accepted: OrderedDict[int, RelayedConnection] = OrderedDict()
+        self._deliveries: OrderedDict[int, Delivery] = OrderedDict()  # by relay port
 
     # -- listeners (tracer thread) --
     def add_listener(self, listener: Listener) -> None:
@@ -88,6 +101,21 @@ class IncomingState:
 
     def relayed_from(self, relay_port: int) -> RelayedConnection | None:
         return self._relayed.get(relay_port)
+
+    def awaiting_accept(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._deliveries[delivery.relay_port] = delivery
+
+    def take_delivery(self, relay_port: int | None, listener: Listener) -> Delivery | None:
+        """The delivery behind the accepted relay connection; without its port (accept was
+        given no address buffer) the listener's oldest, as its backlog hands them out."""
+        with self._lock:
+            if relay_port is not None:
+                return self._deliveries.pop(relay_port, None)
+            for port, delivery in self._deliveries.items():
+                if delivery.listener is listener:
+                    return self._deliveries.pop(port)
+            return None
 
     def accepted(self, inode: int, connection: RelayedConnection) -> None:
         with self._lock:

@@ -22,6 +22,7 @@ from mirrord_trace.handlers.actions import (
     Emulate,
     ExitStop,
     Inject,
+    InjectArgs,
     Rewrite,
     Wait,
 )
@@ -415,7 +416,7 @@ class Tracer:
             if type(replacement) is Inject:
                 replacement = replacement.result(self._inject(task, regs, replacement.calls))
                 regs = self._registers.load(tid)
-            elif type(replacement) is Emulate:
+            if type(replacement) is Emulate:
                 memory = task.space.memory(tid)
                 with contextlib.suppress(TraceeMemoryError):  # the program's own bad pointer
                     for address, data in replacement.writes:
@@ -427,14 +428,15 @@ class Tracer:
         pt.cont(tid)
 
     def _inject(
-        self, task: Task, regs: pt.Registers, calls: tuple[tuple[int, tuple[int, ...]], ...]
+        self, task: Task, regs: pt.Registers, calls: tuple[tuple[int, InjectArgs], ...]
     ) -> list[int]:
         """Run syscalls in a task stopped at a syscall exit; leaves its registers as they were."""
         tid = task.tid
         saved = self._registers.snapshot()
         rip = regs.rip
         results: list[int] = []
-        for nr, args in calls:
+        for nr, given in calls:
+            args = given(results) if callable(given) else given
             regs = self._registers.restore(saved)
             regs.rax = nr
             regs.orig_rax = nr
@@ -489,9 +491,9 @@ class Tracer:
             if type(replaced) is Inject:
                 final = replaced.result
 
-                def logged(results: list[int]) -> int:
+                def logged(results: list[int]) -> int | Emulate:
                     value = final(results)
-                    write(value)
+                    write(value.result if type(value) is Emulate else value)
                     return value
 
                 return Inject(replaced.calls, logged)
