@@ -819,11 +819,8 @@ class AgentClient:
 
         def release() -> None:
             stream = self._streams.get(stream_id)
-            if type(stream) is _HandedOver and stream.local is None and not stream.finished:
-                stream.finished = True
-                stream.local_done.set()
-                self._forget_stream(stream)
-                stream.remote.sock.close()
+            if type(stream) is _HandedOver and stream.local is None:
+                stream.finish()  # no local end yet: closes only this copy, with no reset
 
         self._call_in_io_thread(release)
 

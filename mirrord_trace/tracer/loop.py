@@ -260,9 +260,7 @@ class Tracer:
         if type(action) is Allow:
             pt.cont(tid)
         elif type(action) is Emulate:
-            memory = task.space.memory(tid)
-            for address, data in action.writes:
-                memory.write(address, data)
+            task.space.memory(tid).write_all(action.writes)
             regs.orig_rax = _SKIP_SYSCALL
             regs.rax = action.result & _MASK64
             self._registers.store(tid)
@@ -314,11 +312,7 @@ class Tracer:
             task.parked = None
             result = parked.finish(parked.future)
             if type(result) is Emulate:
-                memory = task.space.memory(task.tid)
-                with contextlib.suppress(TraceeMemoryError):  # the program's own bad pointer
-                    for address, data in result.writes:
-                        memory.write(address, data)
-                result = result.result
+                result = self._written(task, result)
             regs = self._registers.load(task.tid)  # finish may have taken a while: reload
             regs.rax = result & _MASK64
             self._registers.store(task.tid)
@@ -336,8 +330,8 @@ class Tracer:
         if signed(regs.rax) != _ERESTARTSYS or regs.orig_rax not in self.notified:
             return
         args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
-        memory = task.space.memory(task.tid)
-        if not could_block_natively(task.tid, regs.orig_rax, args, memory):
+        call = SyscallCall(task.tid, task.tgid, regs.orig_rax, args, task.space.memory(task.tid))
+        if not could_block_natively(call):
             regs.rax = _ERESTARTNOINTR & _MASK64  # restarted whatever the handler's SA_RESTART
             self._registers.store(task.tid)
 
@@ -417,15 +411,18 @@ class Tracer:
                 replacement = replacement.result(self._inject(task, regs, replacement.calls))
                 regs = self._registers.load(tid)
             if type(replacement) is Emulate:
-                memory = task.space.memory(tid)
-                with contextlib.suppress(TraceeMemoryError):  # the program's own bad pointer
-                    for address, data in replacement.writes:
-                        memory.write(address, data)
-                replacement = replacement.result
+                replacement = self._written(task, replacement)
             if replacement is not None:
                 regs.rax = replacement & _MASK64
                 self._registers.store(tid)
         pt.cont(tid)
+
+    def _written(self, task: Task, emulate: Emulate) -> int:
+        """Apply an answer that arrived after the call ran or slept; its result. A write to the
+        program's own bad pointer is its business: the result stands."""
+        with contextlib.suppress(TraceeMemoryError):
+            task.space.memory(task.tid).write_all(emulate.writes)
+        return emulate.result
 
     def _inject(
         self, task: Task, regs: pt.Registers, calls: tuple[tuple[int, InjectArgs], ...]

@@ -7,6 +7,7 @@ tracer creates one AddressSpace per mm and drops it at exec.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PATH_MAX = 4096
@@ -79,6 +80,11 @@ class TraceeMemory:
             raise TraceeMemoryError(exc.errno, f"write {len(data)} bytes at {address:#x}") from exc
         if written != len(data):
             raise TraceeMemoryError(14, f"short write at {address:#x}")
+
+    def write_all(self, writes: Iterable[tuple[int, bytes]]) -> None:
+        """An Emulate's (address, bytes) writes, in order."""
+        for address, data in writes:
+            self.write(address, data)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -47,6 +47,7 @@ _NOTIFICATION = struct.Struct("=QIIiIQ6Q")
 _RESPONSE = struct.Struct("=QqiI")
 _EMPTY_NOTIFICATION = bytes(_NOTIFICATION.size)
 
+
 class NotificationServer:
     """Answers the filter's notifications in a thread of its own until the program is gone."""
 
@@ -142,8 +143,7 @@ class NotificationServer:
             error = TypeError(f"{type(action).__name__} needs a ptrace stop, not a notification")
             action = self.failures.failed(name, error)
         try:
-            for address, data in action.writes:
-                memory.write(address, data)
+            memory.write_all(action.writes)
         except TraceeMemoryError:
             return -errno.EFAULT
         return action.result

@@ -14,48 +14,44 @@ from __future__ import annotations
 import os
 import stat
 
-from mirrord_trace.tracer.memory import TraceeMemory, TraceeMemoryError
+from mirrord_trace.handlers.call import SyscallCall
+from mirrord_trace.syscall_table import AT_FDCWD, FS_PATH_SYSCALLS
+from mirrord_trace.tracer.memory import TraceeMemoryError
 
-_AT_FDCWD = -100
-_O_NONBLOCK = os.O_NONBLOCK
-# nr -> (index of the dirfd argument or None, index of the path argument, index of the flags)
-_OPENS: dict[int, tuple[int | None, int, int | None]] = {
-    2: (None, 0, 1),  # open(path, flags, mode)
-    85: (None, 0, None),  # creat(path, mode): O_CREAT|O_WRONLY|O_TRUNC, blocks like an open
-    257: (0, 1, 2),  # openat(dirfd, path, flags, mode)
-    437: (0, 1, None),  # openat2(dirfd, path, how, size): flags are in `how`
+# The opens, by number: only they can sleep interruptibly (on a FIFO or a device).
+_OPENS = {
+    shape.nr: shape
+    for shape in FS_PATH_SYSCALLS.values()
+    if shape.name in ("open", "openat", "openat2", "creat")
 }
 
 
-def could_block_natively(tid: int, nr: int, args: tuple[int, ...], memory: TraceeMemory) -> bool:
+def could_block_natively(call: SyscallCall) -> bool:
     """Whether the interrupted call might have slept interruptibly without mirrord-trace."""
-    shape = _OPENS.get(nr)
+    shape = _OPENS.get(call.nr)
     if shape is None:
         return False  # stat, access, readlink, chdir: no interruptible sleep on a local path
-    dirfd_index, path_index, flags_index = shape
+    dirfd_index, flags_index = shape.arg_index("dirfd"), shape.arg_index("oflags")
+    path_index = shape.arg_index("path")
+    assert path_index is not None
     try:
         if flags_index is not None:
-            flags = args[flags_index]
-        elif nr == 437:
-            flags = int.from_bytes(memory.read(args[2], 8), "little")
+            flags = call.args[flags_index]
+        elif shape.name == "openat2":  # the flags are the first field of `struct open_how`
+            flags = int.from_bytes(call.memory.read(call.args[2], 8), "little")
         else:
-            flags = 0
-        if flags & _O_NONBLOCK:
+            flags = 0  # creat: O_CREAT|O_WRONLY|O_TRUNC, blocks like an open
+        if flags & os.O_NONBLOCK:
             return False
-        path = os.fsdecode(memory.read_cstring(args[path_index]))
+        path = os.fsdecode(call.string_arg(path_index))
     except TraceeMemoryError:
         return False  # the kernel answers EFAULT on the restart
     if not path.startswith("/"):
-        dirfd = _AT_FDCWD if dirfd_index is None else _signed32(args[dirfd_index])
-        base = f"/proc/{tid}/cwd" if dirfd == _AT_FDCWD else f"/proc/{tid}/fd/{dirfd}"
+        dirfd = AT_FDCWD if dirfd_index is None else call.int_arg(dirfd_index)
+        base = f"/proc/{call.tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{call.tid}/fd/{dirfd}"
         path = f"{base}/{path}"
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False  # a missing file fails at once
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-
-
-def _signed32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
