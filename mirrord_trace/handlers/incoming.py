@@ -32,7 +32,7 @@ from mirrord_trace.net.sockaddr import (
     sockaddr_writes,
 )
 from mirrord_trace.net.tracee_socket import TraceeSockets, socket_inode
-from mirrord_trace.syscall_table import SyscallShape
+from mirrord_trace.syscall_table import SYSCALL_NUMBERS, SyscallShape
 
 if TYPE_CHECKING:
     from mirrord_trace.session import SessionContext, Trap
@@ -181,7 +181,7 @@ class IncomingHandlers:
         room = 0
         if buffer and length_pointer:
             (room,) = _SOCKLEN.unpack(call.memory.read(length_pointer, 4))
-        flags = call.int_arg(3) if call.nr == _SYS_ACCEPT4 else 0
+        flags = call.int_arg(3) if call.nr == ACCEPT4.nr else 0
         memory, tid, family = call.memory, call.tid, listener.requested.family
 
         def on_accepted(result: int) -> Emulate | Inject | None:
@@ -220,8 +220,9 @@ class IncomingHandlers:
         return ExitStop(on_accepted, why="accept on a subscribed port")
 
 
-_SYS_ACCEPT4 = 288
-_SYS_CLOSE, _SYS_FCNTL, _SYS_DUP3, _SYS_PIDFD_OPEN, _SYS_PIDFD_GETFD = 3, 72, 292, 434, 438
+_SYS_CLOSE, _SYS_FCNTL, _SYS_DUP3, _SYS_PIDFD_OPEN, _SYS_PIDFD_GETFD = (
+    SYSCALL_NUMBERS[name] for name in ("close", "fcntl", "dup3", "pidfd_open", "pidfd_getfd")
+)
 _F_SETFL = 4
 
 

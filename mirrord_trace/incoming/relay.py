@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import socket
 import threading
@@ -76,9 +77,7 @@ class IncomingConnector:
             self.client.drop_stream(stream_id, errno.ECONNREFUSED)
             return
 
-        def forget() -> None:
-            self.state.relay_closed(relay_port)
-
+        forget = functools.partial(self.state.relay_closed, relay_port)
         if descriptor is not None:
             return
         if connection.mode != "mirror":
@@ -98,9 +97,7 @@ class IncomingConnector:
             self.state.relay_closed(delivery.relay_port)
             return
 
-        def forget() -> None:
-            self.state.relay_closed(delivery.relay_port)
-
+        forget = functools.partial(self.state.relay_closed, delivery.relay_port)
         self.client.attach_stream(delivery.stream_id, delivery.doorbell, forget)
 
     def _connect(
