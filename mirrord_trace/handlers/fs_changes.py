@@ -62,18 +62,15 @@ class ChangeHandlers(RemoteHandlers):
         # symlink(at) names the new link last; its first argument is the link's text.
         path_index = {"symlink": 1, "symlinkat": 2}.get(name, shape.arg_index("path"))
         assert path_index is not None
-        absolute, decide, local = self.absolute, self.decide, self.local
+        remote_path = self.remote_path
 
         def handle(call: SyscallCall) -> Action:
             if name == "utimensat" and call.args[1] == 0:
                 return self.fd_change(call) or ALLOW  # futimens(fd)
-            try:
-                path = absolute(call, path_index, dirfd_index)
-            except NotMine:
-                return ALLOW
-            verdict, rule = decide(path, True)
-            if verdict != REMOTE:
-                return local(verdict, rule)
+            where = remote_path(call, path_index, dirfd_index, True)
+            if not isinstance(where, tuple):
+                return where
+            path, rule = where
             remote = self.remote
             try:
                 remote.writers.poll()

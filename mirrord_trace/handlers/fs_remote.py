@@ -93,6 +93,21 @@ class RemoteHandlers(PathHandlers):
     def failed(self, error: RemoteError, rule: str) -> Action:
         return Emulate(-errno_of(error), why=f"remote: {rule}")
 
+    def remote_path(
+        self, call: SyscallCall, path_index: int, dirfd_index: int | None, write: bool
+    ) -> tuple[str, str] | Action:
+        """(path, the deciding rule) when the call names a path in the target; otherwise the
+        action that settles it here: the kernel's (a path only it can resolve), local, or not
+        found."""
+        try:
+            path = self.absolute(call, path_index, dirfd_index)
+        except NotMine:
+            return ALLOW
+        verdict, rule = self.decide(path, write)
+        if verdict != REMOTE:
+            return self.local(verdict, rule)
+        return path, rule
+
     # -- opens --
     def open_handler(self, shape: SyscallShape) -> Handler:
         path_index = shape.arg_index("path")
@@ -100,7 +115,7 @@ class RemoteHandlers(PathHandlers):
         assert path_index is not None
         name = shape.name
         flags_index = shape.arg_index("oflags")
-        absolute, decide, local = self.absolute, self.decide, self.local
+        remote_path = self.remote_path
 
         def handle(call: SyscallCall) -> Action:
             if name == "creat":
@@ -110,14 +125,11 @@ class RemoteHandlers(PathHandlers):
             else:
                 assert flags_index is not None
                 flags = call.args[flags_index] & 0xFFFFFFFF
-            try:
-                path = absolute(call, path_index, dirfd_index)
-            except NotMine:
-                return ALLOW
             write = open_writes(flags)
-            verdict, rule = decide(path, write)
-            if verdict != REMOTE:
-                return local(verdict, rule)
+            where = remote_path(call, path_index, dirfd_index, write)
+            if not isinstance(where, tuple):
+                return where
+            path, rule = where
             return self._open_remote(call, name, path_index, path, flags, write, rule)
 
         return handle
@@ -238,16 +250,13 @@ class RemoteHandlers(PathHandlers):
         atflags_index = shape.arg_index("atflags")
         mode_index = shape.arg_index("mode")
         assert path_index is not None and mode_index is not None
-        absolute, decide, local = self.absolute, self.decide, self.local
+        remote_path = self.remote_path
 
         def handle(call: SyscallCall) -> Action:
-            try:
-                path = absolute(call, path_index, dirfd_index)
-            except NotMine:
-                return ALLOW
-            verdict, rule = decide(path, False)
-            if verdict != REMOTE:
-                return local(verdict, rule)
+            where = remote_path(call, path_index, dirfd_index, False)
+            if not isinstance(where, tuple):
+                return where
+            path, rule = where
             follow = not (
                 atflags_index is not None and call.args[atflags_index] & AT_SYMLINK_NOFOLLOW
             )
@@ -267,16 +276,13 @@ class RemoteHandlers(PathHandlers):
         path_index = shape.arg_index("path")
         assert path_index is not None
         buffer_index, size_index = path_index + 1, path_index + 2
-        absolute, decide, local = self.absolute, self.decide, self.local
+        remote_path = self.remote_path
 
         def handle(call: SyscallCall) -> Action:
-            try:
-                path = absolute(call, path_index, dirfd_index)
-            except NotMine:
-                return ALLOW
-            verdict, rule = decide(path, False)
-            if verdict != REMOTE:
-                return local(verdict, rule)
+            where = remote_path(call, path_index, dirfd_index, False)
+            if not isinstance(where, tuple):
+                return where
+            path, rule = where
             size = call.int_arg(size_index)
             if size <= 0:
                 return Emulate(-errno.EINVAL, why=f"remote: {rule}")
@@ -292,16 +298,13 @@ class RemoteHandlers(PathHandlers):
 
     # -- the working directory --
     def chdir_handler(self, shape: SyscallShape) -> Handler:
-        absolute, decide, local = self.absolute, self.decide, self.local
+        remote_path = self.remote_path
 
         def handle(call: SyscallCall) -> Action:
-            try:
-                path = absolute(call, 0, None)
-            except NotMine:
-                return ALLOW
-            verdict, rule = decide(path, False)
-            if verdict != REMOTE:
-                return local(verdict, rule)
+            where = remote_path(call, 0, None, False)
+            if not isinstance(where, tuple):
+                return where
+            path, rule = where
             remote = self.remote
             try:
                 # The kernel's cwd becomes the skeleton standing for the remote directory.
