@@ -151,7 +151,41 @@ def _reset_on_close(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
 
-class _StreamPump:
+class _LocalStream:
+    """What a stream (relayed in frames, or handed over whole) and its local sockets have in
+    common at the end: finished once, with `local_done` set, forgotten by the client, its
+    sockets closed (after a reset, with SO_LINGER 0), then `on_finished`."""
+
+    client: AgentClient
+    stream_id: int
+    local_done: threading.Event
+    on_finished: Callable[[], None] | None
+    finished: bool
+
+    def sockets(self) -> tuple[socket.socket, ...]:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """The peer reset the stream (or the agent is gone): reset the local end too, so that a
+        program on a TCP relay sees ECONNRESET as it would from the real peer, not an orderly
+        end of file."""
+        for sock in self.sockets():
+            _reset_on_close(sock)
+        self.finish()
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.local_done.set()
+        self.client._forget_stream(self)
+        for sock in self.sockets():
+            sock.close()
+        if self.on_finished is not None:
+            self.on_finished()
+
+
+class _StreamPump(_LocalStream):
     """Moves one stream's bytes between the agent and the local socket; reader thread only.
 
     `sock` is None while a stream started with start_stream waits for its local end: what the
@@ -269,24 +303,8 @@ class _StreamPump:
             self.client._send_quietly(StreamReset(self.stream_id, code, message))
             self.finish()
 
-    def abort(self) -> None:
-        """The peer reset the stream (or the agent is gone): reset the local end too, so that a
-        program on a TCP relay sees ECONNRESET as it would from the real peer, not an orderly
-        end of file."""
-        if self.sock is not None:
-            _reset_on_close(self.sock)
-        self.finish()
-
-    def finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self.local_done.set()
-        self.client._forget_stream(self)
-        if self.sock is not None:
-            self.sock.close()
-        if self.on_finished is not None:
-            self.on_finished()
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return () if self.sock is None else (self.sock,)
 
     def attach(self, sock: socket.socket, on_finished: Callable[[], None] | None) -> None:
         """Give a stream started with start_stream its local end (I/O thread)."""
@@ -305,7 +323,7 @@ class _StreamPump:
             self._finish_if_done()
 
 
-class _HandedOver:
+class _HandedOver(_LocalStream):
     """A connection the agent handed over whole, relayed socket to socket to its local end
     (I/O thread only). Same life as a stream for the caller (attach_stream, drop_stream,
     on_finished, local_done); FIN and reset travel as they do through a stream: an end's
@@ -348,21 +366,8 @@ class _HandedOver:
         """The local side gives up on the connection: the real client sees a reset."""
         self.abort()
 
-    def abort(self) -> None:
-        for end in self.ends():
-            _reset_on_close(end.sock)
-        self.finish()
-
-    def finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self.local_done.set()
-        self.client._forget_stream(self)
-        for end in self.ends():
-            end.sock.close()
-        if self.on_finished is not None:
-            self.on_finished()
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(end.sock for end in self.ends())
 
 
 class _RelayEnd:
@@ -824,13 +829,11 @@ class AgentClient:
 
         self._call_in_io_thread(release)
 
-    def _forget_stream(self, pump: _StreamPump | _HandedOver) -> None:
-        self._streams.pop(pump.stream_id, None)
-        ends = pump.ends() if isinstance(pump, _HandedOver) else (pump,)
-        for end in ends:
-            if end.sock is not None:
-                with contextlib.suppress(KeyError, ValueError):
-                    self._selector.unregister(end.sock)
+    def _forget_stream(self, stream: _LocalStream) -> None:
+        self._streams.pop(stream.stream_id, None)
+        for sock in stream.sockets():
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
 
     # -- the I/O thread --
     def _run(self) -> None:
