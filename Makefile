@@ -19,8 +19,9 @@ setup: apt venv bytecode examples
 apt: $(STAMPS)/apt
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES)
+	# one apt at a time on this machine (several checkouts may set up at once)
+	flock /var/lock/mirrord-trace-apt.lock sh -c 'apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES)'
 	@touch $@
 
 venv: $(STAMPS)/venv
