@@ -3,7 +3,7 @@
 When the connection is meant for a port stolen whole, this protocol *is* the bridge to the
 client's stream: bytes from the real client go out as StreamData the moment they arrive (no
 reader task, no extra copy), bytes from the program are written straight to the real client.
-Flow control as in agent.streams: reading pauses while the client has granted no credit, and
+Flow control as in agent.net.streams: reading pauses while the client has granted no credit, and
 credit goes back only for bytes the kernel took, so a slow side holds one window at most.
 
 Otherwise (HTTP filter, or nobody steals the port any more) the connection is handed over as
@@ -16,7 +16,7 @@ import asyncio
 import errno
 from collections.abc import Callable
 
-from agent.streams import RECEIVE_BUFFER, StreamOwner
+from agent.net.streams import RECEIVE_BUFFER, StreamOwner
 from mirrord_trace.protocol import (
     MAX_DATA_CHUNK,
     FlowControlViolation,

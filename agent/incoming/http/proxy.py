@@ -23,7 +23,7 @@ from typing import Any
 
 import h11
 
-from agent.http_filter import HttpFilter
+from agent.incoming.http.filter import HttpFilter
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Opener = Callable[[], Awaitable[Streams | None]]

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.incoming_capture import PacketCapture, Segment
-from agent.incoming_reassembly import ReassemblyError, TcpReassembler
-from agent.streams import StreamOwner
+from agent.incoming.capture import PacketCapture, Segment
+from agent.incoming.reassembly import ReassemblyError, TcpReassembler
+from agent.net.streams import StreamOwner
 from mirrord_trace.protocol import (
     MAX_DATA_CHUNK,
     FlowControlViolation,
