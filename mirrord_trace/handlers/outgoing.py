@@ -43,7 +43,8 @@ def traps(context: SessionContext) -> list[Trap]:
     """
     if context.agent is None:
         return []
-    from mirrord_trace.handlers.outgoing_calls import OutgoingHandlers, guarded
+    from mirrord_trace.handlers.outgoing_calls import OutgoingHandlers
+    from mirrord_trace.handlers.outgoing_guard import guarded
     from mirrord_trace.net.session import net_session
 
     net = net_session(context.config, context.agent, context.extras)
