@@ -7,7 +7,11 @@ import socket
 import threading
 from collections.abc import Callable
 
-from mirrord_trace.agent_client.local_stream import LocalStream, StreamHost, reset_on_close
+from mirrord_trace.agent_client.local_stream import (
+    LocalStream,
+    StreamHost,
+    refuse_local_end,
+)
 from mirrord_trace.agent_client.relay_end import RelayEnd
 
 
@@ -34,10 +38,7 @@ class HandedOver(LocalStream):
     def attach(self, sock: socket.socket, on_finished: Callable[[], None] | None) -> None:
         self.on_finished = on_finished
         if self.finished:
-            reset_on_close(sock)
-            sock.close()
-            if on_finished is not None:
-                on_finished()
+            refuse_local_end(sock, on_finished)
             return
         sock.setblocking(False)
         self.local = RelayEnd(self, sock, self.client.receive_buffer)

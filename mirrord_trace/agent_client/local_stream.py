@@ -50,6 +50,15 @@ def reset_on_close(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
 
+def refuse_local_end(sock: socket.socket, on_finished: Callable[[], None] | None) -> None:
+    """A local end that came after its stream ended (reset by the agent, or the session is
+    gone): it is reset, as the peer would have, and `on_finished` runs as for any stream."""
+    reset_on_close(sock)
+    sock.close()
+    if on_finished is not None:
+        on_finished()
+
+
 class LocalStream:
     """What a stream (relayed in frames, or handed over whole) and its local sockets have in
     common at the end: finished once, with `local_done` set, forgotten by the client, its

@@ -11,7 +11,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from mirrord_trace.agent_client.local_stream import LocalStream, StreamHost, reset_on_close
+from mirrord_trace.agent_client.local_stream import (
+    LocalStream,
+    StreamHost,
+    refuse_local_end,
+)
 from mirrord_trace.protocol import (
     MAX_DATA_CHUNK,
     FlowControlViolation,
@@ -149,10 +153,7 @@ class StreamPump(LocalStream):
         """Give a stream started with start_stream its local end (I/O thread)."""
         self.on_finished = on_finished
         if self.finished:  # the agent ended the stream before the local end existed
-            reset_on_close(sock)
-            sock.close()
-            if on_finished is not None:
-                on_finished()
+            refuse_local_end(sock, on_finished)
             return
         sock.setblocking(False)
         self.sock = sock

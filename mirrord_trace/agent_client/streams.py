@@ -16,7 +16,11 @@ from typing import Any
 
 from mirrord_trace.agent_client.errors import RemoteError
 from mirrord_trace.agent_client.handed_over import HandedOver
-from mirrord_trace.agent_client.local_stream import AgentStream, LocalStream, reset_on_close
+from mirrord_trace.agent_client.local_stream import (
+    AgentStream,
+    LocalStream,
+    reset_on_close,
+)
 from mirrord_trace.agent_client.pump import StreamPump
 from mirrord_trace.agent_client.relay_end import RelayEnd
 from mirrord_trace.protocol import (
