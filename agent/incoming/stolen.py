@@ -16,7 +16,7 @@ import asyncio
 import errno
 from collections.abc import Callable
 
-from agent.net.streams import RECEIVE_BUFFER, StreamOwner
+from agent.net.streams import RECEIVE_BUFFER, ClientCredit, StreamOwner
 from mirrord_trace.protocol import (
     MAX_DATA_CHUNK,
     FlowControlViolation,
@@ -31,7 +31,7 @@ from mirrord_trace.protocol import (
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-class StolenConnection(asyncio.BufferedProtocol):
+class StolenConnection(ClientCredit, asyncio.BufferedProtocol):
     """Accepted by the steal listener; `route` decides what becomes of it."""
 
     def __init__(self, route: Callable[[StolenConnection], None]) -> None:
@@ -125,12 +125,7 @@ class StolenConnection(asyncio.BufferedProtocol):
         else:
             self._grant(len(data))
 
-    def on_credit(self, amount: int) -> None:
-        try:
-            self._credit.grant(amount)
-        except FlowControlViolation as violation:
-            self._fail(errno.EPROTO, str(violation))
-            return
+    def _credit_granted(self) -> None:
         self._forward()
 
     def on_close(self) -> None:
@@ -142,9 +137,6 @@ class StolenConnection(asyncio.BufferedProtocol):
                 self.abort()
                 return
         self._close_if_done()
-
-    def on_reset(self) -> None:
-        self.abort()
 
     def abort(self) -> None:
         if self.transport is not None:
