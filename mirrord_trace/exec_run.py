@@ -140,11 +140,10 @@ def run_exec(
                 "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
             ) from None
         except ProgramNotFound as error:
-            raise UserError(
-                str(error),
-                "check the program's name and that it is executable",
-                EXIT_PROGRAM_NOT_FOUND,
-            ) from None
+            from mirrord_trace.hints import program_not_found_hint
+
+            hint = program_not_found_hint(agent, program[0] if program else "", remote_env)
+            raise UserError(str(error), hint, EXIT_PROGRAM_NOT_FOUND) from None
         except TracingUnavailable as error:
             message, _, hint = str(error).partition("; ")
             raise UserError(message, hint or "run without a tracer attached", 1) from None
