@@ -74,6 +74,7 @@ def run_exec(
     steal: bool = False,
     ephemeral_container: bool = False,
     agent_ttl: int | None = None,
+    exit_with_program: bool = False,
 ) -> int:
     """Run `program` in the context of the target; the program's exit status (shell-style).
 
@@ -134,6 +135,7 @@ def run_exec(
                 agent=agent,
                 trace=trace,
                 on_start=startup.close,
+                exit_with_program=exit_with_program,
             )
         except KeyboardInterrupt:
             raise UserError(
