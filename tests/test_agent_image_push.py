@@ -16,11 +16,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 from mirrord_trace.agent_image.archive import MANIFEST_TYPE, read_archive
 from tests.kube_standin.fixtures import MIRRORD_TRACE, the_error
 from tests.registry_fixtures import Registry
 from tests.test_agent_image_archive import build
+from tests.token_service import SERVICE, TokenService
 
 ACCEPT = {"Accept": MANIFEST_TYPE}
 
@@ -167,3 +169,37 @@ def test_agent_image_push_to_nothing_fails_in_one_line(tmp_path: Path) -> None:
     host = f"127.0.0.1:{free_port()}"
     line = the_error(push(tmp_path, f"{host}/agent:1", "--archive", str(archive)))
     assert f"registry {host} does not answer (cannot connect" in line
+
+
+def test_agent_image_push_with_a_bearer_token(tmp_path: Path) -> None:
+    """The registry answers `Bearer realm=...`: the push asks the token service for
+    repository:NAME:pull,push with the config's user and password, then with an identity
+    token (OAuth2 refresh token), and the real registry accepts the tokens."""
+    archive = build(tmp_path, "one")
+    users, refresh = {"bob": "pw"}, {"refresh-123": "bob"}
+    with (
+        TokenService(tmp_path / "tokens", users, refresh) as tokens,
+        Registry(tmp_path / "registry", token_auth=tokens.registry_config()) as registry,
+    ):
+        reference = f"{registry.host}/team/agent:1"
+        line = the_error(push(tmp_path, reference, "--archive", str(archive)))
+        assert f"wants credentials and none are configured for {registry.host}" in line
+
+        docker_config(tmp_path, registry.host, "bob", "pw")
+        result = push(tmp_path, reference, "--archive", str(archive))
+        assert result.returncode == 0, result.stderr
+        assert ("GET", "repository:team/agent:pull,push", "bob") in tokens.requests
+
+        config = {"auths": {registry.host: {"identitytoken": "refresh-123"}}}
+        (tmp_path / ".docker" / "config.json").write_text(json.dumps(config))
+        result = push(tmp_path, f"{registry.host}/team/agent:2", "--archive", str(archive))
+        assert result.returncode == 0, result.stderr
+        assert ("POST", "repository:team/agent:pull,push", "bob") in tokens.requests
+
+        token = tokens.sign("reader", SERVICE, [])
+        served = requests.get(
+            f"http://{registry.host}/v2/team/agent/manifests/2",
+            headers={**ACCEPT, "Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert served.status_code == 401  # a token without pull access is refused

@@ -145,13 +145,22 @@ def base_rootfs(cache_dir: Path, mirror: str, progress: Callable[[str], None]) -
         str(partial),
         mirror,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
+    # debootstrap takes minutes: its own progress lines ("I: Retrieving ...") are shown.
+    lines: list[str] = []
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip())
+            if line.startswith(("I: Retrieving InRelease", "I: Installing", "I: Base system")):
+                progress(f"debootstrap: {line.strip()}")
+    if process.returncode != 0:
         log = partial / "debootstrap" / "debootstrap.log"
         tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-        last = " | ".join([*result.stderr.strip().splitlines()[-2:], *tail])
+        last = " | ".join([*lines[-2:], *tail])
         raise RootfsError(
-            f"debootstrap failed (exit status {result.returncode}): {last}",
+            f"debootstrap failed (exit status {process.returncode}): {last}",
             f"check that {mirror} is reachable, or give another Debian mirror with --mirror",
         )
     _slim(partial)
