@@ -68,7 +68,7 @@ def test_agent_image_push_to_a_registry_and_read_it_back(tmp_path: Path) -> None
         with read_archive(archive) as image:
             assert result.stdout.strip() == f"{reference}@{image.manifest_digest}"
         assert "pushed 2 blobs (0 were there already)" in result.stderr
-        assert f"MIRRORD_TRACE_AGENT_IMAGE={reference}" in result.stderr
+        assert f"MIRRORD_AGENT_IMAGE={reference}" in result.stderr
         assert_registry_holds(registry, "team/mirrord-trace-agent", "0.1.0", archive)
 
         # The same image under another tag: every blob is there, only the manifest is sent.

@@ -57,7 +57,7 @@ def agent_image_group() -> None:
 
     \b
     mirrord-trace agent-image push registry.example/team/mirrord-trace-agent:0.1.0
-    then set agent.image (or MIRRORD_TRACE_AGENT_IMAGE) to that name.
+    then set agent.image (or MIRRORD_AGENT_IMAGE) to that name.
     """
 
 
@@ -139,6 +139,6 @@ def push_command(
     _note(
         f"pushed {len(result.uploaded)} blobs ({len(result.skipped)} were there already); "
         f'use it with agent.image: "{target.normalized()}" or '
-        f"MIRRORD_TRACE_AGENT_IMAGE={target.normalized()}"
+        f"MIRRORD_AGENT_IMAGE={target.normalized()}"
     )
     click.echo(f"{target.normalized()}@{result.digest}")

@@ -61,7 +61,7 @@ class ImagePullFailed(KubeError):
 
 
 class NoAgentImage(KubeError):
-    """Neither agent.image nor MIRRORD_TRACE_AGENT_IMAGE names the agent image."""
+    """Neither agent.image nor MIRRORD_AGENT_IMAGE names the agent image."""
 
 
 class AgentStartTimeout(KubeError):

@@ -3,7 +3,7 @@ the node cannot pull it.
 
 There is no public agent image to fall back on: each user builds it and pushes it to a
 registry their nodes pull from (`mirrord-trace agent-image push`), and names it with
-agent.image, or MIRRORD_TRACE_AGENT_IMAGE when the configuration does not. Without either,
+agent.image, or MIRRORD_AGENT_IMAGE when the configuration does not. Without either,
 `exec` stops before it creates anything in the cluster.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from mirrord_trace import __version__
 from mirrord_trace.kube.errors import DOCS, ImagePullFailed, NoAgentImage
 
-AGENT_IMAGE_ENV = "MIRRORD_TRACE_AGENT_IMAGE"
+AGENT_IMAGE_ENV = "MIRRORD_AGENT_IMAGE"
 EXAMPLE_IMAGE = f"REGISTRY/mirrord-trace-agent:{__version__}"
 _DOCS = f"{DOCS}#the-agent-image"
 
@@ -25,7 +25,7 @@ def push_command(image: str) -> str:
 
 
 def agent_image(configured: str | None, environ: Mapping[str, str] = os.environ) -> str:
-    """agent.image, else $MIRRORD_TRACE_AGENT_IMAGE; NoAgentImage when neither is set."""
+    """agent.image, else $MIRRORD_AGENT_IMAGE; NoAgentImage when neither is set."""
     image = configured or environ.get(AGENT_IMAGE_ENV, "").strip()
     if image:
         return image

@@ -28,7 +28,7 @@ Obj = dict[str, Any]
 NODE = "standin-node"
 HOST_IP = "10.0.0.10"
 HANGING_IMAGE = "standin.example/agent-pull-hangs:1"
-# What the stand-in node runs as the agent image (KubeCli sets MIRRORD_TRACE_AGENT_IMAGE to it).
+# What the stand-in node runs as the agent image (KubeCli sets MIRRORD_AGENT_IMAGE to it).
 AGENT_IMAGE = "standin.example/mirrord-trace-agent:0.1.0"
 
 
