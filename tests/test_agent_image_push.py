@@ -27,8 +27,8 @@ from tests.token_service import SERVICE, TokenService
 ACCEPT = {"Accept": MANIFEST_TYPE}
 
 
-def push(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HOME": str(home)}
+def push(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOME": str(home), **extra_env}
     env.pop("DOCKER_CONFIG", None)
     return subprocess.run(
         [MIRRORD_TRACE, "agent-image", "push", *args],
@@ -203,3 +203,37 @@ def test_agent_image_push_with_a_bearer_token(tmp_path: Path) -> None:
             timeout=30,
         )
         assert served.status_code == 401  # a token without pull access is refused
+
+
+def test_agent_image_push_with_a_credential_helper(tmp_path: Path) -> None:
+    """`credHelpers` in config.json: the credentials come from docker-credential-NAME, asked
+    with Docker's helper protocol (`get`, the registry's host on stdin, JSON on stdout)."""
+    archive = build(tmp_path, "one")
+    helpers = tmp_path / "bin"
+    helpers.mkdir()
+    asked = tmp_path / "asked"
+    helper = helpers / "docker-credential-test"
+    helper.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = get ] || exit 1\ncat > {asked}\n'
+        'echo \'{"ServerURL": "x", "Username": "carol", "Secret": "pw2"}\'\n'
+    )
+    helper.chmod(0o755)
+    with Registry(tmp_path / "registry", users={"carol": "pw2"}) as registry:
+        (tmp_path / ".docker").mkdir()
+        config = {"credHelpers": {registry.host: "test"}}
+        (tmp_path / ".docker" / "config.json").write_text(json.dumps(config))
+        path = f"{helpers}:{os.environ['PATH']}"
+        result = push(tmp_path, f"{registry.host}/agent:1", "--archive", str(archive), PATH=path)
+        assert result.returncode == 0, result.stderr
+        assert asked.read_text().strip() == registry.host
+        assert_registry_holds(registry, "agent", "1", archive)
+
+        config = {"credHelpers": {registry.host: "absent"}}
+        (tmp_path / ".docker" / "config.json").write_text(json.dumps(config))
+        line = the_error(
+            push(tmp_path, f"{registry.host}/agent:1", "--archive", str(archive), PATH=path)
+        )
+        assert (
+            "names the credential helper docker-credential-absent, which is not installed" in line
+        )

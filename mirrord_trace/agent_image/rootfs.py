@@ -29,6 +29,8 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # - python3-msgpack: the wire protocol's framing. python3-click: the agent's command line.
 # - python3-h11: the HTTP/1 parser of filtered stealing.
 # - python3-scapy: builds and parses the DNS messages of the agent's resolver.
+# - python3-ptrace: its syscall-number table, read by the BPF assembler package (seccomp) that
+#   the agent's packet-capture filter is assembled with.
 # - iptables: the redirect rules of stealing (the nft backend, Debian's default, as kube-proxy
 #   and today's nodes use); iproute2: `ip`/`ss`, for looking into a target's network namespace
 #   from `kubectl exec` into the agent.
@@ -38,6 +40,7 @@ PACKAGES = (
     "python3-click",
     "python3-h11",
     "python3-scapy",
+    "python3-ptrace",
     "iptables",
     "iproute2",
 )
@@ -120,6 +123,18 @@ def _slim(root: Path) -> None:
     (root / AGENT_DIR).mkdir(parents=True, exist_ok=True)
 
 
+def _remove_stale(cache_dir: Path, current: str) -> None:
+    """Trees (and their layers) of older package lists: nothing will use them again."""
+    prefix = current.rsplit("-", 1)[0] + "-"
+    for path in cache_dir.glob(f"{prefix}*"):
+        if path.name.split(".", 1)[0] == current:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def base_rootfs(cache_dir: Path, mirror: str, progress: Callable[[str], None]) -> BaseRootfs:
     """The cached base tree, built with debootstrap if it is not there yet."""
     architecture = debian_architecture()
@@ -169,4 +184,5 @@ def base_rootfs(cache_dir: Path, mirror: str, progress: Callable[[str], None]) -
         shutil.rmtree(final)
     partial.rename(final)
     stamp.write_text(f"{created}\n")
+    _remove_stale(cache_dir, final.name)
     return BaseRootfs(final, architecture, created)
