@@ -19,7 +19,7 @@ import pytest
 
 from mirrord_trace.agent_image.archive import read_archive
 from tests.conftest import ROOT
-from tests.kube_standin.fixtures import MIRRORD_TRACE
+from tests.kube_standin.fixtures import MIRRORD_TRACE, wait_until
 from tests.registry_fixtures import Registry
 from tests.test_agent_image_push import assert_registry_holds, push
 
@@ -139,3 +139,76 @@ def test_agent_image_pushed_comes_back_unchanged(built: Built, tmp_path: Path) -
         result = push(tmp_path, reference, "--archive", str(built.archive))
         assert result.returncode == 0, result.stderr
         assert_registry_holds(registry, "mirrord-trace-agent", "0.1.0", built.archive)
+
+
+CTR_NAMESPACE = f"mirrord-trace-test-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def containerd(tmp_path: Path) -> Iterator[Path]:
+    """A containerd of its own (Debian's 1.6, with runc): root, state and socket in tmp_path,
+    no CRI plugin. Afterwards the cgroups its namespace made and its mounts are removed.
+    -> its socket."""
+    (tmp_path / "containerd.toml").write_text(
+        "version = 2\n"
+        f'root = "{tmp_path}/root"\n'
+        f'state = "{tmp_path}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{tmp_path}/containerd.sock"\n'
+        f'[ttrpc]\n  address = "{tmp_path}/containerd.sock.ttrpc"\n'
+    )
+    log = (tmp_path / "containerd.log").open("w")
+    process = subprocess.Popen(
+        ["containerd", "--config", str(tmp_path / "containerd.toml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    socket_path = tmp_path / "containerd.sock"
+    try:
+        wait_until(
+            lambda: socket_path.exists() and ctr(socket_path, "version").returncode == 0,
+            timeout=30,
+            what=lambda: "containerd to start: " + (tmp_path / "containerd.log").read_text(),
+        )
+        yield socket_path
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+        # snapshots are overlay mounts under root/: none may stay mounted
+        subprocess.run(["umount", "-R", str(tmp_path / "root")], capture_output=True)
+        for hierarchy in Path("/sys/fs/cgroup").glob(f"*/{CTR_NAMESPACE}"):
+            for directory in sorted(hierarchy.glob("**/"), key=lambda p: -len(p.parts)):
+                directory.rmdir()
+
+
+def ctr(socket_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ctr", "--address", str(socket_path), "-n", CTR_NAMESPACE, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_agent_image_imported_into_containerd_runs_the_agent(
+    built: Built, containerd: Path
+) -> None:
+    """As `kind load image-archive`, `k3d image import` and a node's `ctr images import` load
+    it: the image gets the name a pod spec's `mirrord-trace-agent:0.1.0` normalises to, and a
+    container of it runs the agent."""
+    imported = ctr(containerd, "images", "import", str(built.archive))
+    assert imported.returncode == 0, imported.stderr
+    name = "docker.io/library/mirrord-trace-agent:0.1.0"
+    listed = ctr(containerd, "images", "ls", "-q")
+    assert listed.stdout.split() == [name]
+    container = f"agent-{secrets.token_hex(4)}"
+    try:
+        ran = ctr(containerd, "run", "--rm", name, container, "python3", "-m", "agent", "--help")
+    finally:
+        ctr(containerd, "tasks", "kill", "-s", "KILL", container)
+        ctr(containerd, "containers", "delete", container)
+    assert ran.returncode == 0, ran.stderr
+    assert "--container-id" in ran.stdout
