@@ -13,7 +13,7 @@ APT_PACKAGES := golang-go gcc libc6-dev musl-tools busybox-static strace iproute
 PYTEST_ARGS ?=
 
 .PHONY: all setup apt venv bytecode examples test demo bench lint clean cluster cluster-bin \
-	cluster-down agent-image
+	cluster-down agent-image agent-image-push
 
 all: setup
 
@@ -51,6 +51,11 @@ AGENT_IMAGE := $(BUILD)/agent-image/agent.oci.tar
 agent-image: setup
 	$(VENV)/bin/mirrord-trace agent-image build --output $(AGENT_IMAGE) \
 		--cache-dir $(BUILD)/agent-image/cache
+
+# make agent-image-push AGENT_IMAGE_REF=127.0.0.1:5000/mirrord-trace/agent:0.1.0
+agent-image-push: agent-image
+	@test -n "$(AGENT_IMAGE_REF)" || { echo "set AGENT_IMAGE_REF=REGISTRY/NAME:TAG" >&2; exit 2; }
+	$(VENV)/bin/mirrord-trace agent-image push $(AGENT_IMAGE_REF) --archive $(AGENT_IMAGE)
 
 test: setup
 	$(VENV)/bin/ruff check .

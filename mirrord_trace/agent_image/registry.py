@@ -288,7 +288,7 @@ class RegistryClient:
                 result.skipped.append(blob.digest)
                 progress(f"{blob.digest[:19]}: already in the registry")
                 continue
-            progress(f"{blob.digest[:19]}: uploading {blob.size / 1e6:.1f} MB")
+            progress(f"{blob.digest[:19]}: uploading {_size(blob.size)}")
             with archive.open_blob(blob.digest) as data:
                 self.upload_blob(blob, data)
             result.uploaded.append(blob.digest)
@@ -307,6 +307,10 @@ def _with_query(url: str, **extra: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True) + list(extra.items())
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"
 
 
 def _short(error: Exception) -> str:
