@@ -87,6 +87,7 @@ class RegistryClient:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "mirrord-trace-agent-image"
         self.base = ""
+        self._authenticated = False
 
     def close(self) -> None:
         self.session.close()
@@ -127,6 +128,7 @@ class RegistryClient:
             )
 
     def _authenticate(self, challenge: str) -> None:
+        self._authenticated = True
         scheme, parameters = parse_challenge(challenge)
         host = self.reference.registry
         creds = self.credentials
@@ -200,14 +202,20 @@ class RegistryClient:
 
     # -- requests --
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request (bodies are bytes, so it can be sent again). A registry whose /v2/ is
+        open to anyone may still challenge a push: then authenticate once, and retry."""
         if not url.startswith(("http://", "https://")):
             url = urllib.parse.urljoin(self.base + "/", url)
-        try:
-            response = self.session.request(method, url, timeout=_TIMEOUT, **kwargs)
-        except requests.exceptions.RequestException as error:
-            raise RegistryError(
-                f"{method} {url} failed: {_short(error)}", "check the registry and try again"
-            ) from None
+        for attempt in range(2):
+            try:
+                response = self.session.request(method, url, timeout=_TIMEOUT, **kwargs)
+            except requests.exceptions.RequestException as error:
+                raise RegistryError(
+                    f"{method} {url} failed: {_short(error)}", "check the registry and try again"
+                ) from None
+            if response.status_code != 401 or self._authenticated or attempt:
+                break
+            self._authenticate(response.headers.get("WWW-Authenticate", ""))
         if response.status_code == 401:
             raise self._refused(f"registry {self.reference.registry}")
         if response.status_code == 403:
