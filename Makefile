@@ -7,11 +7,13 @@ STAMPS := $(BUILD)/stamps
 BIN := $(CURDIR)/$(BUILD)/bin
 APT_PACKAGES := golang-go gcc libc6-dev musl-tools busybox-static strace iproute2 iptables \
 	dnsmasq-base curl wrk make python3-venv \
-	containerd runc containernetworking-plugins docker-registry openssl conntrack
+	containerd runc containernetworking-plugins docker-registry openssl conntrack \
+	debootstrap skopeo
 # HYPOTHESIS_PROFILE=long for the thorough property runs; the default profile keeps `make test` short.
 PYTEST_ARGS ?=
 
-.PHONY: all setup apt venv bytecode examples test demo bench lint clean cluster cluster-bin cluster-down
+.PHONY: all setup apt venv bytecode examples test demo bench lint clean cluster cluster-bin \
+	cluster-down agent-image
 
 all: setup
 
@@ -42,6 +44,13 @@ bytecode: $(STAMPS)/venv
 
 examples: $(STAMPS)/apt
 	$(MAKE) -C examples OUT=$(BIN)
+
+# The agent image as an OCI archive (docs/kubernetes.md#the-agent-image): debootstrap's tree and
+# the base layer are cached under build/agent-image/cache, so only the first build downloads.
+AGENT_IMAGE := $(BUILD)/agent-image/agent.oci.tar
+agent-image: setup
+	$(VENV)/bin/mirrord-trace agent-image build --output $(AGENT_IMAGE) \
+		--cache-dir $(BUILD)/agent-image/cache
 
 test: setup
 	$(VENV)/bin/ruff check .
