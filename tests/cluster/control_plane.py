@@ -79,7 +79,6 @@ def start_controllers() -> None:
                 f"--cluster-signing-cert-file={pki / 'ca.crt'}",
                 f"--cluster-signing-key-file={pki / 'ca.key'}",
                 f"--service-cluster-ip-range={layout.SERVICE_CIDR}",
-                "--controllers=*,-nodeipam,-cloud-node-lifecycle",
                 "--v=1",
             ),
         )

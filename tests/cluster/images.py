@@ -46,7 +46,7 @@ def ctr(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def import_archive(archive: Path) -> None:
-    ctr("images", "import", "--no-unpack", str(archive))
+    ctr("images", "import", str(archive))
 
 
 def present() -> set[str]:

@@ -47,7 +47,8 @@ def _kubelet_config() -> dict:
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
         "rotateCertificates": False,
-        # Leave the kernel's panic and overcommit settings as they are on this shared machine.
+        # kubelet sets the kernel settings it relies on (overcommit, panic on oops);
+        # host_state records them first and `down` puts them back.
         "protectKernelDefaults": False,
         "makeIPTablesUtilChains": True,
         "maxPods": 50,
@@ -87,8 +88,13 @@ def _proxy_config() -> dict:
         "clusterCIDR": layout.POD_CIDR,
         "metricsBindAddress": layout.PROXY_METRICS,
         "healthzBindAddress": layout.PROXY_HEALTHZ,
-        # 0: leave nf_conntrack_max as the machine has it.
-        "conntrack": {"maxPerCore": 0, "min": 0},
+        # 0: leave nf_conntrack_max and the TCP timeouts as the machine has them.
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
         # NodePorts on the node's address only: no route_localnet for loopback NodePorts.
         "nodePortAddresses": ["primary"],
     }
