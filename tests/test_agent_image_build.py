@@ -77,14 +77,20 @@ def bundle(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     yield directory
 
 
-def run_in_container(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run one command in a container of the image under runc (its own state directory, so
-    nothing is left with containerd's; `--rm` removes the container when it exits)."""
+def run_in_container(
+    bundle: Path, *args: str, capabilities: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run one command in a container of the image under runc, in namespaces of its own (a
+    new network namespace among them), with runc's default capabilities plus `capabilities`;
+    runc's own state directory, and the container deleted afterwards."""
     image = json.loads((bundle / "image-config.json").read_text())["config"]
     spec = json.loads((bundle / "config.json").read_text())
     spec["process"].update(
         terminal=False, args=list(args), env=image["Env"], cwd=image["WorkingDir"]
     )
+    for kind in ("bounding", "effective", "permitted"):
+        granted = spec["process"]["capabilities"][kind]
+        granted.extend(cap for cap in capabilities if cap not in granted)
     (bundle / "config.json").write_text(json.dumps(spec))
     state = bundle / "runc-state"
     name = f"mirrord-trace-agent-image-{secrets.token_hex(4)}"
@@ -124,6 +130,24 @@ def test_agent_image_holds_everything_the_agent_imports(bundle: Path) -> None:
     assert int(count) > 5
     assert "nf_tables" in iptables
     assert "iproute2" in ip
+
+
+def test_agent_image_steals_with_its_own_iptables(bundle: Path) -> None:
+    """The agent's steal rules (nat REDIRECT with the tcp, addrtype, mark and comment matches)
+    go in and come out again with the image's iptables, in the container's network namespace."""
+    probe = (
+        "from agent.incoming_rules import IPV4, RuleBook, agent_tag, saved_rules\n"
+        "book = RuleBook(agent_tag())\n"
+        "book.redirect(80, 8080)\n"
+        "print(sum('REDIRECT' in rule for rule in saved_rules(IPV4)))\n"
+        "book.release_all()\n"
+        "print(sum('REDIRECT' in rule for rule in saved_rules(IPV4)))\n"
+    )
+    result = run_in_container(bundle, "python3", "-c", probe, capabilities=("CAP_NET_ADMIN",))
+    assert result.returncode == 0, result.stderr
+    added, left = (int(line) for line in result.stdout.split())
+    assert added >= 1
+    assert left == 0
 
 
 def test_agent_image_built_twice_is_the_same_image(built: Built, tmp_path: Path) -> None:
