@@ -11,6 +11,7 @@ the image's creation time (else: when the cached base was built).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -87,6 +88,27 @@ def _base_layer(base: BaseRootfs, clamp: int, progress: Callable[[str], None]) -
     return Layer(cached, layer.digest, layer.size, layer.diff_id)
 
 
+def _spec(base: BaseRootfs, clamp: int) -> ImageSpec:
+    return ImageSpec(
+        architecture=base.architecture,
+        created=clamp,
+        env=ENV,
+        # mirrord-trace's Job gives the full command; alone, the image explains itself.
+        cmd=("python3", "-m", "agent", "--help"),
+        working_dir=f"/{AGENT_DIR}",
+        labels={
+            "org.opencontainers.image.title": "mirrord-trace agent",
+            "org.opencontainers.image.version": __version__,
+            "org.opencontainers.image.source": SOURCE,
+            "org.opencontainers.image.licenses": "GPL-2.0-or-later",
+        },
+        history=(
+            f"debootstrap --variant=minbase {SUITE} --include={','.join(PACKAGES)}",
+            f"mirrord-trace agent-image build: /{AGENT_DIR}",
+        ),
+    )
+
+
 def build_image(
     output: Path,
     cache_dir: Path,
@@ -95,34 +117,21 @@ def build_image(
     progress: Callable[[str], None] = lambda _: None,
 ) -> BuiltImage:
     reference = parse_reference(name)
-    base = base_rootfs(cache_dir, mirror, progress)
-    clamp = _clamp(base)
-    base_layer = _base_layer(base, clamp, progress)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="agent-layer-") as work:
-        stage = Path(work) / "tree"
-        progress("writing the agent layer")
-        stage_agent(stage, base.path)
-        agent_layer = write_layer(stage, Path(work) / "agent.tar.gz", clamp)
-        spec = ImageSpec(
-            architecture=base.architecture,
-            created=clamp,
-            env=ENV,
-            # mirrord-trace's Job gives the full command; alone, the image explains itself.
-            cmd=("python3", "-m", "agent", "--help"),
-            working_dir=f"/{AGENT_DIR}",
-            labels={
-                "org.opencontainers.image.title": "mirrord-trace agent",
-                "org.opencontainers.image.version": __version__,
-                "org.opencontainers.image.source": SOURCE,
-                "org.opencontainers.image.licenses": "GPL-2.0-or-later",
-            },
-            history=(
-                f"debootstrap --variant=minbase {SUITE} --include={','.join(PACKAGES)}",
-                f"mirrord-trace agent-image build: /{AGENT_DIR}",
-            ),
-        )
-        layers = [base_layer, agent_layer]
-        progress(f"writing {output}")
-        digest = write_archive(output, reference, spec, layers)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # One build at a time per cache: a second one waits, then finds the base made (and no
+    # build prunes a tree another one is using).
+    with (cache_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        base = base_rootfs(cache_dir, mirror, progress)
+        clamp = _clamp(base)
+        base_layer = _base_layer(base, clamp, progress)
+        agent_layer_dir = tempfile.TemporaryDirectory(dir=cache_dir, prefix="agent-layer-")
+        with agent_layer_dir as work:
+            progress("writing the agent layer")
+            stage_agent(Path(work) / "tree", base.path)
+            agent_layer = write_layer(Path(work) / "tree", Path(work) / "agent.tar.gz", clamp)
+            layers = [base_layer, agent_layer]
+            progress(f"writing {output}")
+            output.parent.mkdir(parents=True, exist_ok=True)
+            digest = write_archive(output, reference, _spec(base, clamp), layers)
     return BuiltImage(output, reference, digest, tuple(layers))
