@@ -178,7 +178,10 @@ class RegistryClient:
             ) from None
         if response.status_code in (401, 403):
             raise self._refused(f"the token service {challenge['realm']}")
-        body: dict[str, Any] = response.json() if response.ok else {}
+        try:
+            body: dict[str, Any] = response.json() if response.ok else {}
+        except ValueError:
+            body = {}
         token = body.get("token") or body.get("access_token")
         if not token:
             raise RegistryError(
