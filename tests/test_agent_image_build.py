@@ -132,6 +132,24 @@ def test_agent_image_holds_everything_the_agent_imports(bundle: Path) -> None:
     assert "iproute2" in ip
 
 
+def test_agent_image_builds_and_reads_dns_messages(bundle: Path) -> None:
+    """The agent's resolver makes its queries and reads the answers with scapy's DNS layer:
+    what the image keeps of scapy does both."""
+    probe = (
+        "from scapy.layers.dns import DNS, DNSQR, DNSRR\n"
+        "query = DNS(id=7, rd=1, qd=DNSQR(qname='web.shop.svc.cluster.local', qtype='A'))\n"
+        "answer = DNS(id=7, qr=1, qd=query.qd,"
+        " an=DNSRR(rrname='web.shop.svc.cluster.local', type='A', rdata='10.96.0.20'))\n"
+        "reply = DNS(bytes(answer))\n"
+        "print(len(bytes(query)), reply.an.rdata, reply.rcode)\n"
+    )
+    result = run_in_container(bundle, "python3", "-c", probe)
+    assert result.returncode == 0, result.stderr
+    size, address, rcode = result.stdout.split()
+    assert int(size) == 12 + len("web.shop.svc.cluster.local") + 2 + 4
+    assert (address, rcode) == ("10.96.0.20", "0")
+
+
 def test_agent_image_steals_with_its_own_iptables(bundle: Path) -> None:
     """The agent's steal rules (nat REDIRECT with the tcp, addrtype, mark and comment matches)
     go in and come out again with the image's iptables, in the container's network namespace."""

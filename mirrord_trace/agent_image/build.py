@@ -5,8 +5,10 @@ and this installation's agent sources, with no container engine and no registry.
     layer 2  /opt/mirrord-trace: the agent's sources (agent_tree.py), a few hundred KiB
 
 A second build reuses both the tree and the base layer: it writes only the agent layer and
-the archive. SOURCE_DATE_EPOCH, when set, is the clamp for every file time in the layers and
-the image's creation time (else: when the cached base was built).
+the archive. Every file time in the layers, and the image's creation time, is at most the
+time the cached base was built (so the base's own files keep theirs, which the
+timestamp-checked .pyc files of Debian's Python need, and the agent's sources get it): the same
+cache and sources give the same image, byte for byte.
 """
 
 from __future__ import annotations
@@ -66,11 +68,6 @@ class BuiltImage:
         return self.path.stat().st_size
 
 
-def _clamp(base: BaseRootfs) -> int:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
-    return int(epoch) if epoch.isdigit() else base.created
-
-
 def _base_layer(base: BaseRootfs, clamp: int, progress: Callable[[str], None]) -> Layer:
     """The base tree's layer, written once per (tree, clamp) and kept next to the tree."""
     cached = base.path.with_name(f"{base.path.name}.{clamp}.layer.tar.gz")
@@ -123,7 +120,7 @@ def build_image(
     with (cache_dir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         base = base_rootfs(cache_dir, mirror, progress)
-        clamp = _clamp(base)
+        clamp = base.created
         base_layer = _base_layer(base, clamp, progress)
         agent_layer_dir = tempfile.TemporaryDirectory(dir=cache_dir, prefix="agent-layer-")
         with agent_layer_dir as work:
