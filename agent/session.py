@@ -43,6 +43,7 @@ from mirrord_trace.protocol import (
     StreamReset,
     check_hello,
     encode,
+    encode_vectored,
     validate_request,
 )
 from mirrord_trace.protocol.handshake import HANDSHAKE_TIMEOUT
@@ -167,7 +168,20 @@ class Session(asyncio.BufferedProtocol):
 
     # -- used by streams --
     def send(self, message: Message) -> None:
-        self._write(encode(message))
+        parts = encode_vectored(message)
+        if len(parts) == 1:
+            self._write(parts[0])
+        else:
+            self._write_bulk(parts)
+
+    def _write_bulk(self, parts: list[bytes]) -> None:
+        """A frame carrying a large payload: its buffers are written as they are (a transport
+        write sends at once what the socket takes and copies only the rest)."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._flush()
+        for part in parts:
+            self._transport.write(part)
 
     def _write(self, frame: bytes) -> None:
         """Queue a frame; the small frames of one event-loop turn leave in one send() (each
@@ -323,11 +337,14 @@ class Session(asyncio.BufferedProtocol):
 
     def _send_reply(self, request_id: int, fields: dict[str, Any]) -> None:
         try:
-            frame = encode(Reply(request_id, fields))
+            parts = encode_vectored(Reply(request_id, fields))
         except ProtocolError as error:
             self.send(ErrorReply(request_id, errno.EMSGSIZE, f"reply does not fit: {error}"))
             return
-        self._write(frame)
+        if len(parts) == 1:
+            self._write(parts[0])
+        else:
+            self._write_bulk(parts)
 
     def _on_stream_message(
         self, message: StreamData | StreamCredit | StreamClose | StreamReset

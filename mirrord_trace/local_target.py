@@ -69,6 +69,8 @@ class LocalAgent:
         # handed over whole, see HANDOVER in the protocol). The listener stays, for further
         # sessions (`port`).
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (ours, theirs):
+            _enlarge_send_buffer(end)
         try:
             self.process = subprocess.Popen(
                 self._agent_command(ready_write, theirs.fileno()),
@@ -203,3 +205,21 @@ def _exited_within(process: subprocess.Popen[bytes], timeout: float) -> bool:
         os.close(pidfd)
     process.wait()
     return True
+
+
+# A Unix socket's default send buffer (~208 KiB, net.core.wmem_max) holds a fifth of one 1 MiB
+# read reply: a remote file streamed in 1 MiB replies took five sends, five receives and five
+# wake-ups of each side per MiB.
+_SESSION_SEND_BUFFER = 4 * 1024 * 1024
+_SO_SNDBUFFORCE = 32  # Linux; not in Python's socket module
+
+
+def _enlarge_send_buffer(sock: socket.socket) -> None:
+    """Give the session's socket a send buffer of _SESSION_SEND_BUFFER (root may exceed
+    net.core.wmem_max with SO_SNDBUFFORCE; a local target needs root anyway)."""
+    for option in (_SO_SNDBUFFORCE, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, _SESSION_SEND_BUFFER)
+        except OSError:
+            continue
+        return

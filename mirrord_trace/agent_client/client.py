@@ -50,6 +50,7 @@ from mirrord_trace.protocol import (
     StreamOpen,
     StreamReset,
     encode,
+    encode_vectored,
     validate_request,
 )
 from mirrord_trace.protocol.requests import InvalidRequest
@@ -64,6 +65,7 @@ _FD_SIZE = array.array("i").itemsize
 # frames (up to 256 KiB each) and then their concatenation, hundreds of MiB, before sending
 # any of it (tests/test_outgoing_load.py measured the supervisor at ~250 MB).
 _QUEUE_LIMIT = 64 * 1024
+_MAX_IOVECS = 512  # well under IOV_MAX (1024)
 
 
 def _resolve(
@@ -276,10 +278,13 @@ class AgentClient(ClientStreams):
         """Send at once (callers' requests: the latency-critical path)."""
         self._send_bytes(encode(message))
 
-    def _send_bytes(self, data: bytes) -> None:
+    def _send_bytes(self, data: bytes | list[bytes]) -> None:
         try:
             with self._send_lock:
-                self._write_all(data)
+                if isinstance(data, list):
+                    self._write_all_vectored(data)
+                else:
+                    self._write_all(data)
         except OSError as error:
             lost = self._mark_lost(
                 error.errno or errno.EIO, f"sending to the agent failed: {error}"
@@ -295,15 +300,33 @@ class AgentClient(ClientStreams):
             try:
                 view = view[self._sock.send(view) :]
             except BlockingIOError:
-                fd = self._sock.fileno()
-                if fd < 0:  # closed meanwhile by the I/O thread (the session ended)
-                    raise OSError(errno.EBADF, "the connection to the agent is closed") from None
-                poller = select.poll()
-                poller.register(fd, select.POLLOUT)
-                if not poller.poll(self.silence_timeout * 1000):
-                    raise TimeoutError(
-                        errno.ETIMEDOUT, f"the agent took nothing for {self.silence_timeout:g} s"
-                    ) from None
+                self._wait_writable()
+
+    def _wait_writable(self) -> None:
+        fd = self._sock.fileno()
+        if fd < 0:  # closed meanwhile by the I/O thread (the session ended)
+            raise OSError(errno.EBADF, "the connection to the agent is closed") from None
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not poller.poll(self.silence_timeout * 1000):
+            raise TimeoutError(
+                errno.ETIMEDOUT, f"the agent took nothing for {self.silence_timeout:g} s"
+            ) from None
+
+    def _write_all_vectored(self, buffers: list[bytes]) -> None:
+        """_write_all of the buffers one after the other, in as few sendmsg calls as the
+        socket allows (no joining: a data frame's payload is not copied again)."""
+        views = [memoryview(buffer) for buffer in buffers]
+        while views:
+            try:
+                sent = self._sock.sendmsg(views[:_MAX_IOVECS])
+            except BlockingIOError:
+                self._wait_writable()
+                continue
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if sent:
+                views[0] = views[0][sent:]
 
     def send_quietly(self, message: Message) -> None:
         """Send from the I/O thread; a failure is reported through the lost path. The
@@ -313,9 +336,9 @@ class AgentClient(ClientStreams):
             with contextlib.suppress(AgentLost):
                 self._send(message)
             return
-        frame = encode(message)
-        self._queued.append(frame)
-        self._queued_size += len(frame)
+        for part in encode_vectored(message):
+            self._queued.append(part)
+            self._queued_size += len(part)
         if self._queued_size >= _QUEUE_LIMIT:
             self._send_queued()
 
@@ -323,7 +346,7 @@ class AgentClient(ClientStreams):
         if self._queued:
             frames, self._queued, self._queued_size = self._queued, [], 0
             with contextlib.suppress(AgentLost):
-                self._send_bytes(frames[0] if len(frames) == 1 else b"".join(frames))
+                self._send_bytes(frames[0] if len(frames) == 1 else frames)
 
     def _mark_lost(self, code: int, message: str) -> AgentLost:
         with self._state_lock:
@@ -396,28 +419,33 @@ class AgentClient(ClientStreams):
             self.send_quietly(Ping(int(now * 1000)))
 
     def _receive(self) -> None:
+        # Straight into the decoder: a large frame's body lands where it is decoded from.
+        buffer = self._decoder.get_buffer(RECEIVE_SIZE)
         try:
             if self._takes_descriptors:
-                size = self._receive_with_descriptors()
+                size = self._receive_with_descriptors(buffer)
             else:
-                size = self._sock.recv_into(self.receive_buffer)
+                size = self._sock.recv_into(buffer)
         except (BlockingIOError, TimeoutError):
+            self._decoder.buffer_updated(0)
             return
         except OSError as error:
+            self._decoder.buffer_updated(0)
             self._mark_lost(
                 error.errno or errno.ECONNRESET, f"the connection to the agent broke: {error}"
             )
             return
+        self._decoder.buffer_updated(size)
         if not size:
             self._mark_lost(errno.ECONNRESET, "the agent closed the connection")
             return
         self._last_heard = time.monotonic()
-        self._handle_incoming(self.receive_buffer[:size])
+        self._handle_incoming(b"")
 
-    def _receive_with_descriptors(self) -> int:
+    def _receive_with_descriptors(self, buffer: memoryview) -> int:
         space = socket.CMSG_SPACE(_MAX_FDS_PER_RECEIVE * _FD_SIZE)
         size, ancillary, flags, _ = self._sock.recvmsg_into(
-            [self.receive_buffer], space, socket.MSG_CMSG_CLOEXEC
+            [buffer], space, socket.MSG_CMSG_CLOEXEC
         )
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -46,6 +46,7 @@ from mirrord_trace.protocol.messages import (
     decode_body,
     encode,
     encode_body,
+    encode_vectored,
 )
 from mirrord_trace.protocol.requests import (
     HANDOVER,
@@ -101,6 +102,7 @@ __all__ = [
     "encode",
     "encode_body",
     "encode_frame",
+    "encode_vectored",
     "new_token",
     "tokens_match",
     "validate_request",
