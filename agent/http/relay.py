@@ -1,0 +1,43 @@
+"""Raw byte relays between two asyncio stream pairs (pass-through, switched protocols)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+# Opens a connection to one upstream; None when it cannot be had (the program's session ended).
+Opener = Callable[[], Awaitable[Streams | None]]
+
+READ_SIZE = 256 * 1024
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes until EOF, then half-close the other side."""
+    try:
+        while data := await reader.read(READ_SIZE):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        writer.transport.abort()
+
+
+async def pipe_both(a: Streams, b: Streams, a_first: bytes = b"", b_first: bytes = b"") -> None:
+    """Relay raw bytes both ways until both directions end; `a_first` was read from a already
+    (it goes to b first), `b_first` from b."""
+    if a_first:
+        b[1].write(a_first)
+    if b_first:
+        a[1].write(b_first)
+    await asyncio.gather(pipe(a[0], b[1]), pipe(b[0], a[1]))
+    a[1].close()
+    b[1].close()
+
+
+async def open_or_none(opener: Opener) -> Streams | None:
+    try:
+        return await opener()
+    except OSError:
+        return None
