@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from agent.http_filter import HttpFilter
-from agent.incoming_http_proxy import Streams
+from agent.http.filter import Filter, from_subscribe_fields
+from agent.http.relay import Streams
 from agent.incoming_mirror import MirrorHub, MirrorStream
 from agent.incoming_steal import StealHub
 from agent.incoming_stolen import StolenConnection
@@ -42,7 +42,7 @@ class Subscription:
     id: int
     port: int
     mode: str
-    http_filter: HttpFilter | None = None
+    http_filter: Filter | None = None
     # The client asked for stolen connections whole, as descriptors (see Session).
     handover: bool = False
 
@@ -133,7 +133,7 @@ class IncomingService:
         if not 1 <= port <= 65535:
             raise InvalidRequest(errno.EINVAL, f"port {port} is out of range")
         mode: str = fields["mode"]
-        http_filter = HttpFilter.from_fields(fields["header_filter"], fields["path_filter"])
+        http_filter = from_subscribe_fields(fields)
         if http_filter is not None and mode != "steal":
             raise InvalidRequest(errno.EINVAL, "an HTTP filter only applies when stealing")
         state = self._for(session)

@@ -3,8 +3,9 @@
 iptables REDIRECT rules (agent.incoming_rules) send them to the agent's steal listener, in the
 target's network namespace; SO_ORIGINAL_DST tells which port each was meant for. A connection
 to a port stolen without a filter becomes a stream to the subscribed session as it is; with an
-HTTP filter, agent.incoming_http_proxy routes it request by request. A connection whose port
-nobody steals any more (it raced an unsubscribe) goes on to the target, as if never stolen.
+HTTP filter, agent.http.connection routes it request by request (HTTP/1.x and HTTP/2). A
+connection whose port nobody steals any more (it raced an unsubscribe) goes on to the
+target, as if never stolen.
 
 Before the first rule, the guardian process is started (agent.incoming_guardian): the rules are
 gone when the agent ends, however it ends. Rules left by agents that died with their guardian
@@ -21,9 +22,10 @@ import struct
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from agent.http_filter import HttpFilter
+from agent.http.connection import serve_filtered
+from agent.http.filter import Filter
+from agent.http.relay import Streams, pipe_both
 from agent.incoming_guardian import Guardian, GuardianError
-from agent.incoming_http_proxy import FilteredConnection, Streams, pipe_both
 from agent.incoming_rules import (
     AGENT_MARK,
     PortTaken,
@@ -44,7 +46,7 @@ CONNECT_TIMEOUT = 10.0
 class StealReceiver(Protocol):
     """A steal subscription, as the hub sees it."""
 
-    http_filter: HttpFilter | None
+    http_filter: Filter | None
 
     def take_connection(self, info: dict[str, Any], connection: StolenConnection) -> bool:
         """Hand a whole connection to the program; False when the session is gone."""
@@ -217,7 +219,7 @@ class StealHub:
         async def open_program() -> Streams | None:
             return await receiver.open_program_stream(info)
 
-        await FilteredConnection(client, receiver.http_filter, open_program, open_target).serve()
+        await serve_filtered(client, receiver.http_filter, open_program, open_target)
 
     async def _pass_to_target(self, client: Streams, destination: tuple[str, int]) -> None:
         try:

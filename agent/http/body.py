@@ -6,9 +6,7 @@ a body longer than that, or one announced longer by its Content-Length, is not b
 the bound: the body filter does not match it, and what was collected is forwarded first,
 then the rest as it comes. Nothing waits for an unbounded body.
 
-The JSON query is RFC 9535 JSONPath (jsonpath-rfc9535, a maintained implementation), with
-mirrord's `typeof` function extension: `typeof(@)` is "null", "bool", "number", "string",
-"array" or "object" (nothing when the nodes differ in type).
+The JSON query is RFC 9535 JSONPath with mirrord's `typeof` (mirrord_trace.protocol.jsonpath).
 """
 
 from __future__ import annotations
@@ -18,11 +16,8 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
 
-import jsonpath_rfc9535
-from jsonpath_rfc9535.function_extensions import ExpressionType, FilterFunction
-
+from mirrord_trace.protocol.jsonpath import JSONPathError, JSONPathQuery, compile_query
 from mirrord_trace.protocol.requests import InvalidRequest
 
 
@@ -34,50 +29,12 @@ def _max_body_buffer() -> int:
 MAX_BODY_BUFFER = _max_body_buffer()
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
-class TypeOf(FilterFunction):
-    """mirrord's `typeof(nodes)` extension."""
-
-    arg_types = [ExpressionType.NODES]
-    return_type = ExpressionType.VALUE
-
-    def __call__(self, nodes: object) -> object:
-        # `@` alone arrives as the current node's value, a longer query as a node list.
-        if isinstance(nodes, jsonpath_rfc9535.JSONPathNodeList):
-            kinds = {_json_type(node.value) for node in nodes}
-        elif nodes is jsonpath_rfc9535.NOTHING:
-            return jsonpath_rfc9535.NOTHING
-        else:
-            kinds = {_json_type(nodes)}
-        return kinds.pop() if len(kinds) == 1 else jsonpath_rfc9535.NOTHING
-
-
-class _Environment(jsonpath_rfc9535.JSONPathEnvironment):
-    def setup_function_extensions(self) -> None:
-        super().setup_function_extensions()
-        self.function_extensions["typeof"] = TypeOf()
-
-
-_ENVIRONMENT = _Environment()
-
-
 @dataclass(frozen=True)
 class JsonBodyQuery:
     """`{"body": "json", "query": ..., "matches": ...}`."""
 
     source: str
-    query: jsonpath_rfc9535.JSONPathQuery
+    query: JSONPathQuery
     pattern: re.Pattern[str]
 
     @classmethod
@@ -85,8 +42,8 @@ class JsonBodyQuery:
         if not isinstance(query, str):
             raise InvalidRequest(errno.EINVAL, f"http_filter {where}.query: a JSONPath string")
         try:
-            compiled = _ENVIRONMENT.compile(query)
-        except jsonpath_rfc9535.JSONPathError as error:
+            compiled = compile_query(query)
+        except JSONPathError as error:
             raise InvalidRequest(
                 errno.EINVAL,
                 f"http_filter {where}.query {query!r} is not RFC 9535 JSONPath: {error}",
@@ -101,7 +58,7 @@ class JsonBodyQuery:
             return False
         try:
             nodes = self.query.find(document)
-        except (jsonpath_rfc9535.JSONPathError, RecursionError):
+        except (JSONPathError, RecursionError):
             return False
         for node in nodes:
             value = node.value

@@ -137,8 +137,7 @@ class IncomingHandlers:
                 timeout=60.0,
                 port=decision.remote_port,
                 mode=decision.mode,
-                header_filter=decision.header_filter,
-                path_filter=decision.path_filter,
+                http_filter=dict(decision.http_filter or {}),
                 handover=decision.mode == "steal" and self.connector.takes_handovers,
             )
         except RemoteError as error:
