@@ -233,7 +233,9 @@ class FilteredConnection:
         settings = _header(request, b"http2-settings") or b""
         self.client.send(
             h11.InformationalResponse(
-                status_code=101, headers=[("connection", "Upgrade"), ("upgrade", "h2c")]
+                status_code=101,
+                headers=[("connection", "Upgrade"), ("upgrade", "h2c")],
+                reason=b"Switching Protocols",
             )
         )
         await self.client.drain()
