@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from agent.http.filter import Filter, from_subscribe_fields
-from agent.http.relay import Streams
+from agent.http.relay import Streams, loopback_pair
 from agent.incoming_mirror import MirrorHub, MirrorStream
 from agent.incoming_steal import StealHub
 from agent.incoming_stolen import StolenConnection
@@ -61,8 +61,19 @@ class Subscription:
         return stream is not None
 
     async def open_program_stream(self, info: dict[str, Any]) -> Streams | None:
-        """A connection to the program through a stream: the far end of a socket pair is
-        bridged like a stolen connection, the near end is the filter's upstream."""
+        """A connection to the program, for the requests a filter sends there. A client on
+        this machine that takes handovers gets one end of a loopback TCP pair as itself (no
+        frame carries its bytes); otherwise the far end of a socket pair is bridged like a
+        stolen connection. The near end is the filter's upstream."""
+        session = self.owner.session
+        if self.handover and session.takes_descriptors:
+            near, far = await loopback_pair()
+            try:
+                if self.owner.hand_over_socket(self, info, far):
+                    return await asyncio.open_connection(sock=near)
+            finally:
+                far.close()  # the client holds its own duplicate
+            near.close()
         near, far = socket.socketpair()
         far_reader, far_writer = await asyncio.open_connection(sock=far)
         stream = self.owner.open_stream(
@@ -103,14 +114,23 @@ class SessionIncoming:
     ) -> bool:
         """Give the client the connection itself (its descriptor rides on the StreamOpen):
         the agent is then out of its path. False when it cannot go now (it is bridged)."""
+        if not self.hand_over_socket(subscription, info, connection):
+            return False
+        connection.handed_over()
+        return True
+
+    def hand_over_socket(
+        self,
+        subscription: Subscription,
+        info: dict[str, Any],
+        sock: StolenConnection | socket.socket,
+    ) -> bool:
+        """Send the StreamOpen with `sock`'s descriptor; False when it cannot go now."""
         if self.closed or subscription.id not in self.subscriptions:
             return False
         stream_id = next(self._stream_ids)
         info = {**info, "subscription": subscription.id, HANDOVER: True}
-        if not self.session.send_descriptor(StreamOpen(stream_id, info), connection.fileno()):
-            return False
-        connection.handed_over()
-        return True
+        return self.session.send_descriptor(StreamOpen(stream_id, info), sock.fileno())
 
 
 class IncomingService:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -41,3 +42,23 @@ async def open_or_none(opener: Opener) -> Streams | None:
         return await opener()
     except OSError:
         return None
+
+
+async def loopback_pair() -> tuple[socket.socket, socket.socket]:
+    """Two connected TCP sockets over this namespace's loopback (for a program connection
+    handed over whole: the program must get a TCP socket, as its listener would give it)."""
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0), backlog=1) as listener:
+        listener.setblocking(False)
+        near = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            near.setblocking(False)
+            near.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            accepting = loop.create_task(loop.sock_accept(listener))
+            await loop.sock_connect(near, listener.getsockname())
+            far, _ = await accepting
+        except BaseException:
+            near.close()
+            raise
+    far.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return near, far
