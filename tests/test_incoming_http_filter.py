@@ -1,6 +1,6 @@
-"""The filtered steal's routing, over real sockets: a client connection is served request by
-request by two upstreams (the program: keep-alive; the target: closes after every response,
-close-delimited bodies, like busybox httpd), following mirrord's header/path filter rules."""
+"""The filtered steal's HTTP/1.x routing, over real sockets: a client connection is served
+request by request by two upstreams (the program: keep-alive; the target: closes after every
+response, close-delimited bodies, like busybox httpd), following mirrord's filter rules."""
 
 from __future__ import annotations
 
@@ -10,47 +10,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import h11
-import pytest
 
-from agent.http_filter import HttpFilter
-from agent.incoming_http_proxy import FilteredConnection, Streams
-from mirrord_trace.protocol.requests import InvalidRequest
-
-# ---- the filter itself (mirrord semantics) ---------------------------------------------------
-
-
-def test_header_filter_matches_name_colon_value_case_insensitively() -> None:
-    flt = HttpFilter.from_fields("^x-user: me$", "")
-    assert flt is not None
-    assert flt.matches(b"/", [(b"X-User", b"ME")])
-    assert flt.matches(b"/", [(b"Host", b"a"), (b"x-user", b"me")])
-    assert not flt.matches(b"/", [(b"x-user", b"meme")])
-    assert not flt.matches(b"/", [(b"x-other", b"me")])
-
-
-def test_path_filter_matches_the_path_or_the_path_with_its_query() -> None:
-    flt = HttpFilter.from_fields("", "^/api/v1$")
-    assert flt is not None
-    assert flt.matches(b"/api/v1?debug=1", [])  # the path alone matches
-    assert flt.matches(b"/API/V1", [])
-    assert not flt.matches(b"/api/v2", [])
-    by_query = HttpFilter.from_fields("", r"debug=1")
-    assert by_query is not None and by_query.matches(b"/x?debug=1", [])  # path + query
-
-
-def test_both_filters_must_match_and_none_means_no_filter() -> None:
-    flt = HttpFilter.from_fields("^x-user: me$", "^/api")
-    assert flt is not None
-    assert flt.matches(b"/api", [(b"x-user", b"me")])
-    assert not flt.matches(b"/web", [(b"x-user", b"me")])
-    assert not flt.matches(b"/api", [])
-    assert HttpFilter.from_fields("", "") is None
-
-
-def test_a_bad_regex_is_an_invalid_request() -> None:
-    with pytest.raises(InvalidRequest, match="header_filter"):
-        HttpFilter.from_fields("(unclosed", "")
-
+from agent.http.connection import serve_filtered
+from agent.http.filter import Filter, parse_filter
+from agent.http.h1 import FilteredConnection
+from agent.http.relay import Streams
 
 # ---- the proxy, with real upstream servers ---------------------------------------------------
 
@@ -137,7 +101,7 @@ class Proxy:
     routes: list[list[str]]
 
 
-async def _proxy(http_filter: HttpFilter, program_available: bool = True) -> Proxy:
+async def _proxy(http_filter: Filter, program_available: bool = True) -> Proxy:
     program, target = Upstream("program", keep_alive=True, upgrades=True), Upstream("target", False)
     program_port, target_port = await program.start(), await target.start()
     routes: list[list[str]] = []
@@ -174,12 +138,11 @@ async def _client_exchange(port: int, raw: bytes, responses: int) -> list[tuple[
     return answers
 
 
-ME = HttpFilter.from_fields("^x-user: me$", "")
+ME = parse_filter({"header": "^x-user: me$"})
 
 
 def test_requests_on_one_keep_alive_connection_go_where_the_filter_says() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME)
         raw = b"".join(
             b"GET /r%d HTTP/1.1\r\nHost: t\r\n%s\r\n" % (n, b"X-User: me\r\n" if n % 2 else b"")
@@ -198,7 +161,6 @@ def test_requests_on_one_keep_alive_connection_go_where_the_filter_says() -> Non
 
 def test_bodies_chunked_and_expect_continue_reach_the_chosen_upstream() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME)
         chunked = (
             b"POST /c HTTP/1.1\r\nHost: t\r\nX-User: me\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -226,7 +188,6 @@ def test_bodies_chunked_and_expect_continue_reach_the_chosen_upstream() -> None:
 
 def test_matching_requests_go_to_the_target_when_the_program_is_gone() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME, program_available=False)
         request = b"GET /x HTTP/1.1\r\nHost: t\r\nX-User: me\r\n\r\n"
         answers = await _client_exchange(proxy.port, request, 1)
@@ -237,7 +198,6 @@ def test_matching_requests_go_to_the_target_when_the_program_is_gone() -> None:
 
 def test_traffic_that_is_not_http_passes_to_the_target_untouched() -> None:
     async def scenario() -> None:
-        assert ME is not None
         received = bytearray()
 
         async def raw_target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -250,9 +210,7 @@ def test_traffic_that_is_not_http_passes_to_the_target_untouched() -> None:
         target_port = target.sockets[0].getsockname()[1]
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            to_target = _opener(target_port)
-            connection = FilteredConnection((reader, writer), ME, _opener(None), to_target)
-            await connection.serve()
+            await serve_filtered((reader, writer), ME, _opener(None), _opener(target_port))
 
         proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
         reader, writer = await asyncio.open_connection(
@@ -269,7 +227,6 @@ def test_traffic_that_is_not_http_passes_to_the_target_untouched() -> None:
 
 def test_an_upgrade_switches_to_raw_bytes_with_the_chosen_upstream() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME)
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(
@@ -288,7 +245,6 @@ def test_an_upgrade_switches_to_raw_bytes_with_the_chosen_upstream() -> None:
 
 def test_a_client_that_sends_garbage_mid_connection_is_disconnected() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME)
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n\x00\x01garbage\r\n\r\n")
@@ -302,7 +258,6 @@ def test_socketpair_upstreams_work_like_tcp_ones() -> None:
     """The program side really is a socket pair bridged to a stream: same behaviour."""
 
     async def scenario() -> None:
-        assert ME is not None
         near, far = socket.socketpair()
         program = Upstream("program", keep_alive=True)
         far_reader, far_writer = await asyncio.open_connection(sock=far)
