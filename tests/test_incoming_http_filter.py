@@ -56,7 +56,8 @@ class Upstream:
                 if not self.keep_alive:
                     headers.append(("connection", "close"))
                 writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
-                writer.write(conn.send(h11.Data(data=answer)))
+                if request.method != b"HEAD":
+                    writer.write(conn.send(h11.Data(data=answer)))
                 writer.write(conn.send(h11.EndOfMessage()) or b"")
                 await writer.drain()
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -278,5 +279,65 @@ def test_socketpair_upstreams_work_like_tcp_ones() -> None:
         answers = await _client_exchange(proxy.sockets[0].getsockname()[1], raw, 2)
         assert answers == [(200, b"program:/a:0"), (200, b"target:/b:0")]
         serving.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_body_filter_routes_pipelined_json_requests_and_streams_a_body_past_its_bound() -> None:
+    async def scenario() -> None:
+        flt = parse_filter({"body": "json", "query": "$.user", "matches": "^alice$"})
+        proxy = await _proxy(flt)
+        bodies = [b'{"user": "alice"}', b'{"user": "bob"}', b"not json", b'{"user": "alice"}']
+        raw = b"".join(
+            b"POST /b%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (n, len(body), body)
+            for n, body in enumerate(bodies)
+        )
+        answers = await _client_exchange(proxy.port, raw, 4)
+        assert [side for _, side in answers] == [
+            b"program:/b0:17",
+            b"target:/b1:15",
+            b"target:/b2:8",
+            b"program:/b3:17",
+        ]
+        assert proxy.program.requests == [
+            (b"POST", b"/b0", bodies[0]),
+            (b"POST", b"/b3", bodies[3]),
+        ]
+        # 1 MB chunked, its JSON would match, but it is past the 64 KiB bound: never buffered
+        # whole, it goes to the target byte for byte.
+        big = b'{"user": "alice", "pad": "' + b"x" * 1_000_000 + b'"}'
+        chunks = b"".join(
+            b"%x\r\n%s\r\n" % (len(big[i : i + 30_000]), big[i : i + 30_000])
+            for i in range(0, len(big), 30_000)
+        )
+        chunked = b"POST /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        answers = await _client_exchange(proxy.port, chunked + chunks + b"0\r\n\r\n", 1)
+        assert answers == [(200, b"target:/big:%d" % len(big))]
+        assert proxy.target.requests[-1] == (b"POST", b"/big", big)
+
+    asyncio.run(scenario())
+
+
+def test_method_filter_with_head_requests_and_expect_continue() -> None:
+    async def scenario() -> None:
+        proxy = await _proxy(parse_filter({"any_of": [{"method": "HEAD"}, {"method": "PUT"}]}))
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\nGET /g HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        # The length the GET would have ("program:/h:0"), and no body.
+        assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: 12" in head.lower()
+        get = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # no body after HEAD's
+        assert get.startswith(b"HTTP/1.1 200 ")
+        writer.write(
+            b"PUT /e HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        rest = await asyncio.wait_for(reader.readuntil(b"100 Continue\r\n\r\n"), 5)
+        assert b"target:/g:0" in rest
+        writer.write(b"body")
+        final = await asyncio.wait_for(reader.readuntil(b"program:/e:4"), 5)
+        assert final.startswith(b"HTTP/1.1 200 ")
+        writer.close()
+        assert proxy.program.requests[-1] == (b"PUT", b"/e", b"body")
+        assert [r[:2] for r in proxy.program.requests] == [(b"HEAD", b"/h"), (b"PUT", b"/e")]
 
     asyncio.run(scenario())

@@ -122,7 +122,7 @@ class AnyOf(Filter):
 
 
 def _invalid(where: str, what: str) -> InvalidRequest:
-    return InvalidRequest(errno.EINVAL, f"http_filter {where}: {what}")
+    return InvalidRequest(errno.EINVAL, f"http_filter {where.rstrip('.')}: {what}")
 
 
 def _regex(source: object, where: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:

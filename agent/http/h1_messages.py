@@ -53,6 +53,7 @@ class Head:
     length: int | None = None
     chunked: bool = False
     until_close: bool = False
+    bodiless: bool = False  # a response that has no body whatever its headers say (HEAD's)
     upgrade: bool = False
     rest: bytes = b""  # after an upgrade: what followed the head
 
@@ -129,8 +130,7 @@ class _Collector:
             head.reason = self.reason
             bodiless = self.skip_body or head.status < 200 or head.status in (204, 304)
             head.until_close = not bodiless and length is None and not chunked
-            if self.skip_body:
-                head.length, head.chunked = None, False
+            head.bodiless = bodiless
         self.head = head
         self.events.append(head)
         if self.skip_body and head.status >= 200:
@@ -242,7 +242,13 @@ def response_bytes(head: Head, client: Head) -> tuple[bytes, Framing]:
     keep_alive = client.keep_alive
     if head.status == 101:
         return _head_lines(_status_line(head), end_to_end(head.headers, True), []), framing
-    if head.length is not None:
+    if head.bodiless:
+        # What the headers announce (a HEAD's answer tells the GET's length) goes as it is.
+        if head.length is not None:
+            extra.append(b"Content-Length: %d\r\n" % head.length)
+        elif head.chunked:
+            extra.append(b"Transfer-Encoding: chunked\r\n")
+    elif head.length is not None:
         extra.append(b"Content-Length: %d\r\n" % head.length)
     elif head.chunked or head.until_close:
         if client.version == "1.1":
