@@ -31,8 +31,8 @@ def stubs(build_dir: Path) -> tuple[ModuleType, ModuleType]:
     return importlib.import_module("echo_pb2"), importlib.import_module("echo_pb2_grpc")
 
 
-def serve(build_dir: Path, name: str) -> tuple[grpc.Server, int]:
-    """A gRPC server on 127.0.0.1 whose answers start with `name`; (server, port)."""
+def serve(build_dir: Path, name: str, address: str = "127.0.0.1:0") -> tuple[grpc.Server, int]:
+    """A gRPC server on `address` whose answers start with `name`; (server, port)."""
     pb2, pb2_grpc = stubs(build_dir)
 
     class Echo(pb2_grpc.EchoServicer):  # type: ignore[misc,name-defined]
@@ -45,6 +45,6 @@ def serve(build_dir: Path, name: str) -> tuple[grpc.Server, int]:
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     pb2_grpc.add_EchoServicer_to_server(Echo(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(address)
     server.start()
     return server, port
