@@ -15,6 +15,7 @@ from agent.http.connection import serve_filtered
 from agent.http.filter import Filter, parse_filter
 from agent.http.h1 import FilteredConnection
 from agent.http.relay import Streams
+from agent.http.routes import Routes
 
 # ---- the proxy, with real upstream servers ---------------------------------------------------
 
@@ -110,9 +111,11 @@ async def _proxy(http_filter: Filter, program_available: bool = True) -> Proxy:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = FilteredConnection(
             (reader, writer),
-            http_filter,
-            _opener(program_port if program_available else None),
-            _opener(target_port),
+            Routes.single(
+                http_filter,
+                _opener(program_port if program_available else None),
+                _opener(target_port),
+            ),
         )
         routes.append(connection.routed)
         await connection.serve()
@@ -271,7 +274,9 @@ def test_socketpair_upstreams_work_like_tcp_ones() -> None:
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             to_target = _opener(target_port)
-            connection = FilteredConnection((reader, writer), ME, open_program, to_target)
+            connection = FilteredConnection(
+                (reader, writer), Routes.single(ME, open_program, to_target)
+            )
             await connection.serve()
 
         proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
@@ -339,5 +344,40 @@ def test_method_filter_with_head_requests_and_expect_continue() -> None:
         writer.close()
         assert proxy.program.requests[-1] == (b"PUT", b"/e", b"body")
         assert [r[:2] for r in proxy.program.requests] == [(b"HEAD", b"/h"), (b"PUT", b"/e")]
+
+    asyncio.run(scenario())
+
+
+def test_two_subscribers_with_their_own_filters_share_one_connection() -> None:
+    """A port stolen by two sessions, each with its filter: the first that matches wins."""
+
+    async def scenario() -> None:
+        alice, bob = Upstream("alice", keep_alive=True), Upstream("bob", keep_alive=True)
+        target = Upstream("target", keep_alive=False)
+        ports = [await alice.start(), await bob.start(), await target.start()]
+        routes = Routes(
+            (
+                ("alice", parse_filter({"header": "^x-user: alice$"})),
+                ("bob", parse_filter({"any_of": [{"header": "^x-user: bob$"}, {"method": "PUT"}]})),
+            ),
+            {"alice": _opener(ports[0]), "bob": _opener(ports[1]), "target": _opener(ports[2])},
+        )
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await FilteredConnection((reader, writer), routes).serve()
+
+        proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+        users = [b"alice", b"bob", b"carol", b"alice"]
+        raw = (
+            b"".join(
+                b"GET /%d HTTP/1.1\r\nHost: t\r\nX-User: %s\r\n\r\n" % (n, user)
+                for n, user in enumerate(users)
+            )
+            + b"PUT /p HTTP/1.1\r\nHost: t\r\nX-User: alice\r\nContent-Length: 0\r\n\r\n"
+        )
+        answers = await _client_exchange(proxy.sockets[0].getsockname()[1], raw, 5)
+        assert [body for _, body in answers] == [
+            b"alice:/0:0", b"bob:/1:0", b"target:/2:0", b"alice:/3:0", b"alice:/p:0"
+        ]  # fmt: skip
 
     asyncio.run(scenario())

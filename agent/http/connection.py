@@ -15,8 +15,9 @@ import re
 
 from agent.http.filter import Filter
 from agent.http.h1 import FilteredConnection, H2cUpgrade
-from agent.http.h2_router import CLIENT, PROGRAM, TARGET, H2Router
+from agent.http.h2_router import CLIENT, H2Router
 from agent.http.relay import READ_SIZE, Opener, Streams, open_or_none, pipe_both
+from agent.http.routes import TARGET, Routes
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # An HTTP/1.x request line starts with a method token and a space.
@@ -26,31 +27,32 @@ _HTTP1_START = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32} ")
 async def serve_filtered(
     client: Streams, http_filter: Filter, open_program: Opener, open_target: Opener
 ) -> list[str]:
-    """Serve one stolen connection; where its requests went, in order."""
+    """Serve one stolen connection of a port with one subscriber; where its requests went."""
+    return await serve_routed(client, Routes.single(http_filter, open_program, open_target))
+
+
+async def serve_routed(client: Streams, routes: Routes) -> list[str]:
+    """Serve one stolen connection; the side each request went to, in order."""
     first = await _sniff(client[0])
     if first.startswith(H2_PREFACE):
-        router = H2Router(http_filter)
+        router = H2Router(routes)
         router.start()
-        await H2Driver(router, client, open_program, open_target).run(first)
+        await H2Driver(router, client, routes).run(first)
         return router.routed
     if not _HTTP1_START.match(first):
-        await _pass_to_target(client, open_target, first)
+        await _pass_to_target(client, routes.openers[TARGET], first)
         return []
-    connection = FilteredConnection(client, http_filter, open_program, open_target, first)
+    connection = FilteredConnection(client, routes, first)
     upgrade = await connection.serve()
     if upgrade is None:
         return connection.routed
-    return connection.routed + await serve_upgraded(
-        client, http_filter, open_program, open_target, upgrade
-    )
+    return connection.routed + await _serve_upgraded(client, routes, upgrade)
 
 
-async def serve_upgraded(
-    client: Streams, http_filter: Filter, open_program: Opener, open_target: Opener, up: H2cUpgrade
-) -> list[str]:
-    router = H2Router(http_filter)
+async def _serve_upgraded(client: Streams, routes: Routes, up: H2cUpgrade) -> list[str]:
+    router = H2Router(routes)
     router.start_upgraded(up.settings, up.headers, up.body)
-    await H2Driver(router, client, open_program, open_target).run(up.rest)
+    await H2Driver(router, client, routes).run(up.rest)
     return router.routed
 
 
@@ -76,12 +78,10 @@ async def _pass_to_target(client: Streams, open_target: Opener, first: bytes) ->
 class H2Driver:
     """Moves bytes between the sockets and an H2Router until the client's connection ends."""
 
-    def __init__(
-        self, router: H2Router, client: Streams, open_program: Opener, open_target: Opener
-    ) -> None:
+    def __init__(self, router: H2Router, client: Streams, routes: Routes) -> None:
         self.router = router
         self.client = client
-        self.openers = {PROGRAM: open_program, TARGET: open_target}
+        self.openers = routes.openers
         self.writers = {CLIENT: client[1]}
         self.tasks: set[asyncio.Task[None]] = set()
 

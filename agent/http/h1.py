@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.http.body import BodyCollector
-from agent.http.filter import Filter, RequestHead
+from agent.http.filter import RequestHead
 from agent.http.h1_messages import (
     END,
     EOF,
@@ -37,7 +37,8 @@ from agent.http.h1_messages import (
     request_bytes,
     response_bytes,
 )
-from agent.http.relay import Opener, Streams, open_or_none, pipe_both
+from agent.http.relay import Streams, open_or_none, pipe_both
+from agent.http.routes import TARGET, Routes
 
 _H2C_DROPPED = frozenset(
     {b"connection", b"keep-alive", b"upgrade", b"http2-settings", b"host", b"transfer-encoding",
@@ -94,16 +95,13 @@ class FilteredConnection:
     def __init__(
         self,
         client: Streams,
-        http_filter: Filter,
-        open_program: Opener,
-        open_target: Opener,
+        routes: Routes,
         first: bytes = b"",
     ) -> None:
         self.client_reader = MessageReader(client[0], requests=True, first=first)
         self.client = client
         self.writer = client[1]
-        self.filter = http_filter
-        self._openers = {"program": open_program, "target": open_target}
+        self.routes = routes
         self._upstreams: dict[str, Upstream] = {}
         self.routed: list[str] = []  # where each request went, in order (for tests and logs)
         self.upgrade: H2cUpgrade | None = None
@@ -139,13 +137,13 @@ class FilteredConnection:
         if head.upgrade and _is_h2c_upgrade(head):
             await self._upgrade_to_h2(head)
             return False
-        if self.filter.needs_body and not head.upgrade:
+        if self.routes.needs_body and not head.upgrade:
             body, early = await self._collect_body(head)
         request = RequestHead(head.method, head.target, tuple(head.headers))
-        side = "program" if self.filter.matches(request, body) else "target"
+        side = self.routes.choose(request, body)
         upstream = await self._upstream(side)
-        if upstream is None and side == "program":
-            side = "target"  # the program's session is gone: the target answers, as before
+        if upstream is None and side != TARGET:
+            side = TARGET  # the program's session is gone: the target answers, as before
             upstream = await self._upstream(side)
         if upstream is None:
             self.writer.write(
@@ -287,7 +285,7 @@ class FilteredConnection:
         upstream = self._upstreams.get(side)
         if upstream is not None:
             return upstream
-        streams = await open_or_none(self._openers[side])
+        streams = await open_or_none(self.routes.openers[side])
         if streams is None:
             return None
         upstream = Upstream(streams)

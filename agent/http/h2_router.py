@@ -1,8 +1,9 @@
 """The filtered steal for HTTP/2, sans I/O: one client connection, streams routed one by one.
 
-Three HTTP/2 connections meet here (all h2's state machines, fed bytes, giving bytes):
-`client` (we are its server), and `program` and `target` (we are their client, h2c prior
-knowledge: a server that took h2c from this client takes it from us too). Each client stream
+HTTP/2 connections meet here (all h2's state machines, fed bytes, giving bytes): `client`
+(we are its server), and one per upstream side: each subscriber's program and the `target`
+(we are their client, h2c prior knowledge: a server that took h2c from this client takes it
+from us too). Each client stream
 is decided on its own once its head (and, for a body filter, its bounded body) is in: it is
 opened on the chosen upstream and everything that follows, data, trailers (gRPC's status),
 resets, is relayed between the two streams. Streaming calls just keep relaying both ways.
@@ -32,10 +33,10 @@ import h2.exceptions
 import h2.settings
 
 from agent.http.body import BodyCollector
-from agent.http.filter import Filter, RequestHead
+from agent.http.filter import RequestHead
+from agent.http.routes import TARGET, Routes
 
-CLIENT, PROGRAM, TARGET = "client", "program", "target"
-UPSTREAMS = (PROGRAM, TARGET)
+CLIENT = "client"
 # Our receive windows: large enough that a body filter's bounded body arrives without
 # waiting on us, small enough to bound what a slow reader lets pile up.
 _WINDOW = 1 << 20
@@ -81,13 +82,13 @@ def request_head(headers: list[tuple[bytes, bytes]]) -> RequestHead:
 
 
 class H2Router:
-    def __init__(self, http_filter: Filter) -> None:
-        self.filter = http_filter
+    def __init__(self, routes: Routes) -> None:
+        self.routes = routes
         self.conns: dict[str, h2.connection.H2Connection] = {CLIENT: self._new_conn(False)}
         self.exchanges: dict[int, Exchange] = {}
         self.by_upstream: dict[tuple[str, int], Exchange] = {}
         self.outbox: dict[tuple[str, int], deque[_Item]] = {}
-        self.held: dict[str, deque[Exchange]] = {PROGRAM: deque(), TARGET: deque()}
+        self.held: dict[str, deque[Exchange]] = {side: deque() for side in routes.openers}
         self.connecting: set[str] = set()
         self.gone: set[str] = set()  # upstreams that cannot be had (the program's session)
         self.routed: list[str] = []  # where each stream went, in order (tests, logs)
@@ -161,7 +162,7 @@ class H2Router:
         """Upstreams with streams waiting that are neither open nor being opened."""
         return [
             side
-            for side in UPSTREAMS
+            for side in self.held
             if self.held[side] and side not in self.conns and side not in self.connecting
         ]
 
@@ -183,7 +184,7 @@ class H2Router:
         self.gone.add(side)
         held, self.held[side] = self.held[side], deque()
         for exchange in held:
-            if side == PROGRAM:
+            if side != TARGET:
                 self._route(exchange, TARGET)
             else:
                 self._fail(exchange, b"the original destination cannot be reached\n")
@@ -219,7 +220,7 @@ class H2Router:
             if ended:
                 exchange.waiting.append(_Item(end=True))
                 exchange.request_ended = True
-            if self.filter.needs_body and not ended:
+            if self.routes.needs_body and not ended:
                 exchange.collector = BodyCollector(exchange.content_length())
             else:
                 self._decide(exchange, None)
@@ -327,8 +328,8 @@ class H2Router:
 
     # -- routing -------------------------------------------------------------------------------
     def _decide(self, exchange: Exchange, body: bytes | None) -> None:
-        side = PROGRAM if self.filter.matches(exchange.head, body) else TARGET
-        if side == PROGRAM and PROGRAM in self.gone:
+        side = self.routes.choose(exchange.head, body)
+        if side in self.gone and side != TARGET:
             side = TARGET  # the program's session is gone: the target answers, as before
         self._route(exchange, side)
 
