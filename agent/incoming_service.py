@@ -165,7 +165,7 @@ class IncomingService:
             if mode == "mirror":
                 self.mirror.add(port, subscription)
             else:
-                await self.steal.add(port, subscription)
+                await self.steal.add(port, subscription, override=fields["override"])
         except BaseException:
             state.subscriptions.pop(subscription.id, None)
             raise

@@ -122,15 +122,16 @@ class StealHub:
     def ports(self) -> set[int]:
         return set(self._receivers)
 
-    async def add(self, port: int, receiver: StealReceiver) -> None:
-        """Steal `port` for `receiver`; OSError(EADDRINUSE) when another session steals it."""
-        if port in self._receivers:
+    async def add(self, port: int, receiver: StealReceiver, override: bool = False) -> None:
+        """Steal `port` for `receiver`; OSError(EADDRINUSE) when another session steals it,
+        unless `override` (mirrord's on_concurrent_steal): then new connections come here."""
+        if port in self._receivers and not override:
             raise OSError(errno.EADDRINUSE, f"port {port} is already stolen by another session")
         self._receivers[port] = receiver
         try:
             if not self._servers:
                 await self._start()
-            await asyncio.to_thread(self.rules.redirect, port, self.listen_port)
+            await asyncio.to_thread(self.rules.redirect, port, self.listen_port, override)
         except (RuleError, GuardianError, OSError) as error:
             if self._receivers.get(port) is receiver:
                 del self._receivers[port]

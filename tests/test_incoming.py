@@ -318,6 +318,28 @@ def test_second_session_cannot_steal_a_stolen_port(pod: SandboxInfo) -> None:
         assert pod_get(pod, "/still-mine")[1].startswith(GO_ANSWER)
 
 
+def test_on_concurrent_steal_continue_and_override(pod: SandboxInfo, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("second session\n")
+    second = [sys.executable, "-u", "-m", "http.server", "8080", "--directory", str(site)]
+
+    def config(choice: str) -> dict:
+        return {"feature": {"network": {"incoming": {
+            "mode": "steal", "on_concurrent_steal": choice,
+        }}}}  # fmt: skip
+
+    with traced_server(pod, go_serve(), "--steal"):
+        with traced_server(
+            pod, second, config=config("continue"), tmp_path=tmp_path, ready="Serving"
+        ) as kept_out:
+            assert pod_get(pod, "/first")[1].startswith(GO_ANSWER)  # still the first session's
+        assert b'on_concurrent_steal is "continue"' in kept_out.stderr
+        overriding = config("override")
+        with traced_server(pod, second, config=overriding, tmp_path=tmp_path, ready="Serving"):
+            assert pod_get(pod, "/index.html") == (200, b"second session\n")
+
+
 # ---- what the program sees -------------------------------------------------------------------
 
 PEEK_SERVER = """

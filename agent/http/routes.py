@@ -1,10 +1,11 @@
 """Where a stolen port's requests go: to the first subscriber whose filter matches, else to the
 target (the connection's original destination).
 
-One port may be stolen by several sessions at once when each steals it with a filter (as
-mirrord's agent allows without an operator); each subscriber is a `side` with its filter and
-an opener for connections to its program. The sides are fixed for a connection when it is
-accepted; a subscriber that left meanwhile cannot be opened, and its requests go to the target.
+Each subscriber is a `side` with its filter and an opener for connections to its program.
+The steal hub gives a port one subscriber today (a second session's steal is refused, as
+mirrord's `on_concurrent_steal: abort`); the routers take any number, first match first. The
+sides are fixed for a connection when it is accepted; a subscriber that left meanwhile cannot
+be opened, and its requests go to the target.
 """
 
 from __future__ import annotations

@@ -33,6 +33,14 @@ class IncomingMode(StrEnum):
     OFF = "off"
 
 
+class ConcurrentSteal(StrEnum):
+    """feature.network.incoming.on_concurrent_steal: when another session steals the port."""
+
+    ABORT = "abort"  # the program's listen() fails, saying why
+    CONTINUE = "continue"  # the program listens on this machine only
+    OVERRIDE = "override"  # new connections come to this session instead
+
+
 class FilterSide(StrEnum):
     """Which side the matching traffic goes to; everything else goes to the other side."""
 
@@ -100,6 +108,7 @@ class IncomingConfig:
     ignore_localhost: bool = False
     ignore_ports: frozenset[int] = frozenset()
     ports: frozenset[int] | None = None
+    on_concurrent_steal: ConcurrentSteal = ConcurrentSteal.ABORT
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from mirrord_trace.config.model import (
     AGENT_LOG_LEVELS,
     IMAGE_PULL_POLICIES,
     AgentConfig,
+    ConcurrentSteal,
     Config,
     DnsConfig,
     EnvConfig,
@@ -80,6 +81,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "ignore_localhost",
         "ignore_ports",
         "ports",
+        "on_concurrent_steal",
     ),
     "feature.network.incoming.http_filter": HTTP_FILTER_KEYS,
     "feature.network.outgoing": ("tcp", "udp", "ignore_localhost", "filter"),
@@ -278,7 +280,18 @@ def _incoming(value: object, key: str) -> IncomingConfig:
         ),
         ignore_ports=ignore_ports or frozenset(),
         ports=ports,
+        on_concurrent_steal=_optional(
+            section,
+            "on_concurrent_steal",
+            join(key, "on_concurrent_steal"),
+            _concurrent_steal,
+            ConcurrentSteal.ABORT,
+        ),
     )
+
+
+def _concurrent_steal(value: object, key: str) -> ConcurrentSteal:
+    return ConcurrentSteal(expect_choice(value, key, [choice.value for choice in ConcurrentSteal]))
 
 
 def _incoming_mode(value: object, key: str) -> IncomingMode:

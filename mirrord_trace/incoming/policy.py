@@ -27,6 +27,7 @@ class PortDecision:
     local_port: int  # 0: any free port
     mode: str  # "mirror" | "steal"
     http_filter: Mapping[str, Any] | None = None  # the wire tree (config.http_filter)
+    on_concurrent_steal: str = "abort"  # when another session steals the port
 
     @property
     def filtered(self) -> bool:
@@ -66,6 +67,5 @@ class IncomingPolicy:
         if config.mode == IncomingMode.MIRROR:
             return PortDecision(remote, local, "mirror")
         http = config.http_filter
-        if http.applies_to(remote):
-            return PortDecision(remote, local, "steal", http.wire)
-        return PortDecision(remote, local, "steal")
+        wire = http.wire if http.applies_to(remote) else None
+        return PortDecision(remote, local, "steal", wire, str(config.on_concurrent_steal))

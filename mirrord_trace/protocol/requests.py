@@ -57,6 +57,8 @@ Replies (fields of Reply):
                     its StreamOpen frame carries the connection's descriptor (SCM_RIGHTS on
                     the frame's bytes), info has HANDOVER: true, no stream message follows
                     for that id and the client owns the socket. Elsewhere the flag is ignored.
+                    "override": true takes a port another session steals (its rules go; its
+                    connections carry on); otherwise that is EADDRINUSE.
   incoming.unsubscribe {}                             stop; stolen traffic goes to the target again
 
 STAT is a map with the keys in STAT_FIELDS (times in nanoseconds); VERSION is the list
@@ -157,6 +159,7 @@ REQUESTS: dict[str, RequestSpec] = {
             "header_filter": (str, ""),
             "path_filter": (str, ""),
             "handover": (bool, False),
+            "override": (bool, False),
         },
     ),
     "incoming.unsubscribe": RequestSpec({"subscription": int}),
