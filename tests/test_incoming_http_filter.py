@@ -27,6 +27,7 @@ class Upstream:
     name: str
     keep_alive: bool
     upgrades: bool = False
+    idle_close: bool = False  # says keep-alive, then closes once the response is out
     requests: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)  # method, target, body
     connections: int = 0
     server: asyncio.Server | None = None
@@ -61,6 +62,8 @@ class Upstream:
                     writer.write(conn.send(h11.Data(data=answer)))
                 writer.write(conn.send(h11.EndOfMessage()) or b"")
                 await writer.drain()
+                if self.idle_close:
+                    return
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
@@ -379,5 +382,31 @@ def test_two_subscribers_with_their_own_filters_share_one_connection() -> None:
         assert [body for _, body in answers] == [
             b"alice:/0:0", b"bob:/1:0", b"target:/2:0", b"alice:/3:0", b"alice:/p:0"
         ]  # fmt: skip
+
+    asyncio.run(scenario())
+
+
+def test_a_kept_alive_upstream_that_closed_while_idle_gets_the_request_again() -> None:
+    async def scenario() -> None:
+        program = Upstream("program", keep_alive=True, idle_close=True)
+        target = Upstream("target", keep_alive=True)
+        routes = Routes.single(ME, _opener(await program.start()), _opener(await target.start()))
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await FilteredConnection((reader, writer), routes).serve()
+
+        proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", proxy.sockets[0].getsockname()[1]
+        )
+        answers = []
+        for n in range(3):
+            writer.write(b"GET /i%d HTTP/1.1\r\nHost: t\r\nX-User: me\r\n\r\n" % n)
+            answers.append(await asyncio.wait_for(reader.readuntil(b"program:/i%d:0" % n), 5))
+        # Each answer was the program's, on a new program connection every time (without the
+        # second attempt, the 2nd and 3rd requests would have been answered 502).
+        assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers)
+        assert program.connections == 3
+        writer.close()
 
     asyncio.run(scenario())

@@ -67,6 +67,7 @@ class Upstream:
         self.reader = MessageReader(streams[0], requests=False)
         self.stream_reader, self.writer = streams
         self.reusable = True
+        self.served = 0  # responses read on this connection
 
     def close(self) -> None:
         self.writer.close()
@@ -156,7 +157,20 @@ class FilteredConnection:
         if head.upgrade:
             return await self._upgrade(head, upstream, side)
         ended = await self._forward_body(head, upstream, early)
+        if upstream.served and not head.has_body and await self._closed_while_idle(upstream):
+            # A kept-alive connection the upstream had closed (its idle timeout) before our
+            # request reached it: the request was not seen, so it goes again on a new one.
+            upstream.close()
+            del self._upstreams[side]
+            reopened = await self._upstream(side)
+            if reopened is None:
+                self.writer.write(error_response(502, b"Bad Gateway", b"upstream closed\n"))
+                return False
+            upstream = reopened
+            upstream.reader.expect_head_response(head.method == b"HEAD")
+            upstream.writer.write(request_bytes(head))
         reusable_client = await self._forward_response(head, upstream, side)
+        upstream.served += 1
         if not upstream.reusable:
             upstream.close()
             del self._upstreams[side]
@@ -233,6 +247,17 @@ class FilteredConnection:
                     error_response(502, b"Bad Gateway", f"the {side} did not answer\n".encode())
                 )
             raise UpstreamGone(side) from None
+
+    async def _closed_while_idle(self, upstream: Upstream) -> bool:
+        """Whether the upstream closed without a byte of response (peeking at its reader)."""
+        try:
+            event = await upstream.reader.next()
+        except ConnectionError:
+            return True
+        if event == EOF:
+            return True
+        upstream.reader.collector.events.appendleft(event)  # not consumed: read it again
+        return False
 
     async def _skip_to_end(self, upstream: Upstream) -> None:
         while (event := await upstream.reader.next()) != END:
