@@ -161,6 +161,11 @@ class MessageReader:
         self.closed = False
         self.error: ProtocolError | None = None  # raised once the events before it are read
 
+    @property
+    def has_events(self) -> bool:
+        """Whether next() has an event without reading."""
+        return bool(self.collector.events)
+
     def expect_head_response(self, yes: bool) -> None:
         self.collector.skip_body = yes
 
