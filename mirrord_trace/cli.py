@@ -181,6 +181,11 @@ def main() -> None:
 @click.option(
     "--agent-ttl", type=click.IntRange(0, 65535), help="Seconds the agent pod stays after exit."
 )
+@click.option(
+    "--exit-with-program",
+    is_flag=True,
+    help="When the program exits, end the processes it left running instead of waiting.",
+)
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def exec_command(
@@ -200,6 +205,7 @@ def exec_command(
     steal: bool,
     ephemeral_container: bool,
     agent_ttl: int | None,
+    exit_with_program: bool,
     program: tuple[str, ...],
 ) -> int:
     """Run PROGRAM [ARGS]... in the context of the target.
@@ -226,6 +232,7 @@ def exec_command(
         steal=steal,
         ephemeral_container=ephemeral_container,
         agent_ttl=agent_ttl,
+        exit_with_program=exit_with_program,
     )
 
 

@@ -74,6 +74,7 @@ def run_exec(
     steal: bool = False,
     ephemeral_container: bool = False,
     agent_ttl: int | None = None,
+    exit_with_program: bool = False,
 ) -> int:
     """Run `program` in the context of the target; the program's exit status (shell-style).
 
@@ -134,17 +135,17 @@ def run_exec(
                 agent=agent,
                 trace=trace,
                 on_start=startup.close,
+                exit_with_program=exit_with_program,
             )
         except KeyboardInterrupt:
             raise UserError(
                 "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
             ) from None
         except ProgramNotFound as error:
-            raise UserError(
-                str(error),
-                "check the program's name and that it is executable",
-                EXIT_PROGRAM_NOT_FOUND,
-            ) from None
+            from mirrord_trace.hints import program_not_found_hint
+
+            hint = program_not_found_hint(agent, program[0] if program else "", remote_env)
+            raise UserError(str(error), hint, EXIT_PROGRAM_NOT_FOUND) from None
         except TracingUnavailable as error:
             message, _, hint = str(error).partition("; ")
             raise UserError(message, hint or "run without a tracer attached", 1) from None
