@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.container_pid import (
+from agent.target.container_pid import (
     ContainerNotFound,
     container_processes,
     find_container_pid,
