@@ -244,13 +244,13 @@ class H2Router:
         if exchange is None:
             return
         if isinstance(event, h2.events.TrailersReceived):
-            item = _Item(headers=list(event.headers))
+            item = _Item(headers=list(event.headers), end=True)  # trailers end the stream
         else:
-            item = _Item(
-                data=event.data, ack=(CLIENT, event.stream_id, event.flow_controlled_length)
-            )
+            ack = (CLIENT, event.stream_id, event.flow_controlled_length)
+            item = _Item(data=event.data, end=event.stream_ended is not None, ack=ack)
         collector = exchange.collector
         if collector is not None and exchange.side is None:
+            item.end = False  # the end comes with the decision (_client_stream_ended)
             if item.ack is not None:
                 # Bounded by the collector's limit: acknowledged now, so the client keeps
                 # sending until the filter can decide.
@@ -260,6 +260,8 @@ class H2Router:
             if not collector.add(item.data):
                 self._decide(exchange, None)
             return
+        if item.end:
+            exchange.request_ended = True  # its last frame carries END_STREAM
         self._to_upstream(exchange, item)
 
     def _client_stream_ended(self, stream_id: int) -> None:
@@ -268,7 +270,11 @@ class H2Router:
             return  # unknown, or ended with its head (a request without body)
         exchange.request_ended = True
         if exchange.side is None and exchange.collector is not None:
-            exchange.waiting.append(_Item(end=True))
+            last = exchange.waiting[-1] if exchange.waiting else None
+            if last is not None and last.headers is not None:
+                last.end = True  # trailers carry END_STREAM
+            else:
+                exchange.waiting.append(_Item(end=True))
             exchange.collector.finish()
             self._decide(exchange, exchange.collector.body)
             return
@@ -291,7 +297,10 @@ class H2Router:
                 self.conns[side].acknowledge_received_data(event.flow_controlled_length, stream_id)
                 return
             ack = (side, event.stream_id, event.flow_controlled_length)
-            self._queue(CLIENT, exchange.client_id, _Item(data=event.data, ack=ack))
+            # The last DATA carries END_STREAM on the client's side too (not one more frame).
+            ended = event.stream_ended is not None and not exchange.response_ended
+            exchange.response_ended = exchange.response_ended or ended
+            self._queue(CLIENT, exchange.client_id, _Item(data=event.data, end=ended, ack=ack))
         elif isinstance(event, h2.events.TrailersReceived):
             if exchange is not None:
                 exchange.response_ended = True
@@ -354,7 +363,9 @@ class H2Router:
             stream_id = conn.get_next_available_stream_id()
             exchange.upstream_id = stream_id
             self.by_upstream[(side, stream_id)] = exchange
-            ends = len(exchange.waiting) == 1 and exchange.waiting[0].end
+            first = exchange.waiting[0] if len(exchange.waiting) == 1 else None
+            # A request without body: its HEADERS frame ends the stream.
+            ends = first is not None and first.end and not first.data and first.headers is None
             conn.send_headers(stream_id, exchange.headers, end_stream=ends)
             waiting, exchange.waiting = exchange.waiting, []
             if not ends:
