@@ -181,6 +181,11 @@ def main() -> None:
 @click.option(
     "--agent-ttl", type=click.IntRange(0, 65535), help="Seconds the agent pod stays after exit."
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["ptrace", "notify"]),
+    help="Interception engine (default: notify for debuggers, else ptrace; docs/debugging.md).",
+)
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def exec_command(
@@ -200,6 +205,7 @@ def exec_command(
     steal: bool,
     ephemeral_container: bool,
     agent_ttl: int | None,
+    engine: str | None,
     program: tuple[str, ...],
 ) -> int:
     """Run PROGRAM [ARGS]... in the context of the target.
@@ -226,6 +232,7 @@ def exec_command(
         steal=steal,
         ephemeral_container=ephemeral_container,
         agent_ttl=agent_ttl,
+        engine=engine,
     )
 
 

@@ -71,6 +71,7 @@ def run_exec(
     steal: bool = False,
     ephemeral_container: bool = False,
     agent_ttl: int | None = None,
+    engine: str | None = None,
 ) -> int:
     """Run `program` in the context of the target; the program's exit status (shell-style).
 
@@ -131,6 +132,7 @@ def run_exec(
                 agent=agent,
                 trace=trace,
                 on_start=startup.close,
+                engine=engine,
             )
         except KeyboardInterrupt:
             raise UserError(

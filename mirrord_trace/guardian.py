@@ -1,0 +1,223 @@
+"""The guardian: under the notification engine, the program's parent, so that the program never
+outlives the supervisor.
+
+With ptrace, PTRACE_O_EXITKILL kills every traced process when the supervisor dies. The
+notification engine holds no ptrace (so that a debugger can), and once the supervisor is gone a
+notified call fails with ENOSYS for ever: the program would limp on, broken. So the supervisor
+forks a guardian, and the guardian forks the program (which installs the filter, sends the
+listener to the supervisor and execs). The guardian
+- is a child subreaper (PR_SET_CHILD_SUBREAPER): whatever the program forks and orphans (a
+  debugger's inferior, a daemon) is re-parented to it, so the program's whole tree stays below it;
+- watches the supervisor through a pidfd: when the supervisor dies, however it dies (SIGKILL
+  too), it kills that whole tree and exits;
+- when the program ends, reports its wait status to the supervisor and kills what the program
+  left behind, as the ptrace engine does with the traced tasks a program leaves.
+The program itself also gets PR_SET_PDEATHSIG(SIGKILL), in case the guardian is killed.
+
+The guardian is a fork of the supervisor that never execs (no second interpreter to start): it
+only makes os/select calls, which take no lock another supervisor thread could have held at
+fork time, and it leaves with os._exit.
+"""
+
+from __future__ import annotations
+
+import _socket
+import contextlib
+import ctypes
+import os
+import select
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from seccomp import PreparedFilter
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc["prctl"]
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
+
+
+@dataclass
+class GuardedProgram:
+    """The supervisor's view of a program started under a guardian."""
+
+    pid: int  # the program (the guardian's child)
+    guardian: int
+    channel: _socket.socket  # the listener arrives here (SCM_RIGHTS)
+    _status: int  # after "<program pid>\n" (read by spawn_guarded), "<wait status>\n"
+    _errors: int  # the program's start failure ("stage:errno"), empty on success
+
+    def wait(self) -> int:
+        """The program's wait status, once it has ended. A guardian that died first (killed)
+        takes the program with it (PR_SET_PDEATHSIG): reported as SIGKILL."""
+        data = _read_all(self._status)
+        os.close(self._status)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.guardian, 0)
+        if data.strip():
+            return int(data)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        return signal.SIGKILL  # the status of death by SIGKILL
+
+    def start_failure(self) -> str:
+        failure = _read_all(self._errors).decode()
+        os.close(self._errors)
+        return failure
+
+
+def spawn_guarded(
+    path: str,
+    argv: list[str],
+    env: dict[str, str],
+    prepared: PreparedFilter,
+    original_mask: set[signal.Signals],
+) -> GuardedProgram:
+    """Fork the guardian, which forks the program; returns once the program's pid is known."""
+    status_read, status_write = os.pipe2(os.O_CLOEXEC)
+    error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    channel = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    supervisor = os.pidfd_open(os.getpid())
+    guardian = os.fork()
+    if guardian == 0:
+        try:
+            os.close(status_read)
+            os.close(error_read)
+            channel[0].close()
+            _guard(supervisor, status_write, error_write, channel[1],
+                   (path, argv, env, prepared, original_mask))
+        finally:
+            os._exit(0)
+    os.close(supervisor)
+    os.close(status_write)
+    os.close(error_write)
+    channel[1].close()
+    head = b""
+    while not head.endswith(b"\n"):
+        chunk = os.read(status_read, 1)
+        if not chunk:
+            break
+        head += chunk
+    if not head.strip():  # the guardian could not fork the program
+        os.waitpid(guardian, 0)
+        os.close(status_read)
+        channel[0].close()
+        failure = _read_all(error_read).decode() or "start:11"  # EAGAIN: fork failed
+        os.close(error_read)
+        stage, _, number = failure.partition(":")
+        raise OSError(int(number), f"{stage}: {os.strerror(int(number))}")
+    return GuardedProgram(int(head), guardian, channel[0], status_read, error_read)
+
+
+def _guard(
+    supervisor: int,
+    status: int,
+    errors: int,
+    channel: _socket.socket,
+    start: tuple[str, list[str], dict[str, str], PreparedFilter, set[signal.Signals]],
+) -> None:
+    """The guardian's whole life (in the forked child)."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    try:
+        program = os.fork()
+    except OSError as error:
+        os.write(errors, f"start:{error.errno or 0}".encode())
+        return
+    if program == 0:
+        os.close(supervisor)
+        os.close(status)
+        _exec_program(errors, channel, *start)
+    os.close(errors)
+    channel.close()
+    os.write(status, f"{program}\n".encode())
+    watched = os.pidfd_open(program)
+    poller = select.poll()
+    poller.register(supervisor, select.POLLIN)
+    poller.register(watched, select.POLLIN)
+    while True:
+        ready = dict(poller.poll())
+        if watched in ready:
+            _, wait_status = os.waitpid(program, 0)
+            _kill_tree()  # what the program left behind ends with it
+            os.write(status, f"{wait_status}\n".encode())
+            return
+        if supervisor in ready:
+            _kill_tree()  # the supervisor is gone: nothing would answer the program's calls
+            return
+
+
+def _exec_program(
+    errors: int,
+    channel: _socket.socket,
+    path: str,
+    argv: Sequence[str],
+    env: dict[str, str],
+    prepared: PreparedFilter,
+    original_mask: set[signal.Signals],
+) -> None:
+    """The program's process: as little Python as possible between fork and exec."""
+    stage = "start"
+    try:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
+        # Python ignores these; the program must start with the defaults.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        stage = "seccomp"
+        listener = prepared.install()
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, listener.to_bytes(4, "little"))]
+        # The filter is installed: this sendmsg may itself be a notified call, which is why the
+        # supervisor's notification thread (not a thread that must answer first) receives it.
+        channel.sendmsg([b"l"], rights)
+        stage = "exec"
+        os.execve(path, argv, env)  # closes the listener and the channel (close-on-exec)
+    except OSError as exc:
+        os.write(errors, f"{stage}:{exc.errno or 0}".encode())
+    finally:
+        os._exit(127)
+
+
+def _kill_tree() -> None:
+    """SIGKILL every descendant and reap them; orphans re-parent to us, so repeat until none."""
+    me = os.getpid()
+    while True:
+        found = _descendants(me)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(-1, 0)  # one at least is dying; the next round sees the rest
+        except ChildProcessError:
+            if not found:
+                return
+
+
+def _descendants(root: int) -> list[int]:
+    found: list[int] = []
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as children:
+                    listed = children.read().split()
+            except OSError:
+                continue
+            for child in map(int, listed):
+                found.append(child)
+                pending.append(child)
+    return found
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
