@@ -21,7 +21,6 @@ fork time, and it leaves with os._exit.
 
 from __future__ import annotations
 
-import _socket
 import contextlib
 import ctypes
 import os
@@ -38,6 +37,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc["prctl"]
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _prctl.restype = ctypes.c_int
+_SYS_PIDFD_GETFD = 438
+_syscall = _libc["syscall"]
+_syscall.restype = ctypes.c_long
+
+
+def _pidfd_getfd(pidfd: int, fd: int, flags: int) -> int:
+    return int(_syscall(ctypes.c_long(_SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(fd),
+                        ctypes.c_uint(flags)))
 
 
 @dataclass
@@ -46,9 +53,45 @@ class GuardedProgram:
 
     pid: int  # the program (the guardian's child)
     guardian: int
-    channel: _socket.socket  # the listener arrives here (SCM_RIGHTS)
     _status: int  # after "<program pid>\n" (read by spawn_guarded), "<wait status>\n"
     _errors: int  # the program's start failure ("stage:errno"), empty on success
+    _listener_number: int  # the program writes its listener's fd number here...
+    _listener_taken: int  # ...and waits for a byte here before it execs
+    listener_failure: str = ""
+
+    def take_listener(self) -> int:
+        """Duplicate the program's listener fd (pidfd_getfd) and let the program exec; -1 if
+        the program exec'd without one (its filter failed) or it could not be taken.
+
+        Not SCM_RIGHTS, as the ptrace engine does: the program's sendmsg would run under its
+        new filter, and with a target sendmsg is a notified call, which nobody can answer
+        before the listener is here."""
+        number = _read_all(self._listener_number)
+        os.close(self._listener_number)
+        listener = -1
+        if number:
+            try:
+                pidfd = os.pidfd_open(self.pid)
+                try:
+                    listener = int(_pidfd_getfd(pidfd, int(number), 0))
+                    if listener < 0:
+                        code = ctypes.get_errno()
+                        raise OSError(code, os.strerror(code))
+                finally:
+                    os.close(pidfd)
+            except OSError as error:
+                self.listener_failure = (
+                    f"cannot take the seccomp listener from the program: pidfd_getfd: "
+                    f"{error.strerror}; a container's seccomp profile may forbid it "
+                    "(see docs/containers.md)"
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                listener = -1
+        with contextlib.suppress(OSError):
+            os.write(self._listener_taken, b"g")
+        os.close(self._listener_taken)
+        return listener
 
     def wait(self) -> int:
         """The program's wait status, once it has ended. A guardian that died first (killed)
@@ -79,22 +122,20 @@ def spawn_guarded(
     """Fork the guardian, which forks the program; returns once the program's pid is known."""
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
-    channel = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    number_read, number_write = os.pipe2(os.O_CLOEXEC)
+    taken_read, taken_write = os.pipe2(os.O_CLOEXEC)
     supervisor = os.pidfd_open(os.getpid())
     guardian = os.fork()
     if guardian == 0:
         try:
-            os.close(status_read)
-            os.close(error_read)
-            channel[0].close()
-            _guard(supervisor, status_write, error_write, channel[1],
+            for fd in (status_read, error_read, number_read, taken_write):
+                os.close(fd)
+            _guard(supervisor, status_write, error_write, (number_write, taken_read),
                    (path, argv, env, prepared, original_mask))
         finally:
             os._exit(0)
-    os.close(supervisor)
-    os.close(status_write)
-    os.close(error_write)
-    channel[1].close()
+    for fd in (supervisor, status_write, error_write, number_write, taken_read):
+        os.close(fd)
     head = b""
     while not head.endswith(b"\n"):
         chunk = os.read(status_read, 1)
@@ -103,20 +144,21 @@ def spawn_guarded(
         head += chunk
     if not head.strip():  # the guardian could not fork the program
         os.waitpid(guardian, 0)
-        os.close(status_read)
-        channel[0].close()
+        for fd in (status_read, number_read, taken_write):
+            os.close(fd)
         failure = _read_all(error_read).decode() or "start:11"  # EAGAIN: fork failed
         os.close(error_read)
         stage, _, number = failure.partition(":")
         raise OSError(int(number), f"{stage}: {os.strerror(int(number))}")
-    return GuardedProgram(int(head), guardian, channel[0], status_read, error_read)
+    return GuardedProgram(int(head), guardian, status_read, error_read, number_read,
+                          taken_write)
 
 
 def _guard(
     supervisor: int,
     status: int,
     errors: int,
-    channel: _socket.socket,
+    handshake: tuple[int, int],
     start: tuple[str, list[str], dict[str, str], PreparedFilter, set[signal.Signals]],
 ) -> None:
     """The guardian's whole life (in the forked child)."""
@@ -129,9 +171,10 @@ def _guard(
     if program == 0:
         os.close(supervisor)
         os.close(status)
-        _exec_program(errors, channel, *start)
+        _exec_program(errors, handshake, *start)
     os.close(errors)
-    channel.close()
+    for fd in handshake:
+        os.close(fd)
     os.write(status, f"{program}\n".encode())
     watched = os.pidfd_open(program)
     poller = select.poll()
@@ -151,7 +194,7 @@ def _guard(
 
 def _exec_program(
     errors: int,
-    channel: _socket.socket,
+    handshake: tuple[int, int],
     path: str,
     argv: Sequence[str],
     env: dict[str, str],
@@ -168,12 +211,13 @@ def _exec_program(
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
         stage = "seccomp"
         listener = prepared.install()
-        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, listener.to_bytes(4, "little"))]
-        # The filter is installed: this sendmsg may itself be a notified call, which is why the
-        # supervisor's notification thread (not a thread that must answer first) receives it.
-        channel.sendmsg([b"l"], rights)
+        # write and read are never trapped: the supervisor takes the listener meanwhile.
+        number_write, taken_read = handshake
+        os.write(number_write, str(listener).encode())
+        os.close(number_write)
+        os.read(taken_read, 1)
         stage = "exec"
-        os.execve(path, argv, env)  # closes the listener and the channel (close-on-exec)
+        os.execve(path, argv, env)  # closes the listener and the pipes (close-on-exec)
     except OSError as exc:
         os.write(errors, f"{stage}:{exc.errno or 0}".encode())
     finally:

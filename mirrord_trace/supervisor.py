@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, TextIO
 
 from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
@@ -24,7 +25,7 @@ from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.dispatch import HandlerFailures
 from mirrord_trace.tracer.engines import Engine, chosen_engine, is_debugger
 from mirrord_trace.tracer.loop import Tracer
-from mirrord_trace.tracer.notifications import NotificationServer
+from mirrord_trace.tracer.notifications import NotificationServer, listener_over
 from seccomp import PreparedFilter, build_filter, prepare_filter
 from seccomp.install import (
     SECCOMP_FILTER_FLAG_NEW_LISTENER,
@@ -133,12 +134,13 @@ def _run_traced(
         if listener_channel is not None:
             # Started after the signal mask is set: the thread must not take forwarded signals.
             notifications = NotificationServer(
-                listener_channel, table.notified, tracer.tasks, failures
+                partial(listener_over, listener_channel), table.notified, tracer.tasks, failures
             )
             notifications.start()
         status = tracer.run()
         if notifications is not None:
             notifications.stop()
+            listener_channel.close()
         failure = os.read(exec_errors, 64).decode()
         os.close(exec_errors)
         _raise_start_failure(failure, argv[0])
@@ -188,13 +190,15 @@ def _run_notified(
         # A debugger's own calls run unchanged: only what it starts sees the target.
         skipped = frozenset({program.pid}) if is_debugger(path) else frozenset()
         notifications = NotificationServer(
-            program.channel, entries, {}, HandlerFailures(),
+            program.take_listener, entries, {}, HandlerFailures(),
             every_trap=True, skipped=skipped, trace=trace,
         )  # fmt: skip
         notifications.start()
         status = program.wait()
         notifications.stop()
         _raise_start_failure(program.start_failure(), argv[0])
+        if program.listener_failure:
+            raise TracingUnavailable(program.listener_failure)
         return exit_code(status)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)

@@ -27,7 +27,7 @@ import select
 import struct
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -72,7 +72,7 @@ class NotificationServer:
 
     def __init__(
         self,
-        channel: _socket.socket,
+        listener_source: Callable[[], int],
         entries: Mapping[int, TrapEntry],
         tasks: Mapping[int, Task],
         failures: HandlerFailures,
@@ -81,7 +81,9 @@ class NotificationServer:
         skipped: frozenset[int] = frozenset(),
         trace: TextIO | None = None,
     ) -> None:
-        self.channel = channel  # where the child sends the listener fd (SCM_RIGHTS)
+        # Blocks until the program's listener fd is here (-1: it exec'd without one). It runs
+        # in this thread: the program may reach it through a call that is itself notified.
+        self.listener_source = listener_source
         self.listener = -1
         self.entries = entries  # by syscall number: a notification carries no filter tag
         # The ptrace engine's task table, read from this thread (one dict read per call): a
@@ -108,7 +110,6 @@ class NotificationServer:
         """Wait for the thread (it ends once no task uses the filter), then close the fds."""
         self._thread.join(timeout)
         if not self._thread.is_alive():
-            self.channel.close()
             if self.listener >= 0:
                 os.close(self.listener)
             os.close(self._wake)
@@ -117,16 +118,8 @@ class NotificationServer:
         # else: a task still holds the filter (it cannot: the tracer reaps them all); leaving
         # the fds open is safer than closing them under a thread blocked on them.
 
-    def _receive_listener(self) -> int:
-        """The child's listener fd, or -1 if it exec'd without one (its filter failed)."""
-        _, rights, _, _ = self.channel.recvmsg(1, _socket.CMSG_LEN(4))
-        for level, kind, data in rights:
-            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                return int.from_bytes(data[:4], "little")
-        return -1
-
     def _serve(self) -> None:
-        self.listener = listener = self._receive_listener()
+        self.listener = listener = self.listener_source()
         if listener < 0:
             return
         self._answers = NotifyAnswers(listener)
@@ -308,3 +301,13 @@ class NotificationServer:
 
 
 _ANSWERED = object()  # the call has its answer already, or will get it later
+
+
+def listener_over(channel: _socket.socket) -> int:
+    """The child's listener fd sent over `channel` (SCM_RIGHTS), or -1 if it exec'd without
+    one (its filter failed)."""
+    _, rights, _, _ = channel.recvmsg(1, _socket.CMSG_LEN(4))
+    for level, kind, data in rights:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            return int.from_bytes(data[:4], "little")
+    return -1
