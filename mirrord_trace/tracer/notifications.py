@@ -37,7 +37,7 @@ from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.tracer.dispatch import HandlerFailures, TrapEntry
 from mirrord_trace.tracer.loop import read_tgid
 from mirrord_trace.tracer.memory import TraceeMemory, TraceeMemoryError
-from mirrord_trace.tracer.notify_answers import NotifyAnswers, send_result
+from mirrord_trace.tracer.notify_answers import NotifyAnswers, NotReady, send_result
 from mirrord_trace.tracer.tasks import Task
 
 # <linux/seccomp.h>: _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, struct
@@ -179,7 +179,10 @@ class NotificationServer:
                     self._trace(entry, call, action, None)
                 pack_into(response, 0, values[0], 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
             else:
-                result = self._carried_out(values[0], entry, call, action, memory, owned)
+                try:
+                    result = self._carried_out(values[0], entry, call, action, memory, owned)
+                except Exception as error:  # a failure here must fail the call, not the thread
+                    result = self._written(self.failures.failed(entry.name, error), memory)
                 if result is _ANSWERED:
                     continue  # answered already, or answered later (Wait)
                 if trace is not None:
@@ -233,7 +236,20 @@ class NotificationServer:
                 memory.close()
             return _ANSWERED
         if kind is ExitStop and answers.can_run_on_duplicate(call):
-            replaced = answers.run_on_duplicate(call, action)  # type: ignore[arg-type]
+            try:
+                replaced = answers.run_on_duplicate(notification_id, call, action)  # type: ignore[arg-type]
+            except NotReady as waiting:
+                # Run it again once there is something to accept; answered then.
+                def again(_: Future[None], i: int = notification_id) -> int | Emulate:
+                    try:
+                        return answers.run_on_duplicate(i, call, action)  # type: ignore[arg-type]
+                    except NotReady:  # the program was killed, or a thread took it first
+                        return -errno.EAGAIN
+
+                retry = Wait(waiting.ready, again, why=action.why)
+                self._pending[notification_id] = _Pending(entry, call, retry, memory, owned)
+                waiting.ready.add_done_callback(lambda _, i=notification_id: self._complete(i))
+                return _ANSWERED
             return self._written(replaced, memory) if type(replaced) is Emulate else replaced
         failure = answers.unsupported(entry.name, call, action)
         return None if failure is None else self._written(failure, memory)
