@@ -141,7 +141,7 @@ def test_gdb_debugs_a_program_that_reads_the_pods_files_and_env(sandbox, binary:
     breakpoint = "cmd_cat" if binary == "probe-static" else "main.cmdCat"
     out = subprocess.run(
         [*EXEC, "--target", f"pid/{sandbox.target_pid}", "--",
-         *_gdb(f"break {breakpoint}", "run", "continue"),
+         *_gdb(f"break {breakpoint}", "run", "delete", "continue"),
          "--args", probe, "cat", path],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip

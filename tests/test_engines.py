@@ -122,3 +122,63 @@ def _exe(pid: str) -> Path | None:
         return Path(os.readlink(f"/proc/{pid}/exe")).resolve()
     except OSError:
         return None
+
+
+# ---- the features under the notification engine, against the sandbox pod ----------------------
+
+SERVICE_NAME = "api.default.svc.cluster.local"
+
+
+def _notified(sandbox, *argv: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*EXEC, "--engine", "notify", "--target", f"pid/{sandbox.target_pid}", *options, "--",
+         *argv], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("binary", ["probe-static", "probe-musl", "probe-dynamic", "probe-go"])
+def test_env_and_the_pods_files_under_notify(sandbox, binary: str) -> None:
+    probe = str(example_binary(binary))
+    env = _notified(sandbox, probe, "env", "APP_SECRET")
+    assert env.stdout == f"{sandbox.app_secret}\n", env.stderr
+    path, content = next(iter(sandbox.files.items()))
+    cat = _notified(sandbox, probe, "cat", path)
+    assert (cat.returncode, cat.stdout) == (0, content), cat.stderr
+    listing = _notified(sandbox, probe, "ls", str(Path(path).parent))
+    assert Path(path).name in listing.stdout.split(), listing.stderr
+    stat = _notified(sandbox, probe, "stat", str(Path(path).parent))
+    assert "type=directory" in stat.stdout, stat.stderr
+
+
+@pytest.mark.parametrize("binary", ["probe-go", "probe-static", "probe-musl"])
+def test_pod_dns_and_outgoing_tcp_under_notify(sandbox, binary: str) -> None:
+    probe = str(example_binary(binary))
+    resolved = _notified(sandbox, probe, "resolve", SERVICE_NAME)
+    assert sandbox.names[SERVICE_NAME] in resolved.stdout.split(), resolved.stderr
+    body = _notified(sandbox, probe, "http-get", f"http://{SERVICE_NAME}/")
+    assert body.returncode == 0, body.stderr
+    assert body.stdout == sandbox.service_body
+
+
+def test_chdir_into_a_pod_directory_is_one_clear_line_under_notify(sandbox) -> None:
+    path = next(path for path in sandbox.files if path.startswith("/app/"))  # pod-only dir
+    out = _notified(sandbox, str(example_binary("probe-static")), "chdir-cat",
+                    str(Path(path).parent), Path(path).name)
+    assert out.returncode != 0
+    notes = [line for line in out.stderr.splitlines() if line.startswith("mirrord-trace:")]
+    assert len(notes) == 1 and "chdir" in notes[0] and "ptrace engine" in notes[0], out.stderr
+
+
+@pytest.mark.parametrize("mode", ["--steal", "mirror"])
+def test_incoming_reaches_a_server_under_notify(sandbox, mode: str) -> None:
+    from tests.test_incoming import GO_ANSWER, go_serve, pod_get
+    from tests.test_incoming_support import traced_server
+
+    options = ("--engine", "notify", *([mode] if mode == "--steal" else []))
+    with traced_server(sandbox, go_serve(), *options) as server:
+        status, body = pod_get(sandbox, "/")
+        if mode == "--steal":
+            assert (status, body) == (200, GO_ANSWER + b"GET / HTTP/1.1\n")
+        else:
+            assert (status, body) == (200, sandbox.app_body.encode())  # the pod answers
+        server.wait_for(["request GET / HTTP/1.1"])  # and the program got it (or a copy)

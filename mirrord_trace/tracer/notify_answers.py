@@ -53,11 +53,12 @@ _LISTEN = SYSCALL_NUMBERS["listen"]
 _ACCEPTS = {SYSCALL_NUMBERS["accept"], SYSCALL_NUMBERS["accept4"]}
 # Calls the supervisor may run for the program on a duplicate of its socket: their only effect
 # is on the socket itself (an accepted connection is injected as the program's new fd).
-_RUN_ON_DUPLICATE = {_LISTEN, *_ACCEPTS}
+_RECVFROM = SYSCALL_NUMBERS["recvfrom"]
+_RUN_ON_DUPLICATE = {_LISTEN, _RECVFROM, *_ACCEPTS}
 # ptrace-only actions whose call may run unchanged under this engine: the program works, only
-# the feature is missing (a datagram relayed from the target shows the relay as its source).
-# The others (chdir into a remote directory) would do the wrong thing.
-UNSUPPORTED_RUNS = {SYSCALL_NUMBERS[name] for name in ("recvfrom", "recvmsg")}
+# the feature is missing (a datagram relayed from the target through recvmsg shows the relay as
+# its source). The others (chdir into a remote directory) would do the wrong thing.
+UNSUPPORTED_RUNS = {SYSCALL_NUMBERS["recvmsg"]}
 _SOCK_NONBLOCK = 0o4000
 _SOCK_CLOEXEC = 0o2000000
 _SOCKLEN = struct.Struct("<I")
@@ -116,6 +117,8 @@ class NotifyAnswers:
                 if call.nr == _LISTEN:
                     sock.listen(call.int_arg(1))
                     result = 0
+                elif call.nr == _RECVFROM:
+                    result = self._recvfrom(notification_id, call, sock)
                 else:
                     result = self._accept(notification_id, call, sock)
         except OSError as error:
@@ -148,6 +151,28 @@ class NotifyAnswers:
             cloexec = os.O_CLOEXEC if flags & _SOCK_CLOEXEC else 0
             request = bytearray(_ADDFD.pack(notification_id, 0, connection.fileno(), 0, cloexec))
             return int(fcntl.ioctl(self.listener, SECCOMP_IOCTL_NOTIF_ADDFD, request, True))
+
+    def _recvfrom(self, notification_id: int, call: SyscallCall, sock: socket.socket) -> int:
+        """recvfrom on the duplicate: the datagram into the program's buffer, its source where
+        the program asked (the handler then names the target's peer in its place). Waits for
+        readiness, never in a blocking receive, so no datagram is taken and then lost."""
+        buffer, size, flags = call.args[1], call.args[2] & 0xFFFFFFFF, call.int_arg(3)
+        source, length_pointer = call.args[4], call.args[5]
+        try:
+            data, peer = sock.recvfrom(size, flags | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            if flags & socket.MSG_DONTWAIT or fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & (
+                os.O_NONBLOCK
+            ):
+                return -errno.EAGAIN
+            raise NotReady(self._when_readable(notification_id, sock.dup())) from None
+        if data:
+            call.memory.write(buffer, data)
+        if source and length_pointer and isinstance(peer, tuple):
+            (room,) = _SOCKLEN.unpack(call.memory.read(length_pointer, 4))
+            address = from_socket_tuple(peer, sock.family).packed()
+            call.memory.write_all(sockaddr_writes(address, source, length_pointer, room))
+        return len(data)
 
     def _when_readable(self, notification_id: int, listener: socket.socket) -> Future[None]:
         """A future done when `listener` has a connection, or when the call is gone (the
