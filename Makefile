@@ -10,11 +10,14 @@ APT_PACKAGES := golang-go gcc libc6-dev musl-tools busybox-static strace gdb ipr
 # HYPOTHESIS_PROFILE=long for the thorough property runs; the default profile keeps `make test` short.
 PYTEST_ARGS ?=
 
-.PHONY: all setup apt venv bytecode examples test demo bench lint clean
+# delve from its Go module (Debian's 1.20 predates the Go here); the debugger tests use it.
+DLV_VERSION := v1.27.2
+
+.PHONY: all setup apt venv bytecode examples dlv test demo bench lint clean
 
 all: setup
 
-setup: apt venv bytecode examples
+setup: apt venv bytecode examples dlv
 
 apt: $(STAMPS)/apt
 $(STAMPS)/apt:
@@ -41,6 +44,13 @@ bytecode: $(STAMPS)/venv
 
 examples: $(STAMPS)/apt
 	$(MAKE) -C examples OUT=$(BIN)
+
+dlv: $(BIN)/dlv
+$(BIN)/dlv: | $(STAMPS)/apt
+	@mkdir -p $(BIN)
+	env GOPROXY=https://proxy.golang.org GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw \
+		GOBIN=$(BIN) GOPATH=$(CURDIR)/$(BUILD)/go-path GOCACHE=$(CURDIR)/$(BUILD)/go-cache \
+		go install github.com/go-delve/delve/cmd/dlv@$(DLV_VERSION)
 
 test: setup
 	$(VENV)/bin/ruff check .
