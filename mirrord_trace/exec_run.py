@@ -132,7 +132,7 @@ def run_exec(
                 agent=agent,
                 trace=trace,
                 on_start=startup.close,
-                engine=engine,
+                engine=engine if engine is not None else cfg.engine,
             )
         except KeyboardInterrupt:
             raise UserError(

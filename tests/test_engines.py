@@ -182,3 +182,22 @@ def test_incoming_reaches_a_server_under_notify(sandbox, mode: str) -> None:
         else:
             assert (status, body) == (200, sandbox.app_body.encode())  # the pod answers
         server.wait_for(["request GET / HTTP/1.1"])  # and the program got it (or a copy)
+
+
+def test_the_engine_key_of_the_config_file_chooses_the_engine(tmp_path: Path) -> None:
+    probe = str(example_binary("probe-static"))
+    config = tmp_path / "mirrord.json"
+    config.write_text('{"engine": "notify"}')
+    supervisor = subprocess.Popen([*EXEC, "-f", str(config), "--", probe, "echo-stdin"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert _tracer_of(_child_pid_of(supervisor.pid, probe)) == 0
+        supervisor.communicate(b"", timeout=30)
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+    config.write_text('{"engine": "strace"}')
+    out = subprocess.run([*EXEC, "-f", str(config), "--", probe, "exit", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "engine" in out.stderr, out.stderr
