@@ -10,8 +10,9 @@ listener to the supervisor and execs). The guardian
   debugger's inferior, a daemon) is re-parented to it, so the program's whole tree stays below it;
 - watches the supervisor through a pidfd: when the supervisor dies, however it dies (SIGKILL
   too), it kills that whole tree and exits;
-- when the program ends, reports its wait status to the supervisor and kills what the program
-  left behind, as the ptrace engine does with the traced tasks a program leaves.
+- when the program ends, reports its wait status and the processes it left running to the
+  supervisor, then waits for those (a daemonized server goes on serving) or, with
+  --exit-with-program, ends them at once, as the ptrace engine does with its traced tasks.
 The program itself also gets PR_SET_PDEATHSIG(SIGKILL), in case the guardian is killed.
 
 The guardian is a fork of the supervisor that never execs (no second interpreter to start): it
@@ -23,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import select
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from seccomp import PreparedFilter
@@ -93,18 +95,27 @@ class GuardedProgram:
         os.close(self._listener_taken)
         return listener
 
-    def wait(self) -> int:
-        """The program's wait status, once it has ended. A guardian that died first (killed)
-        takes the program with it (PR_SET_PDEATHSIG): reported as SIGKILL."""
-        data = _read_all(self._status)
+    def wait(self, on_program_exit: Callable[[int, list[int]], object]) -> int:
+        """The program's wait status, once it and what it left running have ended;
+        `on_program_exit(status, leftovers)` is told when the program itself ends and left
+        processes running. A guardian that died first (killed) takes the program with it
+        (PR_SET_PDEATHSIG): reported as SIGKILL."""
+        line = _read_line(self._status).split()
+        if line and len(line) > 1:
+            on_program_exit(int(line[0]), [int(pid) for pid in line[1:]])
+        _read_all(self._status)  # end of file: the leftovers have ended too
         os.close(self._status)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.guardian, 0)
-        if data.strip():
-            return int(data)
+        if line:
+            return int(line[0])
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         return signal.SIGKILL  # the status of death by SIGKILL
+
+    def leftovers(self) -> list[int]:
+        """The processes below the guardian still running (the program's tree)."""
+        return [int(pid) for pid in _descendants(self.guardian)]
 
     def start_failure(self) -> str:
         failure = _read_all(self._errors).decode()
@@ -118,6 +129,7 @@ def spawn_guarded(
     env: dict[str, str],
     prepared: PreparedFilter,
     original_mask: set[signal.Signals],
+    exit_with_program: bool = False,
 ) -> GuardedProgram:
     """Fork the guardian, which forks the program; returns once the program's pid is known."""
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
@@ -131,17 +143,12 @@ def spawn_guarded(
             for fd in (status_read, error_read, number_read, taken_write):
                 os.close(fd)
             _guard(supervisor, status_write, error_write, (number_write, taken_read),
-                   (path, argv, env, prepared, original_mask))
+                   (path, argv, env, prepared, original_mask), exit_with_program)
         finally:
             os._exit(0)
     for fd in (supervisor, status_write, error_write, number_write, taken_read):
         os.close(fd)
-    head = b""
-    while not head.endswith(b"\n"):
-        chunk = os.read(status_read, 1)
-        if not chunk:
-            break
-        head += chunk
+    head = _read_line(status_read)
     if not head.strip():  # the guardian could not fork the program
         os.waitpid(guardian, 0)
         for fd in (status_read, number_read, taken_write):
@@ -160,6 +167,7 @@ def _guard(
     errors: int,
     handshake: tuple[int, int],
     start: tuple[str, list[str], dict[str, str], PreparedFilter, set[signal.Signals]],
+    exit_with_program: bool,
 ) -> None:
     """The guardian's whole life (in the forked child)."""
     _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -182,14 +190,26 @@ def _guard(
     poller.register(watched, select.POLLIN)
     while True:
         ready = dict(poller.poll())
-        if watched in ready:
-            _, wait_status = os.waitpid(program, 0)
-            _kill_tree()  # what the program left behind ends with it
-            os.write(status, f"{wait_status}\n".encode())
-            return
         if supervisor in ready:
             _kill_tree()  # the supervisor is gone: nothing would answer the program's calls
             return
+        if watched in ready:
+            break
+    _, wait_status = os.waitpid(program, 0)
+    poller.unregister(watched)  # readable for ever now
+    left = _descendants(os.getpid())
+    os.write(status, " ".join([str(wait_status), *left]).encode() + b"\n")
+    if exit_with_program:
+        _kill_tree()
+        return
+    # Wait for what the program left running (orphans come to us: we are their subreaper).
+    while _descendants(os.getpid()):
+        if poller.poll(250):  # the supervisor is gone
+            _kill_tree()
+            return
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
 
 
 def _exec_program(
@@ -217,7 +237,13 @@ def _exec_program(
         os.close(number_write)
         os.read(taken_read, 1)
         stage = "exec"
-        os.execve(path, argv, env)  # closes the listener and the pipes (close-on-exec)
+        try:
+            os.execve(path, argv, env)  # closes the listener and the pipes (close-on-exec)
+        except OSError as exc:
+            if exc.errno != errno.ENOEXEC:
+                raise
+            # No #! line and not a binary: what execvp(3) and every shell do, a script.
+            os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], env)
     except OSError as exc:
         os.write(errors, f"{stage}:{exc.errno or 0}".encode())
     finally:
@@ -231,7 +257,7 @@ def _kill_tree() -> None:
         found = _descendants(me)
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(int(pid), signal.SIGKILL)
         try:
             os.waitpid(-1, 0)  # one at least is dying; the next round sees the rest
         except ChildProcessError:
@@ -239,8 +265,8 @@ def _kill_tree() -> None:
                 return
 
 
-def _descendants(root: int) -> list[int]:
-    found: list[int] = []
+def _descendants(root: int) -> list[str]:
+    found: list[str] = []
     pending = [root]
     while pending:
         pid = pending.pop()
@@ -254,10 +280,21 @@ def _descendants(root: int) -> list[int]:
                     listed = children.read().split()
             except OSError:
                 continue
-            for child in map(int, listed):
-                found.append(child)
-                pending.append(child)
+            for child in listed:
+                found.append(child.decode())
+                pending.append(int(child))
     return found
+
+
+def _read_line(fd: int) -> bytes:
+    """One line, read a byte at a time: what follows it is not ours to take yet."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        line += chunk
+    return line
 
 
 def _read_all(fd: int) -> bytes:

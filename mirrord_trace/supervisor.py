@@ -12,8 +12,11 @@ Either way, termination signals sent to the supervisor are forwarded to the prog
 from __future__ import annotations
 
 import _socket
+import contextlib
+import errno
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -77,12 +80,16 @@ def run(
     trace: TextIO | None = None,
     table: TrapTable | None = None,
     on_start: Callable[[], object] | None = None,
+    exit_with_program: bool = False,
     engine: str | None = None,
 ) -> int:
-    """Run argv traced; returns the exit code a shell would report.
+    """Run argv traced; returns the exit code a shell would report (the program's).
+
+    `engine` is "ptrace" or "notify"; None picks notify for a debugger, else ptrace.
 
     `on_start` runs once the program exists and the forwarded signals are routed to it.
-    `engine` is "ptrace" or "notify"; None picks notify for a debugger, else ptrace.
+    Processes the program leaves running when it exits are waited for (a daemonized server
+    goes on serving), or ended at once with `exit_with_program`.
     """
     if not argv:
         raise ProgramNotFound("no program given")
@@ -103,8 +110,8 @@ def run(
             table = build_trap_table(context)
     try:
         if chosen is Engine.NOTIFY:
-            return _run_notified(path, argv, env, table, trace, on_start)
-        return _run_traced(path, argv, env, table, trace, on_start)
+            return _run_notified(path, argv, env, table, trace, on_start, exit_with_program)
+        return _run_traced(path, argv, env, table, trace, on_start, exit_with_program)
     finally:
         if context is not None:
             context.end()
@@ -117,6 +124,7 @@ def _run_traced(
     table: TrapTable,
     trace: TextIO | None,
     on_start: Callable[[], object] | None = None,
+    exit_with_program: bool = False,
 ) -> int:
     flags = LISTENER_FLAGS if table.notified else 0
     prepared = prepare_filter(build_filter(table.rules), flags=flags)
@@ -125,11 +133,16 @@ def _run_traced(
         pid, exec_errors, listener_channel = _spawn_traced(
             path, list(argv), dict(env), prepared, original_mask
         )
-        _start_signal_forwarder(pid)
+        tracers: list[Tracer] = []
+        _start_signal_forwarder(pid, lambda: _leftover_pids(tracers))
         if on_start is not None:
             on_start()
         failures = HandlerFailures()
-        tracer = Tracer(pid, table.dispatch, trace, failures, frozenset(table.notified))
+        tracer = Tracer(
+            pid, table.dispatch, trace, failures, frozenset(table.notified),
+            on_program_exit=partial(_on_program_exit, exit_with_program),
+        )  # fmt: skip
+        tracers.append(tracer)
         notifications = None
         if listener_channel is not None:
             # Started after the signal mask is set: the thread must not take forwarded signals.
@@ -170,6 +183,7 @@ def _run_notified(
     table: TrapTable,
     trace: TextIO | None,
     on_start: Callable[[], object] | None = None,
+    exit_with_program: bool = False,
 ) -> int:
     """The notification engine: no ptrace; the guardian holds the program (see module doc)."""
     from mirrord_trace.guardian import spawn_guarded
@@ -180,11 +194,13 @@ def _run_notified(
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:
         try:
-            program = spawn_guarded(path, list(argv), dict(env), prepared, original_mask)
+            program = spawn_guarded(
+                path, list(argv), dict(env), prepared, original_mask, exit_with_program
+            )
         except OSError as error:
             _raise_start_failure(f"start:{error.errno or 0}", argv[0])
             raise
-        _start_signal_forwarder(program.pid)
+        _start_signal_forwarder(program.pid, program.leftovers)
         if on_start is not None:
             on_start()
         # A debugger's own calls run unchanged: only what it starts sees the target.
@@ -194,7 +210,7 @@ def _run_notified(
             every_trap=True, skipped=skipped, trace=trace,
         )  # fmt: skip
         notifications.start()
-        status = program.wait()
+        status = program.wait(partial(_on_program_exit, exit_with_program))
         notifications.stop()
         _raise_start_failure(program.start_failure(), argv[0])
         if program.listener_failure:
@@ -230,7 +246,10 @@ def _spawn_traced(
         try:
             os.close(go_write)
             os.close(error_read)
-            os.read(go_read, 1)  # wait until the parent has seized us
+            # Wait until the parent has seized us. End of file means it died first: the
+            # program must not run untraced (every trapped call would fail with ENOSYS).
+            if os.read(go_read, 1) != b"g":
+                os._exit(127)
             os.close(go_read)
             signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
             # Python ignores these; the program must start with the defaults.
@@ -242,7 +261,13 @@ def _spawn_traced(
                 rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, listener.to_bytes(4, "little"))]
                 channel[1].sendmsg([b"l"], rights)
             stage = "exec"
-            os.execve(path, argv, env)  # closes the listener and the channel (close-on-exec)
+            try:
+                os.execve(path, argv, env)  # closes the listener and the channel (cloexec)
+            except OSError as exc:
+                if exc.errno != errno.ENOEXEC:
+                    raise
+                # No #! line and not a binary: what execvp(3) and every shell do, a script.
+                os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], env)
         except OSError as exc:
             os.write(error_write, f"{stage}:{exc.errno or 0}".encode())
         finally:
@@ -270,15 +295,59 @@ def _spawn_traced(
     return pid, error_read, None if channel is None else channel[0]
 
 
-def _start_signal_forwarder(pid: int) -> None:
+def _on_program_exit(exit_with_program: bool, status: int, leftovers: list[int]) -> bool:
+    """The program ended and left processes running: say so, and whether we wait for them."""
+    names = ", ".join(f"{pid} ({_command_name(pid)})" for pid in leftovers)
+    ended = f"mirrord-trace: the program exited ({exit_code(status)})"
+    if exit_with_program:
+        sys.stderr.write(f"{ended}; ending the processes it left running: {names}\n")
+        return False
+    sys.stderr.write(
+        f"{ended}; waiting for the processes it left running: {names} (Ctrl-C or SIGTERM "
+        "ends them; --exit-with-program ends them at once)\n"
+    )
+    sys.stderr.flush()
+    return True
+
+
+def _command_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return "?"
+
+
+def _leftover_pids(tracers: list[Tracer]) -> list[int]:
+    """The traced processes still running (read from the tracer thread's table)."""
+    if not tracers:
+        return []
+    for _ in range(10):
+        try:
+            return sorted({task.tgid for task in list(tracers[0].tasks.values())})
+        except RuntimeError:  # the table changed while we copied it: try again
+            continue
+    return []
+
+
+def _start_signal_forwarder(pid: int, leftovers: Callable[[], list[int]]) -> None:
+    """Forward the termination signals to the program; once it has exited, to what it left."""
+
     def forward() -> None:
+        main_gone = False
         while True:
             info = signal.sigwaitinfo(FORWARDED_SIGNALS)
-            if info.si_code == SI_KERNEL:
+            if info.si_code == SI_KERNEL and not main_gone:
                 continue  # the terminal signalled the program's process group directly
-            try:
-                os.kill(pid, info.si_signo)
-            except ProcessLookupError:
-                return
+            if not main_gone:
+                try:
+                    os.kill(pid, info.si_signo)
+                    continue
+                except ProcessLookupError:
+                    main_gone = True
+            # Daemons left running are in sessions of their own: a Ctrl-C never reaches them.
+            for leftover in leftovers():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(leftover, info.si_signo)
 
     threading.Thread(target=forward, name="signal-forwarder", daemon=True).start()

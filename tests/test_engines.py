@@ -79,12 +79,12 @@ def test_sigkill_of_the_supervisor_kills_the_programs_whole_tree() -> None:
 
 
 @pytest.mark.parametrize("engine", ["ptrace", "notify"])
-def test_what_the_program_leaves_behind_ends_with_it(engine: str, tmp_path: Path) -> None:
+def test_exit_with_program_ends_what_it_leaves_behind(engine: str, tmp_path: Path) -> None:
     marker = tmp_path / "pid"
     probe = str(example_binary("probe-static"))
     script = f"{probe} echo-stdin < /dev/zero > /dev/null & echo $! > {marker}; exit 7"
-    out = subprocess.run([*EXEC, "--engine", engine, "--", "sh", "-c", script],
-                         capture_output=True, timeout=60)
+    out = subprocess.run([*EXEC, "--engine", engine, "--exit-with-program", "--", "sh", "-c",
+                          script], capture_output=True, timeout=60)
     assert out.returncode == 7
     assert not _wait_gone([int(marker.read_text())]), "a left-behind child still runs"
 
