@@ -75,6 +75,7 @@ def run_exec(
     ephemeral_container: bool = False,
     agent_ttl: int | None = None,
     exit_with_program: bool = False,
+    engine: str | None = None,
 ) -> int:
     """Run `program` in the context of the target; the program's exit status (shell-style).
 
@@ -136,6 +137,7 @@ def run_exec(
                 trace=trace,
                 on_start=startup.close,
                 exit_with_program=exit_with_program,
+                engine=engine if engine is not None else cfg.engine,
             )
         except KeyboardInterrupt:
             raise UserError(
