@@ -18,8 +18,9 @@ from typing import Any
 from agent.context import ServerContext, log
 from agent.files.reads import FileHandles
 from agent.handlers import HANDLERS, Fields, Handler
-from agent.net.streams import RECEIVE_BUFFER, Stream
+from agent.net.streams import Stream
 from mirrord_trace.protocol import (
+    MAX_DATA_CHUNK,
     PEER_SILENCE_TIMEOUT,
     PROTOCOL_VERSION,
     REQUESTS,
@@ -114,10 +115,13 @@ class Session(asyncio.BufferedProtocol):
         self._watchdog = loop.call_later(HANDSHAKE_TIMEOUT, self._check_silence)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return RECEIVE_BUFFER
+        # Straight into the decoder: a large frame's body (a stream's data, a file write)
+        # lands in the buffer it is decoded from, with no copy in between.
+        return self._decoder.get_buffer(MAX_DATA_CHUNK)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(RECEIVE_BUFFER[:nbytes])
+        self._decoder.buffer_updated(nbytes)
+        self.data_received(b"")
 
     def data_received(self, data: bytes | memoryview) -> None:
         self._last_heard = self._loop.time()
