@@ -342,7 +342,7 @@ def test_on_concurrent_steal_continue_and_override(pod: SandboxInfo, tmp_path: P
             assert pod_get(pod, "/index.html") == (200, b"second session\n")
 
 
-ECHO_SERVER = """
+NAMED_ECHO_SERVER = """
 import socket, sys, threading
 server = socket.create_server(("0.0.0.0", 7070))
 print("listening 7070", flush=True)
@@ -385,8 +385,8 @@ def test_flush_connections_cuts_what_was_open_before_the_steal(
 ) -> None:
     """Without agent.flush_connections a connection opened before the steal goes on with the
     pod's server; with it, that connection is cut, and the client's next one is stolen."""
-    pod_echo = [sys.executable, "-c", ECHO_SERVER, "pod"]
-    program = [sys.executable, "-c", ECHO_SERVER, "program"]
+    pod_echo = [sys.executable, "-c", NAMED_ECHO_SERVER, "pod"]
+    program = [sys.executable, "-c", NAMED_ECHO_SERVER, "program"]
     steal = {"feature": {"network": {"incoming": "steal"}}}
     with in_pod(pod, pod_echo, 7070), tracked_connections(pod):
         for flush in (False, True):
