@@ -54,6 +54,8 @@ class Upstream:
                         writer.write(data.upper())
                     return
                 answer = f"{self.name}:{request.target.decode()}:{len(body)}".encode()
+                if request.target.startswith(b"/huge"):
+                    answer *= 100_000  # megabytes: many reads and writes on each hop
                 headers = [("content-length", str(len(answer)))] if self.keep_alive else []
                 if not self.keep_alive:
                     headers.append(("connection", "close"))
@@ -408,5 +410,29 @@ def test_a_kept_alive_upstream_that_closed_while_idle_gets_the_request_again() -
         assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers)
         assert program.connections == 3
         writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_large_answers_and_http_1_0_clients() -> None:
+    async def scenario() -> None:
+        proxy = await _proxy(ME)
+        # The program's 1.6 MB answer (Content-Length) and the target's 1.5 MB one
+        # (close-delimited, reaching the keep-alive client chunked), on one connection.
+        raw = (
+            b"GET /huge1 HTTP/1.1\r\nHost: t\r\nX-User: me\r\n\r\n"
+            b"GET /huge2 HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        answers = await _client_exchange(proxy.port, raw, 2)
+        assert answers == [
+            (200, b"program:/huge1:0" * 100_000),
+            (200, b"target:/huge2:0" * 100_000),
+        ]
+        # HTTP/1.0 without keep-alive: one answer, then the connection ends.
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET /old HTTP/1.0\r\nX-User: me\r\n\r\n")
+        whole = await asyncio.wait_for(reader.read(), 5)  # EOF comes: no hang
+        assert whole.startswith(b"HTTP/1.1 200 ") and whole.endswith(b"program:/old:0")
+        assert b"chunked" not in whole.lower()
 
     asyncio.run(scenario())
