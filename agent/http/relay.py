@@ -6,23 +6,13 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 
+from mirrord_trace.protocol.byte_copy import copy_until_eof
+
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 # Opens a connection to one upstream; None when it cannot be had (the program's session ended).
 Opener = Callable[[], Awaitable[Streams | None]]
 
 READ_SIZE = 256 * 1024
-
-
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy bytes until EOF, then half-close the other side."""
-    try:
-        while data := await reader.read(READ_SIZE):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.transport.abort()
 
 
 async def pipe_both(a: Streams, b: Streams, a_first: bytes = b"", b_first: bytes = b"") -> None:
@@ -32,7 +22,9 @@ async def pipe_both(a: Streams, b: Streams, a_first: bytes = b"", b_first: bytes
         b[1].write(a_first)
     if b_first:
         a[1].write(b_first)
-    await asyncio.gather(pipe(a[0], b[1]), pipe(b[0], a[1]))
+    await asyncio.gather(
+        copy_until_eof(a[0], b[1], READ_SIZE), copy_until_eof(b[0], a[1], READ_SIZE)
+    )
     a[1].close()
     b[1].close()
 

@@ -189,5 +189,7 @@ class Config:
     target: TargetConfig = TargetConfig()
     kubeconfig: str | None = None
     kube_context: str | None = None
+    # "ptrace" or "notify" (docs/debugging.md); None: notify for a debugger, else ptrace.
+    engine: str | None = None
     feature: FeatureConfig = FeatureConfig()
     agent: AgentConfig = AgentConfig()

@@ -67,7 +67,7 @@ T = TypeVar("T")
 # Every key each section accepts; anything else is an error. docs/configuration.md has a
 # heading per dotted key (tests/test_config_docs.py keeps the two in step).
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("target", "kubeconfig", "kube_context", "feature", "agent"),
+    "": ("target", "kubeconfig", "kube_context", "engine", "feature", "agent"),
     "target": ("path", "namespace"),
     "feature": ("env", "fs", "network"),
     "feature.env": ("include", "exclude", "override", "unset"),
@@ -121,9 +121,14 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         target=_optional(raw, "target", "target", _target, TargetConfig()),
         kubeconfig=_optional(raw, "kubeconfig", "kubeconfig", expect_str, None),
         kube_context=_optional(raw, "kube_context", "kube_context", expect_str, None),
+        engine=_optional(raw, "engine", "engine", _engine, None),
         feature=_optional(raw, "feature", "feature", _feature, FeatureConfig()),
         agent=_optional(raw, "agent", "agent", _agent, AgentConfig()),
     )
+
+
+def _engine(value: Any, key: str) -> str:
+    return expect_choice(value, key, ("ptrace", "notify"))
 
 
 def _optional(
