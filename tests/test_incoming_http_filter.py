@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import h11
+import pytest
 
 from agent.http.connection import serve_filtered
 from agent.http.filter import Filter, parse_filter
@@ -434,5 +435,38 @@ def test_large_answers_and_http_1_0_clients() -> None:
         whole = await asyncio.wait_for(reader.read(), 5)  # EOF comes: no hang
         assert whole.startswith(b"HTTP/1.1 200 ") and whole.endswith(b"program:/old:0")
         assert b"chunked" not in whole.lower()
+
+    asyncio.run(scenario())
+
+
+def test_a_protocol_whose_server_speaks_first_reaches_the_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that waits for the server's greeting (SMTP, MySQL...) sends nothing to detect:
+    after the detection timeout, the connection goes to the target as it is."""
+    from agent.http import connection
+
+    monkeypatch.setattr(connection, "HTTP_DETECTION_TIMEOUT", 0.2)
+
+    async def scenario() -> None:
+        async def greeter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 target ready\r\n")
+            writer.write((await reader.readline()).upper())
+            writer.close()
+
+        target = await asyncio.start_server(greeter, "127.0.0.1", 0)
+        target_port = target.sockets[0].getsockname()[1]
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await serve_filtered((reader, writer), ME, _opener(None), _opener(target_port))
+
+        proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", proxy.sockets[0].getsockname()[1]
+        )
+        assert await asyncio.wait_for(reader.readline(), 20) == b"220 target ready\r\n"
+        writer.write(b"helo me\r\n")
+        assert await asyncio.wait_for(reader.read(), 20) == b"HELO ME\r\n"
+        writer.close()
 
     asyncio.run(scenario())
