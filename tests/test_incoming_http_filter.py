@@ -470,3 +470,25 @@ def test_a_protocol_whose_server_speaks_first_reaches_the_target(
         writer.close()
 
     asyncio.run(scenario())
+
+
+def test_a_body_slower_than_the_body_timeout_is_forwarded_as_it_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent.http import body
+
+    monkeypatch.setattr(body, "MAX_BODY_BUFFER_TIMEOUT", 0.2)
+
+    async def scenario() -> None:
+        proxy = await _proxy(parse_filter({"body": "json", "query": "$.u", "matches": "^me$"}))
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b'POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n{"u": ')
+        while not proxy.target.connections:  # the filter stopped waiting: the target's
+            await asyncio.sleep(0.01)
+        writer.write(b'"me"}')
+        answer = await asyncio.wait_for(reader.readuntil(b"target:/slow:11"), 10)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert proxy.target.requests == [(b"POST", b"/slow", b'{"u": "me"}')]
+        writer.close()
+
+    asyncio.run(scenario())

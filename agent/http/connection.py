@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 
+from agent.http.body import collect_timeout
 from agent.http.filter import Filter
 from agent.http.h1 import FilteredConnection, H2cUpgrade
 from agent.http.h2_router import CLIENT, H2Router
@@ -111,6 +112,7 @@ class H2Driver:
         self.openers = routes.openers
         self.writers = {CLIENT: client[1]}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.timers: list[asyncio.TimerHandle] = []
 
     async def run(self, first: bytes) -> None:
         router, reader = self.router, self.client[0]
@@ -128,6 +130,8 @@ class H2Driver:
         except (ConnectionError, OSError):
             pass
         finally:
+            for timer in self.timers:
+                timer.cancel()
             for task in self.tasks:
                 task.cancel()
             for writer in self.writers.values():
@@ -135,6 +139,15 @@ class H2Driver:
 
     def flush(self) -> None:
         router = self.router
+        if router.new_collections:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            self.timers = [timer for timer in self.timers if timer.when() > now]
+            for stream_id in router.new_collections:
+                self.timers.append(
+                    loop.call_later(collect_timeout(), self._give_up_collecting, stream_id)
+                )
+            router.new_collections.clear()
         for endpoint, writer in list(self.writers.items()):
             data = router.data_to_send(endpoint)
             if data:
@@ -142,6 +155,11 @@ class H2Driver:
         for side in router.wanted():
             router.connecting_to(side)
             self._spawn(self._connect(side))
+
+    def _give_up_collecting(self, stream_id: int) -> None:
+        self.router.give_up_collecting(stream_id)
+        with contextlib.suppress(ConnectionError, OSError):
+            self.flush()
 
     def _spawn(self, work: object) -> None:
         task = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
