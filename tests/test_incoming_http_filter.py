@@ -483,8 +483,12 @@ def test_a_body_slower_than_the_body_timeout_is_forwarded_as_it_comes(
         proxy = await _proxy(parse_filter({"body": "json", "query": "$.u", "matches": "^me$"}))
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b'POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n{"u": ')
-        while not proxy.target.connections:  # the filter stopped waiting: the target's
-            await asyncio.sleep(0.01)
+
+        async def target_reached() -> None:  # the filter stopped waiting: the target's
+            while not proxy.target.connections:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(target_reached(), 10)
         writer.write(b'"me"}')
         answer = await asyncio.wait_for(reader.readuntil(b"target:/slow:11"), 10)
         assert answer.startswith(b"HTTP/1.1 200 ")
