@@ -93,6 +93,8 @@ def test_debugpy_stops_at_a_breakpoint_and_shows_the_pods_values(sandbox, tmp_pa
         assert values["secret"] == repr(sandbox.app_secret)
         assert values["first"] == repr(first_line)
         dap.request("continue", threadId=stopped["threadId"])
+        dap.wait_event("terminated")
+        dap.close()  # the adapter (a child the program left running) ends with the IDE's session
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert f"secret {sandbox.app_secret}" in out
