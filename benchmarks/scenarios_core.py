@@ -22,7 +22,7 @@ def untrapped(ctx: Context) -> list[Row]:
     iterations = 500_000 if ctx.quick else 2_000_000
     return per_call_rows(
         ctx,
-        [NATIVE, floor(), ctx.mirrord_trace],
+        [NATIVE, floor(), ctx.mirrord_trace, ctx.mirrord_trace_notify],
         lambda count: [probe, "getppid", str(count)],
         iterations,
     )
@@ -35,7 +35,7 @@ def trapped_openat(ctx: Context) -> list[Row]:
     iterations = 2_000 if ctx.quick else 50_000
     return per_call_rows(
         ctx,
-        [NATIVE, ctx.mirrord_trace, strace()],
+        [NATIVE, ctx.mirrord_trace, ctx.mirrord_trace_notify, strace()],
         lambda count: [probe, "openloop", str(count), target],
         iterations,
     )
@@ -48,7 +48,7 @@ def go_stat(ctx: Context) -> list[Row]:
     iterations = 1_000 if ctx.quick else 20_000
     return per_call_rows(
         ctx,
-        [NATIVE, ctx.mirrord_trace, strace()],
+        [NATIVE, ctx.mirrord_trace, ctx.mirrord_trace_notify, strace()],
         lambda count: [probe, "statloop", str(count), "4", target],
         iterations,
     )
@@ -57,4 +57,4 @@ def go_stat(ctx: Context) -> list[Row]:
 @scenario("startup", baseline="native", goals={"mirrord-trace": Goal(max_median=250)})
 def startup(ctx: Context) -> list[Row]:
     """/bin/true: wall time from spawn to exit, i.e. what mirrord-trace adds to every run."""
-    return wall_rows(ctx, [NATIVE, ctx.mirrord_trace], ["/bin/true"])
+    return wall_rows(ctx, [NATIVE, ctx.mirrord_trace, ctx.mirrord_trace_notify], ["/bin/true"])
