@@ -176,3 +176,18 @@ def test_after_gdb_p_detaches_the_program_goes_on_reading_the_pods_files(sandbox
     finally:
         program.kill()
         program.wait()
+
+
+def test_gdb_runs_dynamic_curl_against_the_pods_service(sandbox) -> None:
+    """A dynamic glibc program under gdb: pod DNS (glibc's resolver) and an outgoing connection
+    from the pod."""
+    out = subprocess.run(
+        [*EXEC, "--target", f"pid/{sandbox.target_pid}", "--",
+         *_gdb("set breakpoint pending on", "break connect", "run", "next", "delete",
+               "continue"),
+         "--args", "curl", "-sS", "--noproxy", "*", "http://api.default.svc.cluster.local/"],
+        capture_output=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert re.search(rb"Breakpoint 1(\.\d+)?, ", out.stdout), out.stdout
+    assert sandbox.service_body.encode() in out.stdout
