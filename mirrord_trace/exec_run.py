@@ -165,7 +165,7 @@ def _start_session(
     from mirrord_trace.local_target import LocalAgent, TargetError
 
     try:
-        client = stack.enter_context(LocalAgent(target.pid))
+        client = stack.enter_context(LocalAgent(target.pid, meanwhile=_import_supervisor))
         remote_env: dict[str, str] = {}
         if cfg.feature.env.enabled:
             remote_env = dict(client.request("env")["env"])
@@ -183,6 +183,11 @@ def _start_session(
             "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
         ) from None
     return client, remote_env
+
+
+def _import_supervisor() -> None:
+    """What run() imports anyway, imported while a local agent starts."""
+    import mirrord_trace.supervisor  # noqa: F401
 
 
 _ADVICE_VERBS = ("check", "run", "use", "give", "start", "try", "make", "install")
