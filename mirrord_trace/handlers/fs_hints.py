@@ -2,9 +2,10 @@
 exists on this machine: the commonest surprise of a remote filesystem ("does not exist", and
 nothing says mirrord-trace was involved).
 
-Checked only after the target said ENOENT (a failure path that already cost an agent round
-trip; the check is one lstat of the supervisor's own), printed once per directory and at most
-MAX_LINES times a session; --trace says it at every such call.
+Not for the default remote files (the pod's on purpose). Checked only after the target said
+ENOENT (a failure path that already cost an agent round trip; the check is one lstat of the
+supervisor's own), printed once per directory and at most MAX_LINES times a session; --trace
+says it at every such call.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ class ExistsHere:
 
     def why(self, path: str, rule: str) -> str:
         """Words for --trace (empty when the path is not here either); prints the line."""
-        if not os.path.lexists(path):
+        if rule.startswith("default remote") or not os.path.lexists(path):
+            # The default remote files (resolv.conf, hosts, certificates) are the pod's on
+            # purpose: this machine having one the pod lacks is no surprise worth a line.
             return ""
         advice = _advice(rule)
         directory = os.path.dirname(os.path.normpath(path))
