@@ -32,6 +32,8 @@ def test_dot_dot_after_a_pod_directory_is_the_pods_parent(sandbox) -> None:
         "print(open('/app/../etc/passwd').read(), end='')\n"  # the pod's /etc, not the host's
         "os.chdir('/app/data')\n"
         "print(open('../config.yaml').read(), end='')\n"
+        "os.chdir('..')\n"
+        "print(os.getcwd(), sorted(os.listdir('.')))\n"
     )
     out = traced(sandbox, SYSTEM_PYTHON, "-c", script)
     assert out.returncode == 0, out.stderr
@@ -39,6 +41,7 @@ def test_dot_dot_after_a_pod_directory_is_the_pods_parent(sandbox) -> None:
         f"{os.stat(sandbox.pod_path('/')).st_ino}\n"
         + pod_file(sandbox, "/etc/passwd").read_text()
         + pod_file(sandbox, "/app/config.yaml").read_text()
+        + f"/app {sorted(os.listdir(pod_file(sandbox, '/app')))}\n"
     )
     assert out.stdout.decode() == expected
     assert pod_file(sandbox, "/etc/passwd").read_text() != Path("/etc/passwd").read_text()

@@ -333,7 +333,9 @@ class RemoteHandlers(PathHandlers):
         remote_cwd = remote.cache.remote_path_of(cwd)
         if remote_cwd is None:
             return None
-        data = os.fsencode(remote_cwd) + b"\0"
+        # chdir("..") in a remote directory went where the target's `..` leads; the name
+        # drops the `..` the way a shell's `cd ..` does (see docs/fs.md, Limits).
+        data = os.fsencode(os.path.normpath(remote_cwd)) + b"\0"
         if len(data) > call.args[1]:
             return Emulate(-errno.ERANGE, why="remote working directory")
         return Emulate(len(data), ((call.args[0], data),), why="remote working directory")
