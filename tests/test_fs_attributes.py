@@ -37,9 +37,10 @@ def pod_dir(sandbox) -> Iterator[tuple[str, Path]]:
         shutil.rmtree(host)
 
 
-def test_ls_l_of_a_pod_directory_prints_no_error(sandbox, pod_dir) -> None:
+@pytest.mark.parametrize("engine", ["ptrace", "notify"])
+def test_ls_l_of_a_pod_directory_prints_no_error(sandbox, pod_dir, engine: str) -> None:
     remote, host = pod_dir
-    out = traced(sandbox, LS, "-l", remote)
+    out = traced(sandbox, LS, "-l", remote, options=("--engine", engine))
     assert out.returncode == 0, out.stderr
     assert out.stderr == b""
     assert sorted(line.split()[-1] for line in out.stdout.decode().splitlines()[1:]) == sorted(

@@ -18,8 +18,9 @@ from tests.test_fs_remote import SYSTEM_PYTHON, pod_file, traced
 LS = "/usr/bin/ls"
 
 
-def test_ls_la_of_a_pod_directory_exits_0(sandbox) -> None:
-    out = traced(sandbox, LS, "-la", "/app")
+@pytest.mark.parametrize("engine", ["ptrace", "notify"])
+def test_ls_la_of_a_pod_directory_exits_0(sandbox, engine: str) -> None:
+    out = traced(sandbox, LS, "-la", "/app", options=("--engine", engine))
     assert out.returncode == 0, out.stderr
     names = [line.split()[-1] for line in out.stdout.decode().splitlines()[1:]]
     assert names[:2] == [".", ".."]
