@@ -59,3 +59,15 @@ def test_trace_says_it_at_every_such_lookup(sandbox, host_only_dir: Path) -> Non
              and str(settings) in line]  # fmt: skip
     assert lines and "not in the target but on this machine" in lines[0]
     assert "feature.fs.local" in lines[0]
+
+
+def test_the_lines_stop_after_eight_directories(sandbox, host_only_dir: Path) -> None:
+    directories = [host_only_dir / f"d{number}" for number in range(10)]
+    for directory in directories:
+        directory.mkdir()
+        (directory / "f").write_text("here\n")
+    script = "; ".join(f"{CAT} {directory}/f" for directory in directories)
+    out = traced(sandbox, "/bin/sh", "-c", script)
+    hints = [line for line in out.stderr.decode().splitlines() if line.startswith("mirrord-trace:")]
+    assert [line.split()[1] for line in hints] == [f"{d}/f" for d in directories[:8]]
+    assert hints[-1].endswith("(further hints: --trace)")
