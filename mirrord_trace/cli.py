@@ -50,7 +50,10 @@ def _usage_message_and_hint(error: click.UsageError) -> tuple[str, str]:
 
 # Subcommands whose modules are slow to import (the sandbox pulls in pyroute2, ~0.4 s): they
 # are added on first use, so `exec` does not pay for them. name -> (module, attribute).
-_LAZY_COMMANDS = {"sandbox": ("mirrord_trace.sandbox.cli", "sandbox_group")}
+_LAZY_COMMANDS = {
+    "sandbox": ("mirrord_trace.sandbox.cli", "sandbox_group"),
+    "verify-config": ("mirrord_trace.config.commands", "verify_config_command"),
+}
 
 
 class _OneLineErrorGroup(click.Group):

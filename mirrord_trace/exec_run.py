@@ -71,6 +71,8 @@ def run_exec(
     steal: bool = False,
     ephemeral_container: bool = False,
     agent_ttl: int | None = None,
+    key: str | None = None,
+    settings: tuple[tuple[str, Any, str], ...] = (),
 ) -> int:
     """Run `program` in the context of the target; the program's exit status (shell-style).
 
@@ -88,10 +90,14 @@ def run_exec(
         "steal": steal,
         "ephemeral_container": ephemeral_container,
         "agent_ttl": agent_ttl,
+        "key": key,
+        "settings": settings,
     }
     # A flag not given changes nothing, so without any the overrides are not even imported.
     given = {
-        name: value for name, value in flags.items() if value is not None and value is not False
+        name: value
+        for name, value in flags.items()
+        if value is not None and value is not False and value != ()
     }
     overrides = None
     if given:
@@ -111,6 +117,8 @@ def run_exec(
             raise UserError(
                 "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
             ) from None
+        show_warnings(cfg.warnings)
+        env_file_vars = _read_env_file(cfg.feature.env.env_file)
         resolved = cfg.target.resolved
         trace = _open_trace(trace_path, stack)
         agent, remote_env = _start_session(resolved, cfg, stack)
@@ -120,6 +128,7 @@ def run_exec(
             cfg.feature.env,
             cli_include=env_include,
             cli_exclude=env_exclude,
+            env_file_vars=env_file_vars,
         )
         from mirrord_trace.supervisor import ProgramNotFound, TracingUnavailable, run
 
@@ -145,6 +154,26 @@ def run_exec(
         except TracingUnavailable as error:
             message, _, hint = str(error).partition("; ")
             raise UserError(message, hint or "run without a tracer attached", 1) from None
+
+
+def show_warnings(warnings: tuple[str, ...]) -> None:
+    """One line each on stderr: keys of the configuration that do nothing here."""
+    if warnings:
+        import click
+
+        for warning in warnings:
+            click.echo(f"{PROG}: warning: {warning}", err=True)
+
+
+def _read_env_file(path: str | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    from mirrord_trace.env import EnvFileError, read_env_file
+
+    try:
+        return read_env_file(path)
+    except EnvFileError as error:
+        raise UserError(str(error), "fix feature.env.env_file or --env-file") from None
 
 
 def _start_session(

@@ -40,9 +40,10 @@ class FilterSide(StrEnum):
     LOCAL = "local"
 
 
-AGENT_LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 IMAGE_PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 DEFAULT_HTTP_FILTER_PORTS = (80, 8080)
+# What the agent adds to the runtime's defaults (agent.disabled_capabilities takes some away).
+AGENT_CAPABILITIES = ("NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN")
 
 
 def _empty_mapping() -> Mapping[str, str]:
@@ -59,6 +60,10 @@ class EnvConfig:
     exclude: tuple[str, ...] = ()
     override: Mapping[str, str] = field(default_factory=_empty_mapping)
     unset: tuple[str, ...] = ()
+    # A .env file whose variables win over the target's (override still wins over it).
+    env_file: str | None = None
+    # (regex on the name, new value): the first match replaces a target variable's value.
+    mapping: tuple[tuple[re.Pattern[str], str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +158,18 @@ class AgentConfig:
     privileged: bool = False
     startup_timeout: int = 60
     communication_timeout: int | None = None
-    log_level: str = "info"
     network_interface: str | None = None
+    # The agent pod (a Job's pod; an ephemeral container has no pod of its own). Kubernetes
+    # values are in the API's shape. tolerations=None: tolerate every taint of the node.
+    labels: Mapping[str, str] = field(default_factory=_empty_mapping)
+    annotations: Mapping[str, str] = field(default_factory=_empty_mapping)
+    tolerations: tuple[Mapping[str, object], ...] | None = None
+    resources: Mapping[str, object] | None = None
+    priority_class: str | None = None
+    service_account: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    security_context: Mapping[str, object] | None = None
+    disabled_capabilities: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +186,12 @@ class TargetConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """`warnings`: one line per key of the file that does nothing here (not compared)."""
+
     target: TargetConfig = TargetConfig()
     kubeconfig: str | None = None
     kube_context: str | None = None
     feature: FeatureConfig = FeatureConfig()
     agent: AgentConfig = AgentConfig()
+    key: str | None = None  # mirrord's session key (also `{{ key }}` in templates)
+    warnings: tuple[str, ...] = field(default=(), compare=False)

@@ -91,6 +91,7 @@ class KubeAgent:
             token=new_token(),
             ttl=agent_config.ttl,
             privileged=agent_config.privileged,
+            settings=agent_config,
             idle_ttl=agent_config.communication_timeout
             or (EPHEMERAL_IDLE_TTL if agent_config.ephemeral else AGENT_IDLE_TTL),
         )
