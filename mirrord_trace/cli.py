@@ -20,6 +20,7 @@ import click
 from mirrord_trace import __version__
 from mirrord_trace.config import CliOverrides, ConfigError, FsMode, load_config
 from mirrord_trace.env import EnvPatternError, split_patterns
+from mirrord_trace.exec_flags import flag_settings, mirrord_exec_options
 from mirrord_trace.exec_run import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -30,6 +31,8 @@ from mirrord_trace.exec_run import (
     run_exec,
 )
 from mirrord_trace.targets import TARGET_FORMS, Target, TargetParseError, parse_target
+
+DEFAULT_CONFIG_FILE = "./.mirrord/mirrord.json"  # a bare -f, as in mirrord
 
 
 class _HintedBadParameter(click.BadParameter):
@@ -147,15 +150,20 @@ def main() -> None:
 )
 @click.option("--context", "kube_context", help="Kubernetes context from the kubeconfig.")
 @click.option(
-    "-f", "--config-file", metavar="FILE", help="mirrord-style config (.json, .yaml, .toml)."
+    "-f",
+    "--config-file",
+    metavar="FILE",
+    is_flag=False,
+    flag_value=DEFAULT_CONFIG_FILE,
+    help=f"mirrord-style config (.json, .yaml, .toml; '-': stdin; alone: {DEFAULT_CONFIG_FILE}).",
 )
 @click.option(
     "--trace", "trace_path", metavar="FILE|-", help="Write a syscall trace ('-': stderr)."
 )
 @click.option(
     "--fs-mode",
-    type=click.Choice([mode.value for mode in FsMode]),
-    help="File operations: local, localwithoverrides, read or write.",
+    type=click.Choice([*(mode.value for mode in FsMode), "local-with-overrides"]),
+    help="File operations: local, localwithoverrides (local-with-overrides), read or write.",
 )
 @click.option(
     "-s",
@@ -179,11 +187,12 @@ def main() -> None:
 @click.option("--no-remote-dns", is_flag=True, help="Resolve names locally.")
 @click.option("--steal", is_flag=True, help="Steal incoming traffic instead of mirroring it.")
 @click.option(
-    "--ephemeral-container", is_flag=True, help="Run the agent as an ephemeral container."
+    "-e", "--ephemeral-container", is_flag=True, help="Run the agent as an ephemeral container."
 )
 @click.option(
     "--agent-ttl", type=click.IntRange(0, 65535), help="Seconds the agent pod stays after exit."
 )
+@mirrord_exec_options
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def exec_command(
@@ -204,6 +213,10 @@ def exec_command(
     ephemeral_container: bool,
     agent_ttl: int | None,
     program: tuple[str, ...],
+    key: str | None,
+    no_telemetry: bool,
+    disable_version_check: bool,
+    **mirrord_flags: Any,
 ) -> int:
     """Run PROGRAM [ARGS]... in the context of the target.
 
@@ -219,7 +232,7 @@ def exec_command(
         kube_context=kube_context,
         config_file=config_file,
         trace_path=trace_path,
-        fs_mode=fs_mode,
+        fs_mode=None if fs_mode is None else fs_mode.replace("-", ""),
         env_include=env_include,
         env_exclude=env_exclude,
         no_outgoing=no_outgoing,
@@ -229,6 +242,8 @@ def exec_command(
         steal=steal,
         ephemeral_container=ephemeral_container,
         agent_ttl=agent_ttl,
+        key=key,
+        settings=flag_settings(mirrord_flags),
     )
 
 
@@ -256,7 +271,11 @@ def ls_command(
     from mirrord_trace.kube import KubeError, connect, list_targets
 
     try:
-        cluster = connect(cfg.kubeconfig, cfg.kube_context)
+        cluster = connect(
+            cfg.kubeconfig,
+            cfg.kube_context,
+            accept_invalid_certificates=cfg.accept_invalid_certificates,
+        )
         targets = list_targets(cluster, cfg.target.namespace or cluster.default_namespace)
     except KubeError as error:
         raise UserError(error.message, error.hint, EXIT_FAILURE) from None

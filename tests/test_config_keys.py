@@ -14,8 +14,9 @@ from mirrord_trace.config import Config, ConfigError, parse_config
 from mirrord_trace.config.keys import KEYS, Status
 
 SCHEMA = json.loads(
-    (Path(__file__).resolve().parent / "data" / "mirrord_configs" / "mirrord-schema.json")
-    .read_text()
+    (
+        Path(__file__).resolve().parent / "data" / "mirrord_configs" / "mirrord-schema.json"
+    ).read_text()
 )
 
 
@@ -145,7 +146,10 @@ def test_a_typo_is_still_an_error() -> None:
 def test_mirrords_shorthands() -> None:
     off = parse_config({"feature": {"network": False}}).feature.network
     assert (off.incoming.mode.value, off.outgoing.tcp, off.outgoing.udp, off.dns.enabled) == (
-        "off", False, False, False,
+        "off",
+        False,
+        False,
+        False,
     )
     assert parse_config({"feature": {"network": True}}) == Config()
     target = parse_config({"target": {"pod": "web", "container": "app"}}).target

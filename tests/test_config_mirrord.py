@@ -61,7 +61,10 @@ def test_verify_config_cli_prints_mirrords_json(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "mirrord_trace", "verify-config", str(path)],
-        capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
     verdict = json.loads(result.stdout)
@@ -105,7 +108,9 @@ def test_deep_nesting_through_the_cli(tmp_path: Path) -> None:
     path.write_text("[" * 5000)
     result = subprocess.run(
         [sys.executable, "-m", "mirrord_trace", "exec", "-f", str(path), "--", "true"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -114,14 +119,32 @@ def test_deep_nesting_through_the_cli(tmp_path: Path) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(
-            ["target", "feature", "agent", "network", "fs", "env", "incoming", "mode", "path",
-             "image", "key", "experimental", "operator", "labels", "x"]
-        ) | st.text(max_size=8),
-        children,
-        max_size=4,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "target",
+                    "feature",
+                    "agent",
+                    "network",
+                    "fs",
+                    "env",
+                    "incoming",
+                    "mode",
+                    "path",
+                    "image",
+                    "key",
+                    "experimental",
+                    "operator",
+                    "labels",
+                    "x",
+                ]
+            )
+            | st.text(max_size=8),
+            children,
+            max_size=4,
+        )
     ),
     max_leaves=30,
 )

@@ -126,16 +126,22 @@ def settings_from_environment(environ: Mapping[str, str]) -> list[tuple[str, Any
     settings = []
     for variable, (key, read) in VARIABLES.items():
         if variable in environ:
-            settings.append((key, _read(variable, environ[variable], key, read), variable))
+            value = _read(variable, environ[variable], key, read)
+            settings.append((key, value, f"the {variable} variable"))
     if STEAL_VARIABLE in environ:
         steal = _read(STEAL_VARIABLE, environ[STEAL_VARIABLE], "incoming.mode", _flag)
         settings.append(
-            ("feature.network.incoming.mode", "steal" if steal else "mirror", STEAL_VARIABLE)
+            (
+                "feature.network.incoming.mode",
+                "steal" if steal else "mirror",
+                f"the {STEAL_VARIABLE} variable",
+            )
         )
     if "MIRRORD_FILE_MODE" not in environ:
         mode = _file_ops_mode(environ)
         if mode is not None:
-            settings.append(("feature.fs.mode", mode, "MIRRORD_FILE_OPS/MIRRORD_FILE_RO_OPS"))
+            source = "the MIRRORD_FILE_OPS/MIRRORD_FILE_RO_OPS variables"
+            settings.append(("feature.fs.mode", mode, source))
     return settings
 
 

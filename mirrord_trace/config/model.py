@@ -194,4 +194,6 @@ class Config:
     feature: FeatureConfig = FeatureConfig()
     agent: AgentConfig = AgentConfig()
     key: str | None = None  # mirrord's session key (also `{{ key }}` in templates)
+    # None: as the kubeconfig says; True: do not verify the API server's certificate.
+    accept_invalid_certificates: bool | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)

@@ -70,7 +70,15 @@ TARGET_PATH_FIELDS = ("pod", "deployment", "container", "pid")
 # Every key each section accepts; anything else is an error. docs/configuration.md has a
 # heading per dotted key (tests/test_config_docs.py keeps the two in step).
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("target", "kubeconfig", "kube_context", "feature", "agent", "key"),
+    "": (
+        "target",
+        "kubeconfig",
+        "kube_context",
+        "accept_invalid_certificates",
+        "feature",
+        "agent",
+        "key",
+    ),
     "target": ("path", "namespace", *TARGET_PATH_FIELDS),
     "feature": ("env", "fs", "network"),
     "feature.env": ("include", "exclude", "override", "unset", "env_file", "mapping"),
@@ -121,6 +129,9 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     return Config(
         warnings=warnings + agent_warnings,
         key=_optional(raw, "key", "key", expect_str, None),
+        accept_invalid_certificates=_optional(
+            raw, "accept_invalid_certificates", "accept_invalid_certificates", expect_bool, None
+        ),
         agent=agent,
         target=_optional(raw, "target", "target", _target, TargetConfig()),
         kubeconfig=_optional(raw, "kubeconfig", "kubeconfig", expect_str, None),

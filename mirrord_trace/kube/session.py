@@ -77,7 +77,11 @@ class KubeAgent:
     def _start(self) -> AgentClient:
         started = time.monotonic()
         agent_config = self.config.agent
-        self.cluster = connect(self.config.kubeconfig, self.config.kube_context)
+        self.cluster = connect(
+            self.config.kubeconfig,
+            self.config.kube_context,
+            accept_invalid_certificates=self.config.accept_invalid_certificates,
+        )
         namespace = self.config.target.namespace or self.cluster.default_namespace
         target = resolve(self.cluster, self.target, namespace)
         self.progress(f"target {target} in namespace {namespace}, on node {target.node}")
