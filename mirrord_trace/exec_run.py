@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import ExitStack
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from mirrord_trace.config import Config, ConfigError, FsMode, load_config
 from mirrord_trace.env import build_program_env
 from mirrord_trace.signal_mask import termination_interrupts
 from mirrord_trace.targets import DeploymentTarget, PidTarget, PodTarget, Target
+
+if TYPE_CHECKING:
+    from mirrord_trace.trace_sink import TraceSink
 
 PROG = "mirrord-trace"
 EXIT_FAILURE = 1
@@ -146,11 +149,10 @@ def run_exec(
                 "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
             ) from None
         except ProgramNotFound as error:
-            raise UserError(
-                str(error),
-                "check the program's name and that it is executable",
-                EXIT_PROGRAM_NOT_FOUND,
-            ) from None
+            from mirrord_trace.hints import program_not_found_hint
+
+            hint = program_not_found_hint(agent, program[0] if program else "", remote_env)
+            raise UserError(str(error), hint, EXIT_PROGRAM_NOT_FOUND) from None
         except TracingUnavailable as error:
             message, _, hint = str(error).partition("; ")
             raise UserError(message, hint or "run without a tracer attached", 1) from None
@@ -245,17 +247,22 @@ def _start_kube_session(
     return client, remote_env
 
 
-def _open_trace(path: str | None, stack: ExitStack) -> TextIO | None:
-    """`--trace FILE|-`: the stream the supervisor writes its trace to (closed with `stack`)."""
+def _open_trace(path: str | None, stack: ExitStack) -> TraceSink | None:
+    """`--trace FILE|-`: where the supervisor's trace lines go (closed with `stack`)."""
     if path is None:
         return None
+    from mirrord_trace.trace_sink import TraceSink
+
     if path == "-":
-        return sys.stderr
-    try:
-        stream = open(path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115
-    except OSError as error:
-        raise UserError(
-            f"cannot write the trace to {path}: {error.strerror}",
-            "give a writable file, or '-' for stderr",
-        ) from None
-    return stack.enter_context(stream)
+        stream: TextIO = sys.stderr
+    else:
+        try:
+            stream = stack.enter_context(open(path, "w", encoding="utf-8"))  # noqa: SIM115
+        except OSError as error:
+            raise UserError(
+                f"cannot write the trace to {path}: {error.strerror}",
+                "give a writable file, or '-' for stderr",
+            ) from None
+    sink = TraceSink(stream)
+    stack.callback(sink.close)  # before the file closes: what is pending is written first
+    return sink

@@ -8,6 +8,7 @@ ends. Termination signals sent to the supervisor are forwarded to the program.
 from __future__ import annotations
 
 import _socket
+import errno
 import os
 import signal
 import threading
@@ -171,7 +172,10 @@ def _spawn_traced(
         try:
             os.close(go_write)
             os.close(error_read)
-            os.read(go_read, 1)  # wait until the parent has seized us
+            # Wait until the parent has seized us. End of file means it died first: the
+            # program must not run untraced (every trapped call would fail with ENOSYS).
+            if os.read(go_read, 1) != b"g":
+                os._exit(127)
             os.close(go_read)
             signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
             # Python ignores these; the program must start with the defaults.
@@ -183,7 +187,13 @@ def _spawn_traced(
                 rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, listener.to_bytes(4, "little"))]
                 channel[1].sendmsg([b"l"], rights)
             stage = "exec"
-            os.execve(path, argv, env)  # closes the listener and the channel (close-on-exec)
+            try:
+                os.execve(path, argv, env)  # closes the listener and the channel (cloexec)
+            except OSError as exc:
+                if exc.errno != errno.ENOEXEC:
+                    raise
+                # No #! line and not a binary: what execvp(3) and every shell do, a script.
+                os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], env)
         except OSError as exc:
             os.write(error_write, f"{stage}:{exc.errno or 0}".encode())
         finally:

@@ -203,6 +203,58 @@ def test_trace_file_is_written(workdir: Path) -> None:
     assert "/etc/hostname" in trace.read_text()
 
 
+def test_a_trace_reader_that_goes_away_stops_the_trace_not_the_program(workdir: Path) -> None:
+    # `mirrord-trace exec --trace - -- prog 2>&1 | head -1`: the reader leaves after one line;
+    # the program must go on to its end and keep its own exit status.
+    done = workdir / "done"
+    script = f"for i in $(seq 200); do cat /etc/hostname >/dev/null; done; touch {done}"
+    process = subprocess.Popen(
+        [str(SCRIPT), "exec", "--trace", "-", "--", "sh", "-c", script],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    assert process.stderr.readline()  # the first trace line
+    process.stderr.close()
+    assert process.wait(timeout=60) == 0
+    assert done.exists()
+
+
+def test_a_slow_trace_reader_never_loses_lines_silently() -> None:
+    import io
+
+    from mirrord_trace.trace_sink import TraceSink
+
+    class Stalled(io.StringIO):
+        """A reader that takes nothing until it is released (a paused pager)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            import threading
+
+            self.entered = threading.Event()
+            self.released = threading.Event()
+
+        def write(self, text: str) -> int:
+            self.entered.set()
+            self.released.wait()
+            return super().write(text)
+
+    stream = Stalled()
+    sink = TraceSink(stream, max_pending=10)
+    sink.write("first\n")  # taken by the writer thread, which then waits for the reader
+    assert stream.entered.wait(timeout=10)
+    for number in range(25):
+        sink.write(f"line {number}\n")  # never blocks the caller
+    stream.released.set()
+    sink.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[:11] == ["first", *(f"line {n}" for n in range(10))]
+    assert lines[11] == (
+        "mirrord-trace: 15 trace lines dropped here: the trace's reader is slower than the"
+        " program"
+    )
+
+
 def test_config_file_and_flags_together_start_the_program(workdir: Path) -> None:
     path = workdir / "c.json"
     path.write_text(json.dumps({"feature": {"fs": "local", "network": {"outgoing": False}}}))

@@ -134,36 +134,60 @@ def test_listing_pages_add_up_to_the_whole_directory(tmp_path: Path) -> None:
     assert sorted(names) == sorted(entry["name"] for entry in whole["entries"])
 
 
-def test_a_killed_sessions_cache_is_removed_by_the_next_session(sandbox) -> None:
-    if not FAST_BASES[0].is_dir():
-        pytest.fail(f"{FAST_BASES[0]} is missing: the cache would live elsewhere")
-    # The program holds a pod file open; the supervisor is killed outright (no clean-up).
+def _session_holding_a_pod_file(sandbox) -> subprocess.Popen:
+    """A session whose program holds /app/config.yaml open (so its copy exists) and waits."""
     script = "import sys; f = open('/app/config.yaml'); print('open', flush=True); sys.stdin.read()"
     command = [MIRRORD_TRACE, "exec", "--target", f"pid/{sandbox.target_pid}", "--",
                SYSTEM_PYTHON, "-c", script]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as process:
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def test_a_killed_sessions_copies_are_removed_without_waiting_for_another_session(
+    sandbox,
+) -> None:
+    if not FAST_BASES[0].is_dir():
+        pytest.fail(f"{FAST_BASES[0]} is missing: the cache would live elsewhere")
+    # The supervisor is killed outright: none of its clean-up code runs.
+    with _session_holding_a_pod_file(sandbox) as process:
         assert process.stdout is not None
         agent = agent_of(process.pid)
         try:
             assert process.stdout.readline() == b"open\n"
             left = set(Path(FAST_BASES[0]).glob(f"{SESSION_PREFIX}{process.pid}-*"))
             assert len(left) == 1
+            assert any(path.is_file() for path in next(iter(left)).iterdir())
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
         finally:
             process.kill()
             os.kill(agent, signal.SIGKILL)  # its parent died without stopping it
-    assert all(path.exists() for path in left)
-    deadline = time.monotonic() + 10  # EXITKILL: the traced program dies with its tracer
+    deadline = time.monotonic() + 10
     while any(path.exists() for path in left):
-        after = subprocess.run(
-            [MIRRORD_TRACE, "exec", "--target", f"pid/{sandbox.target_pid}", "--",
-             SYSTEM_PYTHON, "-c", "open('/app/config.yaml').read()"],
-            capture_output=True, timeout=60,
-        )
-        assert after.returncode == 0, after.stderr
-        assert time.monotonic() < deadline, "the abandoned cache was never removed"
+        assert time.monotonic() < deadline, f"the killed session's copies stayed: {left}"
+        time.sleep(0.05)
+
+
+def test_copies_of_pod_files_are_private_to_the_invoking_user(sandbox) -> None:
+    # The copy keeps the pod file's mode (0644) and owner for fstat; another local user must
+    # still not be able to read it.
+    with _session_holding_a_pod_file(sandbox) as process:
+        assert process.stdout is not None
+        try:
+            assert process.stdout.readline() == b"open\n"
+            (root,) = Path(FAST_BASES[0]).glob(f"{SESSION_PREFIX}{process.pid}-*")
+            copies = [path for path in root.iterdir() if path.is_file()]
+            assert copies and stat.S_IMODE(os.stat(copies[0]).st_mode) & 0o004
+            reader = subprocess.run(
+                [SYSTEM_PYTHON, "-c", f"open({str(copies[0])!r}).read()"],
+                user=65534, group=65534, extra_groups=[], capture_output=True, timeout=30,
+            )
+            assert reader.returncode != 0
+            assert b"PermissionError" in reader.stderr
+        finally:
+            process.stdin.close()
+            process.wait(timeout=30)
+    assert not root.exists()
 
 
 def test_writers_survive_an_inotify_queue_overflow(bases: Path, tmp_path: Path) -> None:

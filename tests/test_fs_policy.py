@@ -190,3 +190,30 @@ def test_docs_mention_every_default_remote_path() -> None:
     for pattern in DEFAULT_REMOTE:
         plain = re.sub(r"\(/\|\$\)$", "", pattern).strip("^$").replace("\\", "")
         assert plain in text, plain
+
+
+def test_the_working_tree_top_is_the_nearest_marked_directory(tmp_path) -> None:
+    from mirrord_trace.handlers.path_policy import working_tree_top
+
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    deep = tmp_path / "repo" / "services" / "api"
+    deep.mkdir(parents=True)
+    assert working_tree_top(str(deep)) == str(tmp_path / "repo")
+    assert working_tree_top(str(tmp_path)) in ("", *(str(p) for p in tmp_path.parents))
+
+
+def test_toolchain_directories_and_the_programs_prefix_are_local(tmp_path) -> None:
+    from mirrord_trace.handlers.path_policy import toolchain_directories
+
+    environ = {"GOPATH": "/srv/go:relative", "VIRTUAL_ENV": "/srv/env/", "HOME": "/root"}
+    found = toolchain_directories(environ, "/srv/env/bin/python")
+    assert found == ("/srv/go", "/srv/env")  # the prefix of bin/python is the venv again
+    assert "/" not in toolchain_directories({}, "/bin/sh")  # never everything
+    where = Whereabouts(home="/root", cwd="/srv/repo/app", program="/srv/env/bin/python",
+                        temp_dir="/tmp", tree="/srv/repo", toolchain=found)
+    decide = PathPolicy(FsConfig(mode=FsMode.READ), where=where).decide
+    assert decide("/srv/repo/lib/go.mod")[0] == LOCAL
+    assert decide("/srv/go/pkg/mod/x@v1/x.go")[0] == LOCAL
+    assert decide("/root/go/pkg/mod/cache")[0] == LOCAL
+    assert decide("/root/.kube/config")[0] == NOT_FOUND
+    assert decide("/srv/app/config.yaml")[0] == REMOTE

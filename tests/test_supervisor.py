@@ -292,3 +292,33 @@ def test_sigterm_during_start_up_interrupts_it(tmp_path: Path) -> None:
     finally:
         cli.kill()
         cli.wait()
+
+
+def test_a_script_without_a_shebang_runs_with_sh_as_a_shell_would_run_it(tmp_path: Path) -> None:
+    script = tmp_path / "no-shebang"
+    script.write_text('echo "args: $0 $*"\nexit 7\n')
+    script.chmod(0o755)
+    native = subprocess.run(["sh", "-c", f"{script} one two"], capture_output=True, timeout=60)
+    traced = subprocess.run([*MIRRORD_TRACE, "--", str(script), "one", "two"],
+                            capture_output=True, timeout=60)
+    assert traced.returncode == native.returncode == 7, traced.stderr
+    assert traced.stdout == native.stdout == f"args: {script} one two\n".encode()
+
+
+def test_the_program_never_starts_untraced_when_the_supervisor_dies_before_seizing_it(
+    tmp_path: Path,
+) -> None:
+    # strace (a real tracer, used as a fault injector) kills the supervisor with SIGKILL as it
+    # enters its first ptrace call: PTRACE_SEIZE, after fork and before the child's "go".
+    # The probe writes to stdout with no trapped call, so it would show even untraced.
+    output = tmp_path / "output"
+    with output.open("wb") as stdout:
+        result = subprocess.run(
+            ["strace", "-qq", "-o", "/dev/null", "-e", "trace=ptrace",
+             "-e", "inject=ptrace:signal=SIGKILL:when=1",
+             *MIRRORD_TRACE, "--", str(example_binary("probe-static")), "env", "HOME"],
+            stdout=stdout, stderr=subprocess.PIPE, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == -signal.SIGKILL, result.stderr  # strace dies as its tracee did
+    time.sleep(1)  # the orphaned child, if it ran on, would have printed by now
+    assert output.read_bytes() == b""

@@ -10,8 +10,10 @@ map back to the remote paths they stand for.
 Small copies, skeletons and files open for writing live on tmpfs (/dev/shm), where creating a
 file costs microseconds rather than a disk's journal; large copies (streamed from an agent on
 another machine) go to /var/tmp so that they do not fill memory. Each session's directories
-(mkdtemp, mode 0711) are named after the supervisor's pid, removed when the session ends, and
-by the next session if this one was killed.
+(mkdtemp, mode 0700: the copies keep the remote files' modes and owners for fstat, so the
+directory is what keeps other local users out) are named after the supervisor's pid and removed
+when the session ends, however it ends: a small reaper process (mirrord_trace/fs/reaper.py)
+removes them when the supervisor is gone, even after SIGKILL.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mirrord_trace.fs.reaper import Reaper
 from mirrord_trace.protocol.requests import DT_BLK, DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_SOCK
 
 FAST_BASES = (Path("/dev/shm"), Path("/run"), Path(tempfile.gettempdir()))
@@ -34,8 +37,10 @@ SESSION_PREFIX = "mirrord-trace-fs-"
 # Where a skeleton's symlinks point: they exist for their type only and are never followed
 # (every path through a skeleton is mapped back to the remote path before the kernel sees it).
 SKELETON_LINK_TARGET = ".mirrord-trace-remote-symlink"
-# Traversable by a program that dropped privileges; listing the cache is for the owner only.
-_DIRECTORY_MODE = 0o711
+# Private to the invoking user. A copy keeps the remote file's mode and owner (fstat runs on it
+# natively), so a 0644 or a uid-1000 file would be readable by other local users if they could
+# reach it: only the directory stands between them and the target's files.
+_DIRECTORY_MODE = 0o700
 
 
 def _pid_alive(pid: int) -> bool:
@@ -101,6 +106,7 @@ class LocalCache:
         self._large: Path | None = None
         self._prefixes: tuple[str, ...] = ()
         self._numbers = itertools.count(1)
+        self._reaper: Reaper | None = None
         # local path of a copy or skeleton -> the remote path it stands for
         self._remote_of: dict[str, str] = {}
 
@@ -117,6 +123,9 @@ class LocalCache:
     def _add_root(self, bases: tuple[Path, ...]) -> Path:
         root = _session_directory(bases)
         self.roots.append(root)
+        if self._reaper is None:
+            self._reaper = Reaper()
+        self._reaper.watch(root)
         self._prefixes = tuple(f"{r}/" for r in self.roots)
         return root
 
@@ -124,6 +133,9 @@ class LocalCache:
         for root in self.roots:
             shutil.rmtree(root, ignore_errors=True)
         self.roots.clear()
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
         self._fast = self._large = None
         self._prefixes = ()
         self._remote_of.clear()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mirrord_trace.config.model import FsConfig, FsMode
@@ -203,6 +203,23 @@ class PatternList:
         return None
 
 
+# Files that mark the top of a local working tree (a repository, a Go workspace): the tree
+# above the working directory holds the program's own sources and sibling modules (a monorepo's
+# ../lib), which exist on this machine only.
+TREE_MARKERS = (".git", ".hg", ".svn", ".jj", "go.work")
+# Environment variables that name a local toolchain's directories: module and build caches,
+# interpreters, virtual environments, SDKs. What a build or an interpreter reads from there
+# exists only here; looking it up in the pod fails with "no such file" far from the cause.
+TOOLCHAIN_VARIABLES = (
+    "GOPATH", "GOMODCACHE", "GOCACHE", "GOROOT", "GOTMPDIR",
+    "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONHOME", "PYTHONPATH", "PYENV_ROOT",
+    "CARGO_HOME", "RUSTUP_HOME", "CARGO_TARGET_DIR",
+    "JAVA_HOME", "GRADLE_USER_HOME", "MAVEN_HOME", "M2_HOME",
+    "NVM_DIR", "NPM_CONFIG_PREFIX", "npm_config_cache", "ASDF_DATA_DIR", "UV_CACHE_DIR",
+    "PIP_CACHE_DIR", "XDG_CACHE_HOME",
+)
+
+
 @dataclass(frozen=True)
 class Whereabouts:
     """What the default lists are relative to: this machine's user, directories and program."""
@@ -211,6 +228,8 @@ class Whereabouts:
     cwd: str
     program: str
     temp_dir: str
+    tree: str = ""  # the top of the local working tree around cwd ("" when there is none)
+    toolchain: tuple[str, ...] = ()  # local toolchain directories (variables, program prefix)
 
     @classmethod
     def current(cls, program: str = "") -> Whereabouts:
@@ -218,12 +237,45 @@ class Whereabouts:
             cwd = os.getcwd()
         except FileNotFoundError:  # started in a directory removed since: no cwd rule
             cwd = ""
+        program = os.path.abspath(program) if program else ""
         return cls(
             home=os.path.expanduser("~"),
             cwd=cwd,
-            program=os.path.abspath(program) if program else "",
+            program=program,
             temp_dir=temp_directory(),
+            tree=working_tree_top(cwd),
+            toolchain=toolchain_directories(os.environ, program),
         )
+
+
+def working_tree_top(cwd: str) -> str:
+    """The nearest directory at or above `cwd` that holds a TREE_MARKERS entry, else ""."""
+    directory = cwd
+    while directory and directory != "/":
+        if any(os.path.lexists(os.path.join(directory, m)) for m in TREE_MARKERS):
+            return directory
+        directory = os.path.dirname(directory)
+    return ""
+
+
+def toolchain_directories(environ: Mapping[str, str], program: str) -> tuple[str, ...]:
+    """Absolute toolchain directories named by the environment, and the program's prefix.
+
+    The prefix is the parent of the program's `bin` directory (a virtualenv's
+    `/srv/env/bin/python` -> `/srv/env`, where its site-packages live), for the path as
+    executed and for the file it resolves to; `/` itself is never a prefix.
+    """
+    found: list[str] = []
+    for name in TOOLCHAIN_VARIABLES:
+        for entry in environ.get(name, "").split(os.pathsep):
+            if os.path.isabs(entry):
+                found.append(os.path.normpath(entry))
+    if program:
+        for path in (program, os.path.realpath(program)):
+            directory = os.path.dirname(path)
+            if os.path.basename(directory) in ("bin", "sbin"):
+                found.append(os.path.dirname(directory))
+    return tuple(dict.fromkeys(d for d in found if d != "/"))
 
 
 def temp_directory() -> str:
@@ -240,14 +292,13 @@ def default_local_patterns(where: Whereabouts) -> list[str]:
     """Every default local pattern (DEFAULT_LOCAL_NAMES first), for this machine."""
     temp = re.escape(where.temp_dir.rstrip("/") or "/")
     patterns = [*DEFAULT_LOCAL_NAMES, *(p.replace("{temp}", temp) for p in DEFAULT_LOCAL)]
-    cwd = where.cwd.rstrip("/")
-    if cwd:  # not "/": a container's WORKDIR is often "/", which would make everything local
-        patterns.append(f"^{re.escape(cwd)}(/|$)")
+    # Not "/": a container's WORKDIR is often "/", which would make everything local.
+    for directory in (where.cwd, where.tree, where.home, *where.toolchain):
+        directory = directory.rstrip("/")
+        if directory:
+            patterns.append(f"^{re.escape(directory)}(/|$)")
     if where.program:
         patterns.append(f"^{re.escape(where.program)}$")
-    home = where.home.rstrip("/")
-    if home:
-        patterns.append(f"^{re.escape(home)}/\\.")  # the user's hidden files and directories
     return patterns
 
 
