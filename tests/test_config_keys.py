@@ -168,3 +168,27 @@ def test_mirrords_own_agent_image_is_replaced_with_a_warning() -> None:
     assert warning.startswith("agent.image: 'ghcr.io/metalbear-co/mirrord:latest' is mirrord's")
     cfg = parse_config({"agent": {"image": {"tag": "3.250.0"}}})
     assert cfg.agent.image is not None and cfg.agent.image.endswith(":3.250.0")
+
+
+def test_the_generated_tables_in_the_docs_are_up_to_date() -> None:
+    from mirrord_trace.config.docs import DOC, updated
+
+    text = DOC.read_text()
+    assert updated(text) == text, "run: python -m mirrord_trace.config.docs"
+    for key, entry in KEYS.items():
+        assert f"| `{key}` | {entry.status.value} |" in text
+
+
+def test_every_key_said_to_work_is_read_by_the_parser() -> None:
+    from mirrord_trace.config.parse import SECTION_KEYS
+
+    accepted = {
+        f"{section}.{name}" if section else name
+        for section, names in SECTION_KEYS.items()
+        for name in names
+    }
+    for key, entry in KEYS.items():
+        if entry.status is Status.WORKS:
+            # Either a key of a section, or a field inside a value that one reads whole.
+            parents = {key.rsplit(".", depth)[0] for depth in (0, 1, 2)}
+            assert parents & accepted, key
