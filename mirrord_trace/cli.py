@@ -56,6 +56,7 @@ def _usage_message_and_hint(error: click.UsageError) -> tuple[str, str]:
 _LAZY_COMMANDS = {
     "sandbox": ("mirrord_trace.sandbox.cli", "sandbox_group"),
     "verify-config": ("mirrord_trace.config.commands", "verify_config_command"),
+    "port-forward": ("mirrord_trace.port_forward", "port_forward_command"),
 }
 
 

@@ -124,7 +124,7 @@ def run_exec(
         env_file_vars = _read_env_file(cfg.feature.env.env_file)
         resolved = cfg.target.resolved
         trace = _open_trace(trace_path, stack)
-        agent, remote_env = _start_session(resolved, cfg, stack)
+        agent, remote_env = start_session(resolved, cfg, stack)
         program_env = build_program_env(
             os.environ,
             remote_env,
@@ -178,7 +178,7 @@ def _read_env_file(path: str | None) -> dict[str, str]:
         raise UserError(str(error), "fix feature.env.env_file or --env-file") from None
 
 
-def _start_session(
+def start_session(
     target: Target, cfg: Config, stack: ExitStack
 ) -> tuple[Any | None, dict[str, str]]:
     """-> (agent client or None, the target's environment). The agent stops with `stack`."""

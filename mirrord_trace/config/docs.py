@@ -40,6 +40,8 @@ def _what(key: str, documented: set[str]) -> str:
         if key.startswith("target.") and key.split(".")[-1] in ("pod", "deployment", "container"):
             return "a field of the target path (see [`target.path`](#targetpath))"
         parent = key.rsplit(".", 1)[0]
+        while parent not in documented and "." in parent:
+            parent = parent.rsplit(".", 1)[0]
         return f"part of [`{parent}`]({_anchor(parent)})"
     if entry.status is Status.OPERATOR:
         return entry.why or "the file fails, saying so (its off value is accepted)"
