@@ -57,6 +57,7 @@ _LAZY_COMMANDS = {
     "sandbox": ("mirrord_trace.sandbox.cli", "sandbox_group"),
     "verify-config": ("mirrord_trace.config.commands", "verify_config_command"),
     "port-forward": ("mirrord_trace.port_forward", "port_forward_command"),
+    "completions": ("mirrord_trace.completions", "completions_command"),
 }
 
 
