@@ -58,6 +58,7 @@ _LAZY_COMMANDS = {
     "verify-config": ("mirrord_trace.config.commands", "verify_config_command"),
     "port-forward": ("mirrord_trace.port_forward", "port_forward_command"),
     "completions": ("mirrord_trace.completions", "completions_command"),
+    "dump": ("mirrord_trace.dump", "dump_command"),
 }
 
 
