@@ -30,6 +30,7 @@ from mirrord_trace.exec_run import (
     fail,
     run_exec,
 )
+from mirrord_trace.ls_output import TARGET_TYPES as LS_TARGET_TYPES
 from mirrord_trace.targets import TARGET_FORMS, Target, TargetParseError, parse_target
 
 DEFAULT_CONFIG_FILE = "./.mirrord/mirrord.json"  # a bare -f, as in mirrord
@@ -261,17 +262,38 @@ def exec_command(
 @click.option(
     "-f", "--config-file", metavar="FILE", help="mirrord-style config (kubeconfig, context)."
 )
+@click.option(
+    "-t",
+    "--target-type",
+    "target_types",
+    multiple=True,
+    type=click.Choice(LS_TARGET_TYPES),
+    help="Only targets of this type (repeatable).",
+)
 def ls_command(
-    namespace: str | None, kube_context: str | None, output: str, config_file: str | None
+    namespace: str | None,
+    kube_context: str | None,
+    output: str,
+    config_file: str | None,
+    target_types: tuple[str, ...],
 ) -> None:
-    """List the Kubernetes targets (pods, containers, deployments) you can pick."""
+    """List the Kubernetes targets (pods, containers, deployments) you can pick.
+
+    With MIRRORD_LS_RICH_OUTPUT=true, mirrord's JSON object (targets, namespaces).
+    """
+    from mirrord_trace.ls_output import LsError, kept, render, wanted_types
+
     try:
+        types = wanted_types(target_types)
         cfg = load_config(
             config_file, CliOverrides(target_namespace=namespace, kube_context=kube_context)
         )
     except ConfigError as error:
         raise UserError(str(error), error.hint) from None
+    except LsError as error:
+        raise UserError(str(error), 'give e.g. ["pod", "deployment"]') from None
     from mirrord_trace.kube import KubeError, connect, list_targets
+    from mirrord_trace.kube.listing import list_namespaces
 
     try:
         cluster = connect(
@@ -279,12 +301,10 @@ def ls_command(
             cfg.kube_context,
             accept_invalid_certificates=cfg.accept_invalid_certificates,
         )
-        targets = list_targets(cluster, cfg.target.namespace or cluster.default_namespace)
+        in_namespace = cfg.target.namespace or cluster.default_namespace
+        targets = kept(list_targets(cluster, in_namespace), types)
+        text = render(targets, output, in_namespace, lambda: list_namespaces(cluster))
     except KubeError as error:
         raise UserError(error.message, error.hint, EXIT_FAILURE) from None
-    if output == "json":
-        import json  # not at the top: its regexes cost `exec` ~5 ms of start-up
-
-        click.echo(json.dumps(targets))
-    for line in targets if output == "text" else []:
-        click.echo(line)
+    if text:
+        click.echo(text)
