@@ -197,6 +197,11 @@ def main() -> None:
     "--agent-ttl", type=click.IntRange(0, 65535), help="Seconds the agent pod stays after exit."
 )
 @mirrord_exec_options
+@click.option(
+    "--exit-with-program",
+    is_flag=True,
+    help="When the program exits, end the processes it left running instead of waiting.",
+)
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def exec_command(
@@ -216,6 +221,7 @@ def exec_command(
     steal: bool,
     ephemeral_container: bool,
     agent_ttl: int | None,
+    exit_with_program: bool,
     program: tuple[str, ...],
     key: str | None,
     no_telemetry: bool,
@@ -248,6 +254,7 @@ def exec_command(
         agent_ttl=agent_ttl,
         key=key,
         settings=flag_settings(mirrord_flags),
+        exit_with_program=exit_with_program,
     )
 
 

@@ -76,6 +76,7 @@ def run_exec(
     agent_ttl: int | None = None,
     key: str | None = None,
     settings: tuple[tuple[str, Any, str], ...] = (),
+    exit_with_program: bool = False,
 ) -> int:
     """Run `program` in the context of the target; the program's exit status (shell-style).
 
@@ -143,6 +144,7 @@ def run_exec(
                 agent=agent,
                 trace=trace,
                 on_start=startup.close,
+                exit_with_program=exit_with_program,
             )
         except KeyboardInterrupt:
             raise UserError(

@@ -8,11 +8,14 @@ ends. Termination signals sent to the supervisor are forwarded to the program.
 from __future__ import annotations
 
 import _socket
+import contextlib
 import errno
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, TextIO
 
 from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
@@ -72,10 +75,13 @@ def run(
     trace: TextIO | None = None,
     table: TrapTable | None = None,
     on_start: Callable[[], object] | None = None,
+    exit_with_program: bool = False,
 ) -> int:
-    """Run argv traced; returns the exit code a shell would report.
+    """Run argv traced; returns the exit code a shell would report (the program's).
 
     `on_start` runs once the program exists and the forwarded signals are routed to it.
+    Processes the program leaves running when it exits are waited for (a daemonized server
+    goes on serving), or ended at once with `exit_with_program`.
     """
     if not argv:
         raise ProgramNotFound("no program given")
@@ -94,7 +100,7 @@ def run(
         with helper_threads_spared():  # families may start threads (relays, DNS)
             table = build_trap_table(context)
     try:
-        return _run_traced(path, argv, env, table, trace, on_start)
+        return _run_traced(path, argv, env, table, trace, on_start, exit_with_program)
     finally:
         if context is not None:
             context.end()
@@ -107,6 +113,7 @@ def _run_traced(
     table: TrapTable,
     trace: TextIO | None,
     on_start: Callable[[], object] | None = None,
+    exit_with_program: bool = False,
 ) -> int:
     flags = LISTENER_FLAGS if table.notified else 0
     prepared = prepare_filter(build_filter(table.rules), flags=flags)
@@ -115,11 +122,16 @@ def _run_traced(
         pid, exec_errors, listener_channel = _spawn_traced(
             path, list(argv), dict(env), prepared, original_mask
         )
-        _start_signal_forwarder(pid)
+        tracers: list[Tracer] = []
+        _start_signal_forwarder(pid, lambda: _leftover_pids(tracers))
         if on_start is not None:
             on_start()
         failures = HandlerFailures()
-        tracer = Tracer(pid, table.dispatch, trace, failures, frozenset(table.notified))
+        tracer = Tracer(
+            pid, table.dispatch, trace, failures, frozenset(table.notified),
+            on_program_exit=partial(_on_program_exit, exit_with_program),
+        )  # fmt: skip
+        tracers.append(tracer)
         notifications = None
         if listener_channel is not None:
             # Started after the signal mask is set: the thread must not take forwarded signals.
@@ -221,15 +233,59 @@ def _spawn_traced(
     return pid, error_read, None if channel is None else channel[0]
 
 
-def _start_signal_forwarder(pid: int) -> None:
+def _on_program_exit(exit_with_program: bool, status: int, leftovers: list[int]) -> bool:
+    """The program ended and left processes running: say so, and whether we wait for them."""
+    names = ", ".join(f"{pid} ({_command_name(pid)})" for pid in leftovers)
+    ended = f"mirrord-trace: the program exited ({exit_code(status)})"
+    if exit_with_program:
+        sys.stderr.write(f"{ended}; ending the processes it left running: {names}\n")
+        return False
+    sys.stderr.write(
+        f"{ended}; waiting for the processes it left running: {names} (Ctrl-C or SIGTERM "
+        "ends them; --exit-with-program ends them at once)\n"
+    )
+    sys.stderr.flush()
+    return True
+
+
+def _command_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return "?"
+
+
+def _leftover_pids(tracers: list[Tracer]) -> list[int]:
+    """The traced processes still running (read from the tracer thread's table)."""
+    if not tracers:
+        return []
+    for _ in range(10):
+        try:
+            return sorted({task.tgid for task in list(tracers[0].tasks.values())})
+        except RuntimeError:  # the table changed while we copied it: try again
+            continue
+    return []
+
+
+def _start_signal_forwarder(pid: int, leftovers: Callable[[], list[int]]) -> None:
+    """Forward the termination signals to the program; once it has exited, to what it left."""
+
     def forward() -> None:
+        main_gone = False
         while True:
             info = signal.sigwaitinfo(FORWARDED_SIGNALS)
-            if info.si_code == SI_KERNEL:
+            if info.si_code == SI_KERNEL and not main_gone:
                 continue  # the terminal signalled the program's process group directly
-            try:
-                os.kill(pid, info.si_signo)
-            except ProcessLookupError:
-                return
+            if not main_gone:
+                try:
+                    os.kill(pid, info.si_signo)
+                    continue
+                except ProcessLookupError:
+                    main_gone = True
+            # Daemons left running are in sessions of their own: a Ctrl-C never reaches them.
+            for leftover in leftovers():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(leftover, info.si_signo)
 
     threading.Thread(target=forward, name="signal-forwarder", daemon=True).start()

@@ -161,9 +161,13 @@ def test_a_target_flag_wins_over_the_files_target(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "program", ["/nonexistent/program", "no-such-program-mirrord-trace", "/etc/hostname", "/etc"]
+    "program", ["/nonexistent/program", "no-such-program-mirrord-trace", "{data file}", "/etc"]
 )
-def test_a_missing_program_is_one_line_with_status_127(program: str) -> None:
+def test_a_missing_program_is_one_line_with_status_127(program: str, workdir: Path) -> None:
+    if program == "{data file}":  # a file without any execute bit
+        program = str(workdir / "data.txt")
+        Path(program).write_text("not a program\n")
+        Path(program).chmod(0o644)
     line = assert_one_error_line(cli("exec", "--", program), 127)
     assert program in line
 

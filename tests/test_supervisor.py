@@ -322,3 +322,53 @@ def test_the_program_never_starts_untraced_when_the_supervisor_dies_before_seizi
     assert result.returncode == -signal.SIGKILL, result.stderr  # strace dies as its tracee did
     time.sleep(1)  # the orphaned child, if it ran on, would have printed by now
     assert output.read_bytes() == b""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(port: int) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        return response.read()
+
+
+def test_a_daemonized_server_goes_on_serving_after_the_program_exits(tmp_path: Path) -> None:
+    # busybox httpd without -f forks into the background and its parent exits at once.
+    (tmp_path / "index.html").write_text("served after the parent left\n")
+    port = _free_port()
+    command = [*MIRRORD_TRACE, "--", str(example_binary("busybox")), "httpd",
+               "-p", f"127.0.0.1:{port}", "-h", str(tmp_path)]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stderr is not None
+        try:
+            notice = process.stderr.readline()
+            assert notice.startswith("mirrord-trace: the program exited (0); waiting for the "
+                                     "processes it left running: "), notice
+            assert _get(port) == b"served after the parent left\n"
+            assert process.poll() is None
+            process.send_signal(signal.SIGTERM)  # forwarded to what the program left running
+            assert process.wait(timeout=30) == 0  # the program's own status
+        finally:
+            process.kill()
+
+
+def test_exit_with_program_ends_what_the_program_left_running(tmp_path: Path) -> None:
+    port = _free_port()
+    result = subprocess.run(
+        [*MIRRORD_TRACE, "--exit-with-program", "--", str(example_binary("busybox")), "httpd",
+         "-p", f"127.0.0.1:{port}", "-h", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0
+    assert result.stderr.startswith(
+        "mirrord-trace: the program exited (0); ending the processes it left running: "
+    )
+    with pytest.raises(OSError):
+        _get(port)

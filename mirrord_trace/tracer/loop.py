@@ -12,7 +12,7 @@ import ctypes
 import errno
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TextIO
 
@@ -83,8 +83,14 @@ class Tracer:
         trace: TextIO | None = None,
         failures: HandlerFailures | None = None,
         notified: frozenset[int] = frozenset(),
+        on_program_exit: Callable[[int, list[int]], bool] | None = None,
     ) -> None:
         self.main_pid = main_pid
+        # Called once when the main program ends while processes it started still run, with
+        # its status and their pids: True keeps tracing them until they end too (a daemonized
+        # server goes on serving), False kills them. None kills them, as EXITKILL would.
+        self.on_program_exit = on_program_exit
+        self._waiting_for_leftovers = False
         self.dispatch = dispatch
         self.trace = trace
         self.tasks: dict[int, Task] = {}
@@ -104,7 +110,7 @@ class Tracer:
         wall = pt.WALL
         tasks = self.tasks
         on_seccomp = self._on_seccomp
-        while self._main_status is None:
+        while self._main_status is None or self._waiting_for_leftovers:
             try:
                 tid, status = waitpid(-1, wall)
             except ChildProcessError:
@@ -131,6 +137,11 @@ class Tracer:
             task.space.release(tid)
         if tid == self.main_pid:
             self._main_status = status
+            leftovers = sorted({task.tgid for task in self.tasks.values()})
+            if leftovers and self.on_program_exit is not None:
+                self._waiting_for_leftovers = self.on_program_exit(status, leftovers)
+        if self._waiting_for_leftovers and not self.tasks:
+            self._waiting_for_leftovers = False
 
     def _end_remaining(self) -> None:
         """The program has ended: kill what it left behind, as EXITKILL would, and reap it."""
