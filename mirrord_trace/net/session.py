@@ -37,7 +37,11 @@ class NetSession:
         self.names = ResolvedNames()
         self.router = DnsQueryRouter(network.dns)
         self.policy = OutgoingPolicy(
-            network.outgoing, network.dns, self.names, self._target_nameservers
+            network.outgoing,
+            network.dns,
+            self.names,
+            self._target_nameservers,
+            _filter_addresses(network.outgoing, client),
         )
         self.sockets = TraceeSockets()
         self.flows = FlowTable()
@@ -164,6 +168,17 @@ class NetSession:
         self.tcp_relay.close()
         self.events.close()
         self.sockets.close()
+
+
+def _filter_addresses(outgoing: Any, client: AgentClient) -> Callable[[str], Any] | None:
+    """How the outgoing filter's host names are resolved: on the side the filter names."""
+    from mirrord_trace.config.model import FilterSide
+    from mirrord_trace.net.filter_names import FilterNames, local_lookup, remote_lookup
+
+    if outgoing.filter is None:
+        return None
+    remote = outgoing.filter.side is FilterSide.REMOTE
+    return FilterNames(remote_lookup(client) if remote else local_lookup).addresses
 
 
 def net_session(config: Config, client: AgentClient, extras: dict[str, Any]) -> NetSession:
