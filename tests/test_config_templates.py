@@ -3,11 +3,14 @@ Tera's filters and tests; what Jinja2 would read differently is Tera's meaning o
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mirrord_trace.config import ConfigError, load_config
 from mirrord_trace.config.overrides import CliOverrides
@@ -139,3 +142,53 @@ def test_yaml_and_toml_are_templates_too(tmp_path: Path) -> None:
     toml_path = write(tmp_path, "target = \"{{ get_env(name='T') }}\"\n", "c.toml")
     for path in (yaml_path, toml_path):
         assert str(load_config(path, environ={"T": "pod/web"}).target.path) == "pod/web"
+
+
+template_pieces = st.lists(
+    st.sampled_from(
+        [
+            "{{",
+            "}}",
+            "{%",
+            "%}",
+            "{#",
+            "#}",
+            " key ",
+            " if ",
+            " endif ",
+            " for x in ",
+            "|",
+            " default(value='a') ",
+            "get_env(name='HOME')",
+            "'",
+            '"',
+            "(",
+            ")",
+            "~",
+            "x",
+            "\\",
+            " raw ",
+            " endraw ",
+            "[",
+            "]",
+            ".",
+            "__class__",
+            "1",
+            "-",
+        ]
+    ),
+    max_size=25,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=template_pieces)
+def test_any_template_renders_or_is_a_one_line_error(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    path = tmp_path_factory.mktemp("tpl") / "mirrord.json"
+    path.write_text(json.dumps({"key": "k", "feature": {"env": {"override": {"A": text}}}}))
+    try:
+        load_config(path, environ={"HOME": "/h"})
+    except ConfigError as error:
+        assert "\n" not in str(error) and str(error).startswith("config error: ")
