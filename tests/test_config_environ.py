@@ -213,3 +213,12 @@ def test_cli_impersonated_target_variable_is_not_ignored() -> None:
     result = run_cli("exec", "--", "true", environ={"MIRRORD_IMPERSONATED_TARGET": "pid/999999999"})
     assert result.returncode != 0
     assert "999999999" in result.stderr
+
+
+def test_a_missing_config_file_variable_says_which_variable() -> None:
+    result = run_cli("exec", "--", "true", environ={"MIRRORD_CONFIG_FILE": "/no/such.json"})
+    assert result.returncode == 2
+    assert result.stderr == (
+        "mirrord-trace: error: config error: /no/such.json: no such file "
+        "(check the path in the MIRRORD_CONFIG_FILE variable)\n"
+    )

@@ -37,10 +37,12 @@ def load_config(
     environ = os.environ if environ is None else environ
     # Fast path (benchmarked start-up): no file, no variable, no flag: the defaults.
     mirrord_vars = any(name.startswith("MIRRORD_") for name in environ)
+    path_from_variable = False
     if path is None and mirrord_vars:
         from mirrord_trace.config.environ import CONFIG_FILE_VARIABLE
 
         path = environ.get(CONFIG_FILE_VARIABLE) or None
+        path_from_variable = path is not None
     if path is None and not mirrord_vars and overrides is None:
         return Config()
 
@@ -57,7 +59,12 @@ def load_config(
     shown = None
     if path is not None:
         shown = os.fspath(path)
-        raw = _read_rendered(path, provided_key, environ)
+        try:
+            raw = _read_rendered(path, provided_key, environ)
+        except ConfigFileError as error:
+            if path_from_variable and error.path == shown:
+                error.source_hint = "check the path in the MIRRORD_CONFIG_FILE variable"
+            raise
         if provided_key is None and isinstance(raw.get("key"), str):
             provided_key = raw["key"]
     sources: dict[str, str] = {}
