@@ -93,7 +93,11 @@ KEYS: dict[str, KeyInfo] = {
     ),
     "agent.disabled_capabilities": W,
     **{
-        key: KeyInfo(Status.NOT_YET, "not supported by mirrord-trace's agent yet")
+        key: KeyInfo(
+            Status.IGNORED,
+            "the program's own resolver sends its queries through the agent, with its own "
+            "timeout and attempts (the target's resolv.conf); the agent does not resolve for it",
+        )
         for key in ("agent.dns", "agent.dns.attempts", "agent.dns.timeout")
     },
     "agent.ephemeral": W,
