@@ -21,7 +21,7 @@ from mirrord_trace.env import NEVER_IMPORTED
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 TEXT = DOC.read_text()
-KEY_HEADING = re.compile(r"^### `([a-z_.]+)`$", re.MULTILINE)
+KEY_HEADING = re.compile(r"^### `([a-z0-9_.]+)`$", re.MULTILINE)
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 

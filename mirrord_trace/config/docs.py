@@ -93,7 +93,7 @@ def generated(documented: set[str]) -> str:
 def documented_keys(text: str) -> set[str]:
     import re
 
-    return set(re.findall(r"^### `([a-z_.]+)`$", text, re.MULTILINE))
+    return set(re.findall(r"^### `([a-z0-9_.]+)`$", text, re.MULTILINE))
 
 
 def updated(text: str) -> str:

@@ -51,7 +51,7 @@ def _walk(section: Mapping[str, Any], prefix: str, warnings: list[str]) -> dict[
 def _named(key: str, value: Any) -> str:
     """`experimental (tcp_ping4_mock, latency.receive_delay)`: a section is named with the
     keys it sets."""
-    if isinstance(value, Mapping) and value:
+    if key in _SECTIONS and isinstance(value, Mapping) and value:
         return f"{key} ({', '.join(_set_keys(key, value))})"
     return key
 
