@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.incoming_rules import COMMENT_PREFIX
+from agent.incoming.rules import COMMENT_PREFIX
 from mirrord_trace.sandbox import SandboxInfo
 from tests.conftest import example_binary
 from tests.test_incoming_support import (
@@ -50,7 +50,7 @@ def pod(sandbox: SandboxInfo) -> Iterator[SandboxInfo]:
     if left:
         subprocess.run(
             [NSENTER, f"--net={sandbox.netns_path}", sys.executable, "-c",
-             "from agent.incoming_rules import remove_rules; "
+             "from agent.incoming.rules import remove_rules; "
              f"remove_rules(lambda c: c.startswith({COMMENT_PREFIX!r}))"],
             check=False, cwd=Path(__file__).resolve().parent.parent,
         )  # fmt: skip

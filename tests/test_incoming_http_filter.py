@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import h11
 import pytest
 
-from agent.http_filter import HttpFilter
-from agent.incoming_http_proxy import FilteredConnection, Streams
+from agent.incoming.http.filter import HttpFilter
+from agent.incoming.http.proxy import FilteredConnection, Streams
 from mirrord_trace.protocol.requests import InvalidRequest
 
 # ---- the filter itself (mirrord semantics) ---------------------------------------------------

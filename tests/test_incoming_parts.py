@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.incoming_capture import PacketCapture, Segment
-from agent.incoming_rules import (
+from agent.incoming.capture import PacketCapture, Segment
+from agent.incoming.rules import (
     COMMENT_PREFIX,
     IPV4,
     IPV6,
@@ -29,7 +29,7 @@ from agent.incoming_rules import (
     remove_abandoned_rules,
     saved_rules,
 )
-from agent.linux import CLONE_NEWNET, setns
+from agent.target.linux import CLONE_NEWNET, setns
 from mirrord_trace.config.model import HttpFilterConfig, IncomingConfig, IncomingMode
 from mirrord_trace.incoming.policy import IncomingPolicy, PortDecision
 from mirrord_trace.net.sockaddr import InetAddress, parse_sockaddr
@@ -251,7 +251,7 @@ def test_stale_rules_go_and_live_ones_stay(scratch_netns: str) -> None:
 
 
 def test_guardian_removes_its_agents_rules_when_the_pipe_closes(scratch_netns: str) -> None:
-    from agent.incoming_guardian import Guardian
+    from agent.incoming.guardian import Guardian
 
     def work() -> tuple[int, int]:
         tag = f"{COMMENT_PREFIX}{os.getpid()}/guardian-test"

@@ -17,10 +17,11 @@ import os
 import socket
 import struct
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mirrord_trace.handlers.actions import Action, Emulate, ExitStop, Inject, InjectArgs
 from mirrord_trace.handlers.call import SyscallCall
+from mirrord_trace.handlers.trap import SessionContext, Trap
 from mirrord_trace.incoming.policy import IncomingPolicy
 from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnection
 from mirrord_trace.net.sockaddr import (
@@ -33,9 +34,6 @@ from mirrord_trace.net.sockaddr import (
 )
 from mirrord_trace.net.tracee_socket import TraceeSockets, socket_inode
 from mirrord_trace.syscall_table import SYSCALL_NUMBERS, SyscallShape
-
-if TYPE_CHECKING:
-    from mirrord_trace.session import SessionContext, Trap
 
 BIND = SyscallShape("bind", ("fd", "ptr", "int"))
 LISTEN = SyscallShape("listen", ("fd", "int"))
@@ -248,7 +246,6 @@ def _calls_taking_over(
 
 
 def traps(context: SessionContext) -> list[Trap]:
-    from mirrord_trace.session import Trap
 
     policy = IncomingPolicy(context.config.feature.network.incoming)
     if not policy.enabled or context.agent is None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from mirrord_trace.incoming.state import Delivery, IncomingState, Listener, RelayedConnection
 from mirrord_trace.net.sockaddr import InetAddress, from_socket_tuple
+from mirrord_trace.protocol.byte_copy import copy_until_eof
 
 _READ_SIZE = 256 * 1024
 HANDOVER_ENV = "MIRRORD_TRACE_INCOMING_HANDOVER"
@@ -130,17 +131,6 @@ class IncomingConnector:
         return sock, relay_port
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(_READ_SIZE):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.transport.abort()
-
-
 async def _discard(reader: asyncio.StreamReader) -> None:
     with contextlib.suppress(ConnectionError, OSError):
         while await reader.read(_READ_SIZE):
@@ -189,7 +179,9 @@ class MirrorRelay:
             done()
             return
         try:
-            await asyncio.gather(_copy(from_agent[0], to_program[1]), _discard(to_program[0]))
+            await asyncio.gather(
+                copy_until_eof(from_agent[0], to_program[1], _READ_SIZE), _discard(to_program[0])
+            )
         finally:
             to_program[1].close()
             from_agent[1].close()

@@ -14,21 +14,18 @@ import itertools
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from agent.http_filter import HttpFilter
-from agent.incoming_http_proxy import Streams
-from agent.incoming_mirror import MirrorHub, MirrorStream
-from agent.incoming_steal import StealHub
-from agent.incoming_stolen import StolenConnection
-from agent.streams import TcpStream
+from agent.context import ServerContext, SessionContext, log
+from agent.incoming.http.filter import HttpFilter
+from agent.incoming.http.proxy import Streams
+from agent.incoming.mirror import MirrorHub, MirrorStream
+from agent.incoming.steal import StealHub
+from agent.incoming.stolen import StolenConnection
+from agent.net.streams import TcpStream
 from mirrord_trace.protocol import HANDOVER, StreamOpen
 from mirrord_trace.protocol.requests import InvalidRequest
-
-if TYPE_CHECKING:
-    from agent.server import AgentServer
-    from agent.session import Session
 
 _subscription_ids = itertools.count(1)
 S = TypeVar("S", MirrorStream, StolenConnection, TcpStream)
@@ -43,7 +40,7 @@ class Subscription:
     port: int
     mode: str
     http_filter: HttpFilter | None = None
-    # The client asked for stolen connections whole, as descriptors (see Session).
+    # The client asked for stolen connections whole, as descriptors (see agent/session.py).
     handover: bool = False
 
     # -- mirror --
@@ -81,7 +78,7 @@ class Subscription:
 class SessionIncoming:
     """A session's subscriptions and the ids of the streams the agent opens to it."""
 
-    session: Session
+    session: SessionContext
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
     _stream_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(2, 2))
     closed: bool = False
@@ -118,9 +115,9 @@ class IncomingService:
         self._log = log
         self.mirror = MirrorHub(log)
         self.steal = StealHub(log)
-        self._sessions: WeakKeyDictionary[Session, SessionIncoming] = WeakKeyDictionary()
+        self._sessions: WeakKeyDictionary[SessionContext, SessionIncoming] = WeakKeyDictionary()
 
-    def _for(self, session: Session) -> SessionIncoming:
+    def _for(self, session: SessionContext) -> SessionIncoming:
         state = self._sessions.get(session)
         if state is None:
             state = SessionIncoming(session)
@@ -128,7 +125,7 @@ class IncomingService:
             session.close_callbacks.append(lambda: self.session_closed(session))
         return state
 
-    async def subscribe(self, session: Session, fields: dict[str, Any]) -> dict[str, Any]:
+    async def subscribe(self, session: SessionContext, fields: dict[str, Any]) -> dict[str, Any]:
         port: int = fields["port"]
         if not 1 <= port <= 65535:
             raise InvalidRequest(errno.EINVAL, f"port {port} is out of range")
@@ -153,7 +150,7 @@ class IncomingService:
             self._drop(subscription)
         return {"subscription": subscription.id}
 
-    def unsubscribe(self, session: Session, fields: dict[str, Any]) -> dict[str, Any]:
+    def unsubscribe(self, session: SessionContext, fields: dict[str, Any]) -> dict[str, Any]:
         state = self._sessions.get(session)
         subscription = state.subscriptions.get(fields["subscription"]) if state else None
         if subscription is None:
@@ -161,7 +158,7 @@ class IncomingService:
         self._drop(subscription)
         return {}
 
-    def session_closed(self, session: Session) -> None:
+    def session_closed(self, session: SessionContext) -> None:
         state = self._sessions.pop(session, None)
         if state is None:
             return
@@ -184,14 +181,12 @@ class IncomingService:
         self.steal.close()
 
 
-_services: WeakKeyDictionary[AgentServer, IncomingService] = WeakKeyDictionary()
+_services: WeakKeyDictionary[ServerContext, IncomingService] = WeakKeyDictionary()
 
 
-def service_for(server: AgentServer) -> IncomingService:
+def service_for(server: ServerContext) -> IncomingService:
     service = _services.get(server)
     if service is None:
-        from agent.session import log
-
         service = IncomingService(log)
         _services[server] = service
     return service

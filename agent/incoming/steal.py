@@ -1,12 +1,12 @@
 """Stealing: the target's new connections to a port come to the agent instead of the target.
 
-iptables REDIRECT rules (agent.incoming_rules) send them to the agent's steal listener, in the
+iptables REDIRECT rules (agent.incoming.rules) send them to the agent's steal listener, in the
 target's network namespace; SO_ORIGINAL_DST tells which port each was meant for. A connection
 to a port stolen without a filter becomes a stream to the subscribed session as it is; with an
-HTTP filter, agent.incoming_http_proxy routes it request by request. A connection whose port
+HTTP filter, agent.incoming.http.proxy routes it request by request. A connection whose port
 nobody steals any more (it raced an unsubscribe) goes on to the target, as if never stolen.
 
-Before the first rule, the guardian process is started (agent.incoming_guardian): the rules are
+Before the first rule, the guardian process is started (agent.incoming.guardian): the rules are
 gone when the agent ends, however it ends. Rules left by agents that died with their guardian
 are removed when the first port is stolen.
 """
@@ -21,10 +21,10 @@ import struct
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from agent.http_filter import HttpFilter
-from agent.incoming_guardian import Guardian, GuardianError
-from agent.incoming_http_proxy import FilteredConnection, Streams, pipe_both
-from agent.incoming_rules import (
+from agent.incoming.guardian import Guardian, GuardianError
+from agent.incoming.http.filter import HttpFilter
+from agent.incoming.http.proxy import FilteredConnection, Streams, pipe_both
+from agent.incoming.rules import (
     AGENT_MARK,
     PortTaken,
     RuleBook,
@@ -32,7 +32,7 @@ from agent.incoming_rules import (
     agent_tag,
     remove_abandoned_rules,
 )
-from agent.incoming_stolen import StolenConnection
+from agent.incoming.stolen import StolenConnection
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the same value
 SO_MARK = 36

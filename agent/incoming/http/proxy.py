@@ -23,7 +23,8 @@ from typing import Any
 
 import h11
 
-from agent.http_filter import HttpFilter
+from agent.incoming.http.filter import HttpFilter
+from mirrord_trace.protocol.byte_copy import copy_until_eof
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Opener = Callable[[], Awaitable[Streams | None]]
@@ -89,25 +90,15 @@ def _is_upgrade(request: h11.Request) -> bool:
     return any(name == b"upgrade" for name, _ in request.headers)
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy bytes until EOF, then half-close the other side."""
-    try:
-        while data := await reader.read(_READ_SIZE):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.transport.abort()
-
-
 async def pipe_both(a: Streams, b: Streams, a_first: bytes = b"", b_first: bytes = b"") -> None:
     """Relay raw bytes both ways until both directions end."""
     if a_first:
         b[1].write(a_first)
     if b_first:
         a[1].write(b_first)
-    await asyncio.gather(pipe(a[0], b[1]), pipe(b[0], a[1]))
+    await asyncio.gather(
+        copy_until_eof(a[0], b[1], _READ_SIZE), copy_until_eof(b[0], a[1], _READ_SIZE)
+    )
     a[1].close()
     b[1].close()
 
