@@ -110,8 +110,6 @@ def test_operator_features_fail_saying_so(document: dict[str, Any], key: str) ->
         {"feature": {"db_branches": []}},
         {"operator": False},
         {"telemetry": False},
-        {"feature": {"network": {"ipv6": True}}},
-        {"skip_build_tools": False},
     ],
 )
 def test_the_off_value_of_a_feature_asks_for_nothing(document: dict[str, Any]) -> None:
@@ -130,10 +128,17 @@ def test_http_filters_mirrord_trace_cannot_apply_are_refused_not_ignored() -> No
 
 
 def test_not_yet_supported_keys_warn() -> None:
-    cfg = parse_config({"skip_processes": "ide-debugger", "feature": {"hostname": True}})
+    cfg = parse_config(
+        {
+            "feature": {
+                "fs": {"mapping": {"^/a": "/b"}},
+                "network": {"outgoing": {"unix_streams": "x"}},
+            }
+        }
+    )
     assert [warning.split(":")[0] for warning in cfg.warnings] == [
-        "skip_processes",
-        "feature.hostname",
+        "feature.fs.mapping",
+        "feature.network.outgoing.unix_streams",
     ]
     assert all("not supported yet" in warning for warning in cfg.warnings)
 

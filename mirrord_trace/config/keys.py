@@ -193,7 +193,7 @@ KEYS: dict[str, KeyInfo] = {
     "feature.fs.readonly_file_buffer": KeyInfo(
         Status.IGNORED, "mirrord-trace reads remote files in whole requests, not buffered"
     ),
-    "feature.hostname": KeyInfo(Status.NOT_YET, HANDLERS, _is(False)),
+    "feature.hostname": W,
     "feature.magic": KeyInfo(Status.IGNORED, "mirrord's per-framework workarounds"),
     "feature.magic.auto_mount": KeyInfo(
         Status.IGNORED, "files are read from the target anyway (feature.fs)"
@@ -231,7 +231,7 @@ KEYS: dict[str, KeyInfo] = {
     "feature.network.incoming.on_concurrent_steal": KeyInfo(
         Status.IGNORED, "only mirrord's operator arbitrates between sessions that steal a port"
     ),
-    "feature.network.ipv6": KeyInfo(Status.NOT_YET, HANDLERS, _is(True)),
+    "feature.network.ipv6": W,
     "feature.network.outgoing": W,
     **_group(
         "feature.network.outgoing",
@@ -263,9 +263,9 @@ KEYS: dict[str, KeyInfo] = {
     "profile": _OPERATOR,
     "sip_binaries": KeyInfo(Status.IGNORED, "macOS System Integrity Protection: not on Linux"),
     "skip_sip": KeyInfo(Status.IGNORED, "macOS System Integrity Protection: not on Linux"),
-    "skip_build_tools": KeyInfo(Status.NOT_YET, HANDLERS, _is(False)),
-    "skip_extra_build_tools": KeyInfo(Status.NOT_YET, HANDLERS, _off),
-    "skip_processes": KeyInfo(Status.NOT_YET, HANDLERS, _off),
+    "skip_build_tools": W,
+    "skip_extra_build_tools": W,
+    "skip_processes": W,
     "startup_retry": KeyInfo(Status.IGNORED, "mirrord's retries of Kubernetes API calls"),
     **_group(
         "startup_retry",

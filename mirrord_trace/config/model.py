@@ -75,6 +75,8 @@ class FsConfig:
     read_only: tuple[re.Pattern[str], ...] = ()
     local: tuple[re.Pattern[str], ...] = ()
     not_found: tuple[re.Pattern[str], ...] = ()
+    # (regex, replacement in re.sub's syntax): the path the program names is rewritten first.
+    mapping: tuple[tuple[re.Pattern[str], str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,7 @@ class NetworkConfig:
     incoming: IncomingConfig = IncomingConfig()
     outgoing: OutgoingConfig = OutgoingConfig()
     dns: DnsConfig = DnsConfig()
+    ipv6: bool = True  # false: socket(AF_INET6, ...) fails with EAFNOSUPPORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,7 @@ class FeatureConfig:
     env: EnvConfig = EnvConfig()
     fs: FsConfig = FsConfig()
     network: NetworkConfig = NetworkConfig()
+    hostname: bool = True  # the program sees the target's host name (uname)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +198,10 @@ class Config:
     feature: FeatureConfig = FeatureConfig()
     agent: AgentConfig = AgentConfig()
     key: str | None = None  # mirrord's session key (also `{{ key }}` in templates)
+    # Processes that run untouched (mirrord_trace.skipped_processes).
+    skip_processes: tuple[str, ...] = ()
+    skip_build_tools: bool = True
+    skip_extra_build_tools: tuple[str, ...] = ()
     # None: as the kubeconfig says; True: do not verify the API server's certificate.
     accept_invalid_certificates: bool | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)

@@ -78,12 +78,15 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "feature",
         "agent",
         "key",
+        "skip_processes",
+        "skip_build_tools",
+        "skip_extra_build_tools",
     ),
     "target": ("path", "namespace", *TARGET_PATH_FIELDS),
-    "feature": ("env", "fs", "network"),
+    "feature": ("env", "fs", "network", "hostname"),
     "feature.env": ("include", "exclude", "override", "unset", "env_file", "mapping"),
     "feature.fs": ("mode", "read_write", "read_only", "local", "not_found"),
-    "feature.network": ("incoming", "outgoing", "dns"),
+    "feature.network": ("incoming", "outgoing", "dns", "ipv6"),
     "feature.network.incoming": (
         "mode",
         "http_filter",
@@ -129,6 +132,11 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     return Config(
         warnings=warnings + agent_warnings,
         key=_optional(raw, "key", "key", expect_str, None),
+        skip_processes=_optional(raw, "skip_processes", "skip_processes", _names, ()),
+        skip_build_tools=_optional(raw, "skip_build_tools", "skip_build_tools", expect_bool, True),
+        skip_extra_build_tools=_optional(
+            raw, "skip_extra_build_tools", "skip_extra_build_tools", _names, ()
+        ),
         accept_invalid_certificates=_optional(
             raw, "accept_invalid_certificates", "accept_invalid_certificates", expect_bool, None
         ),
@@ -193,6 +201,7 @@ def _feature(value: object, key: str) -> FeatureConfig:
         env=_optional(section, "env", join(key, "env"), _env, EnvConfig()),
         fs=_optional(section, "fs", join(key, "fs"), _fs, FsConfig()),
         network=_optional(section, "network", join(key, "network"), _network, NetworkConfig()),
+        hostname=_optional(section, "hostname", join(key, "hostname"), expect_bool, True),
     )
 
 
@@ -251,14 +260,46 @@ def _fs(value: object, key: str) -> FsConfig:
     if isinstance(value, str):
         return FsConfig(mode=_fs_mode(value, key))
     section = expect_mapping(value, key)
-    lists = SECTION_KEYS[key][1:]  # all but "mode"
+    lists = ("read_write", "read_only", "local", "not_found")
     check_keys(section, key, SECTION_KEYS[key])
     patterns = {
         name: _optional(section, name, join(key, name), _path_regexes, ()) for name in lists
     }
     return FsConfig(
-        mode=_optional(section, "mode", join(key, "mode"), _fs_mode, FsMode.READ), **patterns
+        mode=_optional(section, "mode", join(key, "mode"), _fs_mode, FsMode.READ),
+        mapping=_optional(section, "mapping", join(key, "mapping"), _path_mapping, ()),
+        **patterns,
     )
+
+
+def _path_mapping(value: object, key: str) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """`{REGEX: REPLACEMENT}`, in mirrord's (Rust regex) replacement syntax: `$1`, `${name}`,
+    `$$`; kept as Python's (`\\g<1>`, `\\g<name>`, `$`)."""
+    entries = []
+    for pattern, replacement in expect_str_map(value, key).items():
+        at = join(key, pattern)
+        regex = compile_regex(pattern, at)
+        entries.append((regex, rust_replacement(replacement, regex, at)))
+    return tuple(entries)
+
+
+_RUST_GROUP = re.compile(r"\$(\$|\{([^}]*)\}|([0-9A-Za-z_]+))")
+
+
+def rust_replacement(text: str, regex: re.Pattern[str], key: str) -> str:
+    """Rust regex's `$1`/`${name}`/`$$` -> Python's `\\g<1>`/`\\g<name>`/`$`; a group the
+    regex does not have is an error here (Rust would put nothing there, silently)."""
+
+    def group(match: re.Match[str]) -> str:
+        if match.group(1) == "$":
+            return "$"
+        name = match.group(2) if match.group(2) is not None else match.group(3)
+        known = (name.isdigit() and int(name) <= regex.groups) or name in regex.groupindex
+        if not known:
+            raise ConfigError(key, f"{show(text)} names group {name!r}, which the regex lacks")
+        return f"\\g<{name}>"
+
+    return _RUST_GROUP.sub(group, text.replace("\\", "\\\\"))
 
 
 def _fs_mode(value: object, key: str) -> FsMode:
@@ -267,6 +308,15 @@ def _fs_mode(value: object, key: str) -> FsMode:
 
 def _path_regexes(value: object, key: str) -> tuple[re.Pattern[str], ...]:
     return expect_regex_list(value, key, re.IGNORECASE)
+
+
+def _names(value: object, key: str) -> tuple[str, ...]:
+    """A name or a list of names (process names)."""
+    names = expect_str_list(value, key, semicolons=True)
+    for name in names:
+        if "/" in name or "\0" in name:
+            raise ConfigError(key, f"{show(name)} is not a process name (no '/')")
+    return names
 
 
 def _network(value: object, key: str) -> NetworkConfig:
@@ -285,6 +335,7 @@ def _network(value: object, key: str) -> NetworkConfig:
         incoming=_optional(section, "incoming", join(key, "incoming"), _incoming, IncomingConfig()),
         outgoing=_optional(section, "outgoing", join(key, "outgoing"), _outgoing, OutgoingConfig()),
         dns=_optional(section, "dns", join(key, "dns"), _dns, DnsConfig()),
+        ipv6=_optional(section, "ipv6", join(key, "ipv6"), expect_bool, True),
     )
 
 
