@@ -125,3 +125,52 @@ def test_a_process_is_judged_again_when_it_executes_a_program() -> None:
     names[100] = ("server", "./server")
     assert handler(Call()) == "decided"
     assert calls == [100, 100]
+
+
+def test_fs_mapping_rewrites_paths_locally_and_remotely(target: Target, tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "settings.txt").write_text("local settings\n")
+    (real / "sub").mkdir()
+    config = {
+        "feature": {
+            "fs": {
+                "mapping": {
+                    "^/srv/(?<app>[a-z]+)/config/(.+)$": f"{real}/$2",
+                    "^/mapped/hostname$": "/etc/hostname",
+                }
+            }
+        }
+    }
+    script = (
+        "cat /srv/shop/config/settings.txt /mapped/hostname; "
+        "test -e /srv/shop/config/settings.txt && echo exists; cd /srv/x/config/sub && pwd -P"
+    )
+    result = run(target, "sh", "-c", script, config=config, tmp=tmp_path)
+    # A local file under its mapped name; the target's /etc/hostname (a default remote path).
+    assert result.stdout == f"local settings\ntarget-host\nexists\n{real}/sub\n", result.stderr
+    # Without a target too.
+    path = tmp_path / "targetless.json"
+    path.write_text(json.dumps(config))
+    targetless = subprocess.run(
+        [sys.executable, "-m", "mirrord_trace", "exec", "-f", str(path), "--", "cat",
+         "/srv/shop/config/settings.txt"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert targetless.stdout == "local settings\n", targetless.stderr
+
+
+def test_fs_mapping_replacements_are_mirrords() -> None:
+    from mirrord_trace.config import ConfigError, parse_config
+    from mirrord_trace.handlers.fs_mapping import mapped_path
+
+    fs = parse_config(
+        {"feature": {"fs": {"mapping": {
+            "^/home/(?<user>[^/]+)/dev/(.*)$": "/opt/${user}/$2",
+            r"\.cfg$": ".cfg.$$",
+        }}}}
+    ).feature.fs  # fmt: skip
+    assert mapped_path(fs.mapping, "/home/ann/dev/a/b") == "/opt/ann/a/b"
+    assert mapped_path(fs.mapping, "/etc/app.cfg") == "/etc/app.cfg.$"
+    assert mapped_path(fs.mapping, "/etc/hosts") is None
+    with pytest.raises(ConfigError, match="names group '3', which the regex lacks"):
+        parse_config({"feature": {"fs": {"mapping": {"^/(a)/(b)": "/$3"}}}})

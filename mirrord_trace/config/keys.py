@@ -189,7 +189,7 @@ KEYS: dict[str, KeyInfo] = {
     ),
     "feature.fs": W,
     **_group("feature.fs", "local mode not_found read_only read_write", W),
-    "feature.fs.mapping": KeyInfo(Status.NOT_YET, HANDLERS),
+    "feature.fs.mapping": W,
     "feature.fs.readonly_file_buffer": KeyInfo(
         Status.IGNORED, "mirrord-trace reads remote files in whole requests, not buffered"
     ),

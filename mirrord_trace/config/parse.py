@@ -85,7 +85,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "target": ("path", "namespace", *TARGET_PATH_FIELDS),
     "feature": ("env", "fs", "network", "hostname"),
     "feature.env": ("include", "exclude", "override", "unset", "env_file", "mapping"),
-    "feature.fs": ("mode", "read_write", "read_only", "local", "not_found"),
+    "feature.fs": ("mode", "read_write", "read_only", "local", "not_found", "mapping"),
     "feature.network": ("incoming", "outgoing", "dns", "ipv6"),
     "feature.network.incoming": (
         "mode",

@@ -127,7 +127,13 @@ def expect_port_pairs(value: object, key: str) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
+# mirrord's regexes are Rust's, whose named groups are also written `(?<name>...)`; Python
+# spells them `(?P<name>...)` (look-behinds, `(?<=` and `(?<!`, are the same in both).
+_RUST_NAMED_GROUP = re.compile(r"(?<!\\)\(\?<(?=[A-Za-z_])")
+
+
 def compile_regex(pattern: str, key: str, flags: int = 0) -> re.Pattern[str]:
+    pattern = _RUST_NAMED_GROUP.sub("(?P<", pattern)
     try:
         return re.compile(pattern, flags)
     except re.error as error:
