@@ -127,14 +127,6 @@ def test_http_filters_mirrord_trace_cannot_apply_are_refused_not_ignored() -> No
     assert "header_filter or path_filter" in str(caught.value)
 
 
-def test_not_yet_supported_keys_warn() -> None:
-    cfg = parse_config({"feature": {"network": {"outgoing": {"unix_streams": "bear.+"}}}})
-    assert cfg.warnings == (
-        "feature.network.outgoing.unix_streams: not supported yet, ignored "
-        "(not supported by mirrord-trace yet)",
-    )
-
-
 def test_a_typo_is_still_an_error() -> None:
     with pytest.raises(ConfigError, match=r"experimentl: unknown key \(did you mean"):
         parse_config({"experimentl": {}})

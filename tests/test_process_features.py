@@ -174,3 +174,65 @@ def test_fs_mapping_replacements_are_mirrords() -> None:
     assert mapped_path(fs.mapping, "/etc/hosts") is None
     with pytest.raises(ConfigError, match="names group '3', which the regex lacks"):
         parse_config({"feature": {"fs": {"mapping": {"^/(a)/(b)": "/$3"}}}})
+
+
+UNIX_CLIENT = """
+import socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    sock.connect("/mirrord-test-app.sock")
+except OSError as error:
+    print("error", error.errno); sys.exit(0)
+sock.sendall(b"ping"); sock.shutdown(socket.SHUT_WR)
+print(sock.recv(100).decode())
+"""
+
+
+def test_unix_streams_connect_to_the_targets_socket(target: Target, tmp_path: Path) -> None:
+    import errno
+    import threading
+
+    path = target.root / "mirrord-test-app.sock"  # /mirrord-test-app.sock in the target
+    assert not Path("/mirrord-test-app.sock").exists()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"pong from the target to " + connection.recv(100))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        config = {"feature": {"network": {"outgoing": {"unix_streams": r"app\.sock$"}}}}
+        result = run(target, sys.executable, "-c", UNIX_CLIENT, config=config, tmp=tmp_path)
+        assert result.stdout == "pong from the target to ping\n", result.stderr
+        result = run(target, sys.executable, "-c", UNIX_CLIENT)  # without: a local path
+        assert result.stdout == f"error {errno.ENOENT}\n", result.stderr
+    finally:
+        server.close()
+        path.unlink()
+
+
+def test_unix_streams_cannot_leave_the_targets_root(target: Target, tmp_path: Path) -> None:
+    import errno
+
+    outside = target.base / "outside.sock"  # a socket outside the target's root
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(outside))
+    server.listen(1)
+    link = target.root / "mirrord-test-app.sock"
+    link.symlink_to(outside)  # absolute: inside the root it names a path that does not exist
+    try:
+        config = {"feature": {"network": {"outgoing": {"unix_streams": r"app\.sock$"}}}}
+        result = run(target, sys.executable, "-c", UNIX_CLIENT, config=config, tmp=tmp_path)
+        assert result.stdout == f"error {errno.ENOENT}\n", result.stderr
+    finally:
+        link.unlink()
+        server.close()
+        outside.unlink()

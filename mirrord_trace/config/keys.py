@@ -238,7 +238,7 @@ KEYS: dict[str, KeyInfo] = {
         "filter filter.local filter.remote ignore_localhost tcp udp",
         W,
     ),
-    "feature.network.outgoing.unix_streams": KeyInfo(Status.NOT_YET, HANDLERS),
+    "feature.network.outgoing.unix_streams": W,
     "feature.preview": _OPERATOR,
     **_group(
         "feature.preview",

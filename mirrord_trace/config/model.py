@@ -121,6 +121,8 @@ class OutgoingConfig:
     udp: bool = True
     ignore_localhost: bool = False
     filter: TrafficFilter | None = None
+    # Unix stream socket paths (regexes, searched) connected to in the target.
+    unix_streams: tuple[re.Pattern[str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "ports",
     ),
     "feature.network.incoming.http_filter": ("header_filter", "path_filter", "ports"),
-    "feature.network.outgoing": ("tcp", "udp", "ignore_localhost", "filter"),
+    "feature.network.outgoing": ("tcp", "udp", "ignore_localhost", "filter", "unix_streams"),
     "feature.network.outgoing.filter": ("remote", "local"),
     "feature.network.dns": ("enabled", "filter"),
     "feature.network.dns.filter": ("remote", "local"),
@@ -411,6 +411,9 @@ def _outgoing(value: object, key: str) -> OutgoingConfig:
             section, "ignore_localhost", join(key, "ignore_localhost"), expect_bool, False
         ),
         filter=_optional(section, "filter", join(key, "filter"), _outgoing_filter, None),
+        unix_streams=_optional(
+            section, "unix_streams", join(key, "unix_streams"), expect_regex_list, ()
+        ),
     )
 
 

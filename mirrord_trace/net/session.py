@@ -35,6 +35,8 @@ class NetSession:
         network = config.feature.network
         self.client = client
         self.names = ResolvedNames()
+        # feature.network.outgoing.unix_streams: Unix socket paths connected in the target.
+        self.unix_streams = network.outgoing.unix_streams
         self.router = DnsQueryRouter(network.dns)
         self.policy = OutgoingPolicy(
             network.outgoing,
