@@ -60,6 +60,7 @@ _LAZY_COMMANDS = {
     "port-forward": ("mirrord_trace.port_forward", "port_forward_command"),
     "completions": ("mirrord_trace.completions", "completions_command"),
     "dump": ("mirrord_trace.dump", "dump_command"),
+    "agent-image": ("mirrord_trace.agent_image.cli", "agent_image_group"),
 }
 
 
@@ -202,6 +203,11 @@ def main() -> None:
     is_flag=True,
     help="When the program exits, end the processes it left running instead of waiting.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["ptrace", "notify"]),
+    help="Interception engine (default: notify for debuggers, else ptrace; docs/debugging.md).",
+)
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def exec_command(
@@ -222,6 +228,7 @@ def exec_command(
     ephemeral_container: bool,
     agent_ttl: int | None,
     exit_with_program: bool,
+    engine: str | None,
     program: tuple[str, ...],
     key: str | None,
     no_telemetry: bool,
@@ -255,6 +262,7 @@ def exec_command(
         key=key,
         settings=flag_settings(mirrord_flags),
         exit_with_program=exit_with_program,
+        engine=engine,
     )
 
 

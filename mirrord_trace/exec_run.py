@@ -77,6 +77,7 @@ def run_exec(
     key: str | None = None,
     settings: tuple[tuple[str, Any, str], ...] = (),
     exit_with_program: bool = False,
+    engine: str | None = None,
 ) -> int:
     """Run `program` in the context of the target; the program's exit status (shell-style).
 
@@ -145,6 +146,7 @@ def run_exec(
                 trace=trace,
                 on_start=startup.close,
                 exit_with_program=exit_with_program,
+                engine=engine if engine is not None else cfg.engine,
             )
         except KeyboardInterrupt:
             raise UserError(
@@ -192,7 +194,7 @@ def start_session(
     from mirrord_trace.local_target import LocalAgent, TargetError
 
     try:
-        client = stack.enter_context(LocalAgent(target.pid))
+        client = stack.enter_context(LocalAgent(target.pid, meanwhile=_import_supervisor))
         remote_env: dict[str, str] = {}
         if cfg.feature.env.enabled:
             remote_env = dict(client.request("env")["env"])
@@ -210,6 +212,11 @@ def start_session(
             "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
         ) from None
     return client, remote_env
+
+
+def _import_supervisor() -> None:
+    """What run() imports anyway, imported while a local agent starts."""
+    import mirrord_trace.supervisor  # noqa: F401
 
 
 _ADVICE_VERBS = ("check", "run", "use", "give", "start", "try", "make", "install")

@@ -60,7 +60,7 @@ def test_variables_set_their_keys() -> None:
     assert not network.dns.enabled and not network.outgoing.tcp and network.outgoing.udp
     assert network.incoming.mode is IncomingMode.STEAL
     http_filter = network.incoming.http_filter
-    assert http_filter.header_filter is not None and http_filter.ports == (80, 8080)
+    assert http_filter.wire == {"header": "^x-user: me$"} and http_filter.ports == (80, 8080)
     assert (cfg.kube_context, cfg.accept_invalid_certificates, cfg.key) == (
         "staging",
         True,

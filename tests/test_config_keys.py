@@ -121,10 +121,10 @@ def test_http_filters_mirrord_trace_cannot_apply_are_refused_not_ignored() -> No
     # Ignoring a filter would steal requests the user meant to leave to the cluster.
     with pytest.raises(ConfigError) as caught:
         parse_config(
-            {"feature": {"network": {"incoming": {"http_filter": {"method_filter": "GET"}}}}}
+            {"feature": {"network": {"incoming": {"http_filter": {"header_filter_jq": ".a"}}}}}
         )
-    assert caught.value.key == "feature.network.incoming.http_filter.method_filter"
-    assert "header_filter or path_filter" in str(caught.value)
+    assert caught.value.key == "feature.network.incoming.http_filter.header_filter_jq"
+    assert "jq filters are not supported" in str(caught.value)
 
 
 def test_a_typo_is_still_an_error() -> None:
@@ -150,13 +150,18 @@ def test_mirrords_shorthands() -> None:
     assert parse_config({"agent": {"startup_timeout": 7200}}).agent.startup_timeout == 7200
 
 
-def test_mirrords_own_agent_image_is_replaced_with_a_warning() -> None:
+def test_mirrords_own_agent_image_is_ignored_with_a_warning() -> None:
     cfg = parse_config({"agent": {"image": "ghcr.io/metalbear-co/mirrord:latest"}})
     assert cfg.agent.image is None
     (warning,) = cfg.warnings
     assert warning.startswith("agent.image: 'ghcr.io/metalbear-co/mirrord:latest' is mirrord's")
-    cfg = parse_config({"agent": {"image": {"tag": "3.250.0"}}})
-    assert cfg.agent.image is not None and cfg.agent.image.endswith(":3.250.0")
+    assert "mirrord-trace agent-image push" in warning
+    from mirrord_trace import __version__
+
+    cfg = parse_config({"agent": {"image": {"registry": "reg.local/agent"}}})
+    assert cfg.agent.image == f"reg.local/agent:{__version__}"
+    with pytest.raises(ConfigError, match="no public agent image"):
+        parse_config({"agent": {"image": {"tag": "3.250.0"}}})
 
 
 def test_the_generated_tables_in_the_docs_are_up_to_date() -> None:

@@ -31,9 +31,9 @@ def header_filter(
     path: Path, overrides: CliOverrides | None = None, *, environ: dict[str, str]
 ) -> str:
     cfg = load_config(path, overrides, environ=environ)
-    pattern = cfg.feature.network.incoming.http_filter.header_filter
-    assert pattern is not None
-    return pattern.pattern
+    wire = cfg.feature.network.incoming.http_filter.wire
+    assert wire is not None
+    return str(wire["header"])
 
 
 def test_key_from_the_file_flag_and_variable_in_mirrords_order(tmp_path: Path) -> None:

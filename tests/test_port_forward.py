@@ -112,10 +112,9 @@ def test_port_forward_reaches_what_only_the_target_reaches(
             pytest.raises(ConnectionResetError),
         ):
             connection.recv(10)
-        assert forward.stderr.readline() == (
-            "mirrord-trace: cannot connect to 127.0.0.1:7999 in the target: "
-            "Connect call failed ('127.0.0.1', 7999) (ECONNREFUSED)\n"
-        )
+        line = forward.stderr.readline()
+        assert line.startswith("mirrord-trace: cannot connect to 127.0.0.1:7999 in the target: ")
+        assert line.endswith("(ECONNREFUSED)\n")
         assert exchange(99) == b"HELLO 99"
     finally:
         forward.send_signal(signal.SIGINT)

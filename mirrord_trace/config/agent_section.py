@@ -59,7 +59,7 @@ SECURITY_PROFILE_KEYS = ("type", "localhost_profile")
 SECURITY_PROFILE_TYPES = ("RuntimeDefault", "Localhost", "Unconfined")
 RESOURCE_KEYS = ("limits", "requests", "claims")
 # mirrord's own agent image cannot serve mirrord-trace (another protocol): a file written for
-# mirrord that names it gets this release's agent instead, with a warning.
+# mirrord that names it has it ignored, with a warning.
 MIRRORD_AGENT_REPOSITORIES = ("ghcr.io/metalbear-co/mirrord", "metalbear/mirrord")
 MAX_TIMEOUT = 2**32 - 1  # mirrord: a u64 of seconds; more than a century is plenty
 # Kubernetes qualified names (label/annotation keys), optionally prefixed by a DNS subdomain.
@@ -117,7 +117,8 @@ def _timeout(value: object, key: str) -> int:
 
 
 def _image(value: object, key: str) -> tuple[str | None, tuple[str, ...]]:
-    """A string, or mirrord's `{registry, tag}` (a missing part is the default image's)."""
+    """A string, or mirrord's `{registry, tag}` (the tag defaults to this release's version:
+    mirrord-trace agent images are built per release, see `mirrord-trace agent-image`)."""
     if isinstance(value, Mapping):
         section = expect_mapping(value, key)
         check_keys(section, key, ("registry", "tag"))
@@ -125,11 +126,15 @@ def _image(value: object, key: str) -> tuple[str | None, tuple[str, ...]]:
         tag = section.get("tag")
         if registry is None and tag is None:
             return None, ()
-        from mirrord_trace.kube.manifests import DEFAULT_AGENT_IMAGE
+        if registry is None:
+            raise ConfigError(
+                key + ".registry",
+                "is needed with a tag (mirrord-trace has no public agent image to take it from)",
+            )
+        from mirrord_trace import __version__
 
-        default_registry, _, default_tag = DEFAULT_AGENT_IMAGE.rpartition(":")
-        registry = default_registry if registry is None else expect_str(registry, key + ".registry")
-        tag = default_tag if tag is None else expect_str(tag, key + ".tag")
+        registry = expect_str(registry, key + ".registry")
+        tag = __version__ if tag is None else expect_str(tag, key + ".tag")
         image = f"{registry}:{tag}"
     else:
         image = expect_str(value, key)
@@ -139,7 +144,8 @@ def _image(value: object, key: str) -> tuple[str | None, tuple[str, ...]]:
     if repository in MIRRORD_AGENT_REPOSITORIES:
         return None, (
             f"{key}: {image!r} is mirrord's own agent, which cannot serve mirrord-trace; "
-            "using mirrord-trace's agent image instead",
+            "ignored (set agent.image to your mirrord-trace agent image: "
+            "mirrord-trace agent-image push)",
         )
     return image, ()
 

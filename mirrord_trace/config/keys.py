@@ -46,7 +46,7 @@ PROXY = "mirrord's local proxies; mirrord-trace's supervisor talks to the agent 
 CONTAINER = "settings of `mirrord container`, which mirrord-trace does not have"
 AGENT_INTERNAL = "tunes mirrord's own agent; mirrord-trace's agent has no such setting"
 HTTP_FILTER_MISSING = (
-    "not supported by mirrord-trace's HTTP filter yet; use header_filter or path_filter"
+    "jq filters are not supported by mirrord-trace; use header_filter (a regex on 'Name: value')"
 )
 HANDLERS = "not supported by mirrord-trace yet"
 
@@ -213,8 +213,11 @@ KEYS: dict[str, KeyInfo] = {
     **_group(
         "feature.network.incoming.http_filter",
         "all_of any_of body_filter body_filter.body body_filter.matches body_filter.query "
-        "header_filter_jq method_filter",
-        KeyInfo(Status.REJECTED, HTTP_FILTER_MISSING),
+        "method_filter",
+        W,
+    ),
+    "feature.network.incoming.http_filter.header_filter_jq": KeyInfo(
+        Status.REJECTED, HTTP_FILTER_MISSING
     ),
     "feature.network.incoming.https_delivery": _OPERATOR,
     **_group(
@@ -228,9 +231,7 @@ KEYS: dict[str, KeyInfo] = {
         "protocol server_cert server_name trust_roots",
         _OPERATOR,
     ),
-    "feature.network.incoming.on_concurrent_steal": KeyInfo(
-        Status.IGNORED, "only mirrord's operator arbitrates between sessions that steal a port"
-    ),
+    "feature.network.incoming.on_concurrent_steal": W,
     "feature.network.ipv6": W,
     "feature.network.outgoing": W,
     **_group(

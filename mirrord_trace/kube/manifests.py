@@ -29,11 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mirrord_trace import __version__
 from mirrord_trace.config.model import AGENT_CAPABILITIES, AgentConfig
 from mirrord_trace.kube.targets import ResolvedTarget
 
-DEFAULT_AGENT_IMAGE = f"ghcr.io/mirrord-trace/agent:{__version__}"
 AGENT_CONTAINER = "mirrord-trace-agent"
 TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
 MANAGED_BY = {
