@@ -42,7 +42,7 @@ _OPTIONS = [
         help="How long to wait for the agent.",
     ),
     click.option(
-        "--skip-processes", metavar="NAMES", help="';'-separated names (not supported yet)."
+        "--skip-processes", metavar="NAMES", help="Processes that run untouched (';'-separated)."
     ),
     click.option(
         "-c",
