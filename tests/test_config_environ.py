@@ -222,3 +222,20 @@ def test_a_missing_config_file_variable_says_which_variable() -> None:
         "mirrord-trace: error: config error: /no/such.json: no such file "
         "(check the path in the MIRRORD_CONFIG_FILE variable)\n"
     )
+
+
+def test_the_agent_image_variable_only_fills_in_what_the_file_leaves_out(tmp_path: Path) -> None:
+    environ = {"MIRRORD_AGENT_IMAGE": "reg.local/from-env:1"}
+    assert load_config(None, environ=environ).agent.image == "reg.local/from-env:1"
+    path = tmp_path / "mirrord.json"
+    path.write_text('{"agent": {"image": "reg.local/from-file:1"}}')
+    # A project's file names its own image over the user's usual one (no public image here).
+    assert load_config(path, environ=environ).agent.image == "reg.local/from-file:1"
+    flags = CliOverrides(settings=flag_settings({"agent_image": "reg.local/from-flag:1"}))
+    assert load_config(path, flags, environ=environ).agent.image == "reg.local/from-flag:1"
+
+
+def test_an_empty_variable_counts_as_unset() -> None:
+    assert load_config(None, environ={"MIRRORD_AGENT_IMAGE": "", "MIRRORD_AGENT_TTL": ""}) == (
+        load_config(None, environ={})
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mirrord_trace.config.environ import (
     CONFIG_FILE_VARIABLE,
+    FALLBACK_VARIABLES,
     FILE_OPS_VARIABLES,
     KEY_VARIABLE,
     STEAL_VARIABLE,
@@ -77,7 +78,8 @@ def generated(documented: set[str]) -> str:
         f"| `{KEY_VARIABLE}` | `key` (below `-k/--key`, above the file's `key`) |",
     ]
     for variable, (key, _) in sorted(VARIABLES.items()):
-        lines.append(f"| `{variable}` | `{key}` ({KEYS[key].status.value}) |")
+        below = "; below the file's value" if variable in FALLBACK_VARIABLES else ""
+        lines.append(f"| `{variable}` | `{key}` ({KEYS[key].status.value}{below}) |")
     lines += [
         f"| `{STEAL_VARIABLE}` | `feature.network.incoming.mode`: `true` steal, `false` mirror |",
         f"| `{FILE_OPS_VARIABLES[0]}`, `{FILE_OPS_VARIABLES[1]}` | `feature.fs.mode` (mirrord's "

@@ -6,8 +6,12 @@ extensions and CI jobs configure mirrord this way, so the same variables work he
 
 Each variable sets one dotted key (the table below, taken from mirrord 3.250's configuration
 crate); its value is read as mirrord reads it: booleans are `true`/`false`, numbers decimal,
-lists `;`-separated. What the key then does (works, warns, needs the operator) is the key's
-business (mirrord_trace.config.keys), so a variable can never do more than the key can.
+lists `;`-separated. An empty variable counts as unset. One deliberate difference: the agent
+image variables (FALLBACK_VARIABLES) only fill in what the file does not say, because
+mirrord-trace has no public agent image and MIRRORD_AGENT_IMAGE is where a user keeps theirs
+(mirrord_trace.kube.image): a file naming another image for one project must win.
+What the key then does (works, warns, needs the operator) is the key's business
+(mirrord_trace.config.keys), so a variable can never do more than the key can.
 """
 
 from __future__ import annotations
@@ -109,6 +113,10 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MIRRORD_PREVIEW_IDLE_SLEEP_AFTER_SECS": ("feature.preview.idle.sleep_after_secs", _number),
     "MIRRORD_PREVIEW_IDLE_WAKE_TIMEOUT_SECS": ("feature.preview.idle.wake_timeout_secs", _number),
 }
+# Below the file, not above it (see the module's doc).
+FALLBACK_VARIABLES = frozenset(
+    {"MIRRORD_AGENT_IMAGE", "MIRRORD_AGENT_IMAGE_REGISTRY", "MIRRORD_AGENT_IMAGE_TAG"}
+)
 # Variables that set a key through another's value (mirrord's older spellings).
 STEAL_VARIABLE = "MIRRORD_AGENT_TCP_STEAL_TRAFFIC"  # true: incoming.mode steal
 FILE_OPS_VARIABLES = ("MIRRORD_FILE_OPS", "MIRRORD_FILE_RO_OPS")  # write / read-only
@@ -121,13 +129,21 @@ ALL_VARIABLES = (
 )
 
 
-def settings_from_environment(environ: Mapping[str, str]) -> list[tuple[str, Any, str]]:
-    """-> [(dotted key, value, variable)] for each MIRRORD_* variable that is set."""
+def settings_from_environment(
+    environ: Mapping[str, str], *, fallbacks: bool = False
+) -> list[tuple[str, Any, str]]:
+    """-> [(dotted key, value, where)] for each MIRRORD_* variable that is set (not empty);
+    with `fallbacks`, only the FALLBACK_VARIABLES, otherwise all the others."""
+    environ = {name: value for name, value in environ.items() if value != ""}
     settings = []
     for variable, (key, read) in VARIABLES.items():
+        if (variable in FALLBACK_VARIABLES) != fallbacks:
+            continue
         if variable in environ:
             value = _read(variable, environ[variable], key, read)
             settings.append((key, value, f"the {variable} variable"))
+    if fallbacks:
+        return settings
     if STEAL_VARIABLE in environ:
         steal = _read(STEAL_VARIABLE, environ[STEAL_VARIABLE], "incoming.mode", _flag)
         settings.append(
@@ -195,6 +211,16 @@ _EXPANSIONS: dict[str, Callable[[Any], dict[str, Any] | None]] = {
         else None
     ),
 }
+
+
+def is_set(raw: Mapping[str, Any], key: str) -> bool:
+    """Whether the document gives `key` (or the section holding it) a value."""
+    value: Any = raw
+    for name in key.split("."):
+        if not isinstance(value, Mapping) or value.get(name) is None:
+            return False
+        value = value[name]
+    return True
 
 
 def apply_settings(raw: dict[str, Any], settings: list[tuple[str, Any, str]]) -> dict[str, str]:

@@ -68,6 +68,15 @@ def load_config(
         if provided_key is None and isinstance(raw.get("key"), str):
             provided_key = raw["key"]
     sources: dict[str, str] = {}
+    if mirrord_vars:
+        from mirrord_trace.config.environ import is_set, settings_from_environment
+
+        # The agent image variables fill in only what the file leaves out (see environ).
+        settings[:0] = [
+            setting
+            for setting in settings_from_environment(environ, fallbacks=True)
+            if not is_set(raw, "agent.image")
+        ]
     if settings:
         from mirrord_trace.config.environ import apply_settings
 
