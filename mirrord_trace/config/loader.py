@@ -13,7 +13,6 @@ An error names where the bad value came from: the file, the variable or the flag
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +154,8 @@ def _file_key(text: str, kind: str, shown: str) -> str | None:
 
 
 def _generated_key() -> str:
+    import secrets  # only when a template needs a key and none was given
+
     return "mirrord-trace-" + secrets.token_hex(6)
 
 

@@ -23,14 +23,12 @@ overrides it; undefined when there is none, e.g. a detached HEAD).
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined
-from jinja2.sandbox import SandboxedEnvironment
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
 
 MARKERS = ("{{", "{%", "{#")
 TERA_HINT = "write it in Tera's syntax as mirrord's docs do (see docs/configuration.md)"
@@ -46,6 +44,9 @@ def is_template(text: str) -> bool:
 
 def render(text: str, variables: Mapping[str, Any], environ: Mapping[str, str]) -> str:
     """Render `text` with `variables` (key, git_branch); get_env reads `environ`."""
+    # Jinja2 is imported here, not at the top: a file that is no template never needs it.
+    from jinja2 import TemplateError, TemplateSyntaxError
+
     environment = _environment(environ)
     try:
         return environment.from_string(text).render(dict(variables))
@@ -65,6 +66,8 @@ def git_branch(environ: Mapping[str, str], cwd: str | None = None) -> str | None
     named = environ.get("MIRRORD_BRANCH_NAME")
     if named:
         return named
+    import subprocess
+
     try:
         result = subprocess.run(
             ["git", "symbolic-ref", "--quiet", "--short", "HEAD"],
@@ -74,13 +77,13 @@ def git_branch(environ: Mapping[str, str], cwd: str | None = None) -> str | None
             timeout=10,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.SubprocessError):
         return None  # no git: as in mirrord, `git_branch` is then undefined
     branch = result.stdout.strip()
     return branch if result.returncode == 0 and branch else None
 
 
-def _tera_wording(error: TemplateError) -> str:
+def _tera_wording(error: Any) -> str:
     message = error.message or str(error)
     match = re.fullmatch(r"'([^']+)' is undefined", message)
     if match:
@@ -93,6 +96,9 @@ def _one_line(text: str) -> str:
 
 
 def _environment(environ: Mapping[str, str]) -> SandboxedEnvironment:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
     environment = SandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
@@ -115,6 +121,8 @@ def _environment(environ: Mapping[str, str]) -> SandboxedEnvironment:
 
 
 def _default(obj: Any, *args: Any, **kwargs: Any) -> Any:
+    from jinja2 import Undefined
+
     fallback = kwargs.get("value", args[0] if args else "")
     return fallback if isinstance(obj, Undefined) else obj
 
@@ -146,6 +154,12 @@ def _slugify(value: Any) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-")
 
 
+def _json(value: Any, pretty: bool) -> str:
+    import json
+
+    return json.dumps(value, indent=2 if pretty else None)
+
+
 def _capitalize(value: Any) -> str:
     text = str(value)
     return text[:1].upper() + text[1:].lower()
@@ -169,7 +183,7 @@ _FILTERS = {
     "first": lambda value: value[0] if value else "",
     "last": lambda value: value[-1] if value else "",
     "reverse": lambda value: value[::-1],
-    "json_encode": lambda value, pretty=False: json.dumps(value, indent=2 if pretty else None),
+    "json_encode": lambda value, pretty=False: _json(value, pretty),
 }
 
 _TESTS = {
