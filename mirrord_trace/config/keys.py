@@ -103,7 +103,7 @@ KEYS: dict[str, KeyInfo] = {
     "agent.ephemeral": W,
     "agent.exclude_from_mesh": _AGENT_IGNORED,
     "agent.external_ip_fix": _AGENT_IGNORED,
-    "agent.flush_connections": _AGENT_IGNORED,
+    "agent.flush_connections": W,
     "agent.http_detection_timeout": _AGENT_IGNORED,
     "agent.image": W,
     "agent.image.registry": W,

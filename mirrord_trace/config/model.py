@@ -178,6 +178,8 @@ class AgentConfig:
     startup_timeout: int = 60
     communication_timeout: int | None = None
     network_interface: str | None = None
+    # Cut the target's open connections to a port when its steal starts (they reconnect).
+    flush_connections: bool = False
     # The agent pod (a Job's pod; an ephemeral container has no pod of its own). Kubernetes
     # values are in the API's shape. tolerations=None: tolerate every taint of the node.
     labels: Mapping[str, str] = field(default_factory=_empty_mapping)
