@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -132,7 +133,7 @@ def _remove_chains(command: str, before: set[str]) -> None:
             continue
         saved = _run(f"{command}-save", "-t", table).stdout.splitlines()
         for line in saved:
-            words = line.split()
+            words = shlex.split(line)  # comments are quoted
             if len(words) < 3 or words[0] != "-A" or words[1] in ours:
                 continue
             if any(words[i + 1] in ours for i, w in enumerate(words[:-1]) if w in ("-j", "-g")):
@@ -150,6 +151,13 @@ def _remove_host_files(before: set[str]) -> None:
             path.unlink(missing_ok=True)
         elif path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_host_dirs(before: set[str]) -> None:
+    for directory in host_state.HOST_DIRS_CREATED:
+        if str(directory) not in before:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def _restore_sysctls(values: dict[str, str]) -> None:
@@ -179,6 +187,8 @@ def down() -> None:
     _remove_chains("ip6tables", set(before.get("ip6tables", [])))
     _remove_cgroups()
     _remove_host_files(set(before.get("files", [])))
+    if before:
+        _remove_host_dirs(set(before.get("dirs", [])))
     _restore_sysctls(before.get("sysctls", {}))
     shutil.rmtree(layout.STATE, ignore_errors=True)
 

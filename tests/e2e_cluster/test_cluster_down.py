@@ -52,6 +52,7 @@ def test_cluster_down_leaves_nothing(cluster_session: dict) -> None:
     assert [m for m in host_state.mounts() if m.startswith(state)] == []
     assert not [p for p in Path("/sys/fs/cgroup").glob("*/kubepods")]
     assert host_state.host_files() - set(before["files"]) == set()
+    assert host_state.host_dirs() - set(before["dirs"]) == set()
     assert host_state.sysctls() == before["sysctls"]
     assert not layout.STATE.exists()
 
