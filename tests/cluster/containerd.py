@@ -35,6 +35,7 @@ state = "{layout.CONTAINERD_STATE}"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "{layout.RUNC}"
+        Root = "{layout.CONTAINERD_STATE / "runc"}"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{layout.CNI_BIN_DIR}"
