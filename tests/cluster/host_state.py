@@ -87,7 +87,8 @@ HOST_DIRS_CREATED = (
     Path("/var/log/containers"),
     Path("/var/lib/cni/results"),
     Path("/var/lib/cni"),
-    Path("/run/containerd/s"),
+    Path("/run/containerd/s"),  # shims' sockets
+    Path("/run/containerd/fifo"),  # ctr's
     Path("/run/containerd"),
 )
 
