@@ -5,19 +5,22 @@ PY := $(VENV)/bin/python
 BUILD := build
 STAMPS := $(BUILD)/stamps
 BIN := $(CURDIR)/$(BUILD)/bin
-APT_PACKAGES := golang-go gcc libc6-dev musl-tools busybox-static strace iproute2 iptables \
+APT_PACKAGES := golang-go gcc libc6-dev musl-tools busybox-static strace gdb iproute2 iptables \
 	dnsmasq-base curl wrk make python3-venv \
 	containerd runc containernetworking-plugins docker-registry openssl conntrack \
-	debootstrap skopeo
+	debootstrap skopeo nghttp2-client nghttp2-server
 # HYPOTHESIS_PROFILE=long for the thorough property runs; the default profile keeps `make test` short.
 PYTEST_ARGS ?=
 
-.PHONY: all setup apt venv bytecode examples test demo bench lint clean cluster cluster-bin \
-	cluster-down agent-image
+# delve from its Go module (Debian's 1.20 predates the Go here); the debugger tests use it.
+DLV_VERSION := v1.27.2
+
+.PHONY: all setup apt venv bytecode examples dlv test demo bench lint clean cluster cluster-bin \
+	cluster-down agent-image agent-image-push
 
 all: setup
 
-setup: apt venv bytecode examples
+setup: apt venv bytecode examples dlv
 
 apt: $(STAMPS)/apt
 $(STAMPS)/apt:
@@ -45,12 +48,24 @@ bytecode: $(STAMPS)/venv
 examples: $(STAMPS)/apt
 	$(MAKE) -C examples OUT=$(BIN)
 
+dlv: $(BIN)/dlv
+$(BIN)/dlv: | $(STAMPS)/apt
+	@mkdir -p $(BIN)
+	env GOPROXY=https://proxy.golang.org GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw \
+		GOBIN=$(BIN) GOPATH=$(CURDIR)/$(BUILD)/go-path GOCACHE=$(CURDIR)/$(BUILD)/go-cache \
+		go install github.com/go-delve/delve/cmd/dlv@$(DLV_VERSION)
+
 # The agent image as an OCI archive (docs/kubernetes.md#the-agent-image): debootstrap's tree and
 # the base layer are cached under build/agent-image/cache, so only the first build downloads.
 AGENT_IMAGE := $(BUILD)/agent-image/agent.oci.tar
 agent-image: setup
 	$(VENV)/bin/mirrord-trace agent-image build --output $(AGENT_IMAGE) \
 		--cache-dir $(BUILD)/agent-image/cache
+
+# make agent-image-push AGENT_IMAGE_REF=127.0.0.1:5000/mirrord-trace/agent:0.1.0
+agent-image-push: agent-image
+	@test -n "$(AGENT_IMAGE_REF)" || { echo "set AGENT_IMAGE_REF=REGISTRY/NAME:TAG" >&2; exit 2; }
+	$(VENV)/bin/mirrord-trace agent-image push $(AGENT_IMAGE_REF) --archive $(AGENT_IMAGE)
 
 test: setup
 	$(VENV)/bin/ruff check .

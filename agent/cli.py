@@ -18,10 +18,10 @@ from typing import NoReturn
 
 import click
 
-from agent.container_pid import ContainerNotFound, find_container_pid, parse_container_id
-from agent.linux import CLONE_NEWNET, setns
 from agent.server import AgentServer
-from agent.target_root import TargetRoot
+from agent.target.container_pid import ContainerNotFound, find_container_pid, parse_container_id
+from agent.target.linux import CLONE_NEWNET, setns
+from agent.target.root import TargetRoot
 
 TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
 NEED_ROOT = (

@@ -12,15 +12,14 @@ import errno
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from agent import fs_requests, fs_write_requests, net_requests
-from agent.streams import TcpStream, UdpStream
-from agent.target_process import read_credentials, read_environment
+from agent.context import SessionContext
+from agent.files import reads, writes
+from agent.net import requests as net_requests
+from agent.net.streams import TcpStream, UdpStream
+from agent.target.process import read_credentials, read_environment
 from mirrord_trace.protocol.requests import REQUESTS, InvalidRequest
-
-if TYPE_CHECKING:
-    from agent.session import Session
 
 Fields = dict[str, Any]
 
@@ -28,23 +27,26 @@ Fields = dict[str, Any]
 @dataclass(frozen=True)
 class Handler:
     mode: Literal["inline", "thread", "async"]
-    run: Callable[[Session, Fields], Fields] | Callable[[Session, Fields], Awaitable[Fields]]
+    run: (
+        Callable[[SessionContext, Fields], Fields]
+        | Callable[[SessionContext, Fields], Awaitable[Fields]]
+    )
 
 
-def _noop(session: Session, fields: Fields) -> Fields:
+def _noop(session: SessionContext, fields: Fields) -> Fields:
     return {}
 
 
-def _env(session: Session, fields: Fields) -> Fields:
+def _env(session: SessionContext, fields: Fields) -> Fields:
     return {"env": read_environment(session.target_pid)}
 
 
-def _stats(session: Session, fields: Fields) -> Fields:
+def _stats(session: SessionContext, fields: Fields) -> Fields:
     return {"session": dict(session.counts), "total": dict(session.server.totals)}
 
 
-def _open_read(session: Session, fields: Fields) -> Fields:
-    return fs_requests.open_read(
+def _open_read(session: SessionContext, fields: Fields) -> Fields:
+    return reads.open_read(
         session.root,
         session.handles,
         fields["path"],
@@ -55,47 +57,47 @@ def _open_read(session: Session, fields: Fields) -> Fields:
     )
 
 
-def _read(session: Session, fields: Fields) -> Fields:
+def _read(session: SessionContext, fields: Fields) -> Fields:
     if fields["size"] < 0 or fields["offset"] < 0:
         raise InvalidRequest(errno.EINVAL, "offset and size must not be negative")
-    return fs_requests.read(
+    return reads.read(
         session.handles, fields["handle"], fields["offset"], fields["size"], fields["close"]
     )
 
 
-def _close(session: Session, fields: Fields) -> Fields:
-    return fs_requests.close(session.handles, fields["handle"])
+def _close(session: SessionContext, fields: Fields) -> Fields:
+    return reads.close(session.handles, fields["handle"])
 
 
-def _stat(session: Session, fields: Fields) -> Fields:
-    return fs_requests.stat_path(session.root, fields["path"], fields["follow"])
+def _stat(session: SessionContext, fields: Fields) -> Fields:
+    return reads.stat_path(session.root, fields["path"], fields["follow"])
 
 
-def _access(session: Session, fields: Fields) -> Fields:
+def _access(session: SessionContext, fields: Fields) -> Fields:
     who = read_credentials(session.target_pid)
-    return fs_requests.access(session.root, who, fields["path"], fields["mode"], fields["follow"])
+    return reads.access(session.root, who, fields["path"], fields["mode"], fields["follow"])
 
 
-def _readlink(session: Session, fields: Fields) -> Fields:
-    return fs_requests.readlink(session.root, fields["path"])
+def _readlink(session: SessionContext, fields: Fields) -> Fields:
+    return reads.readlink(session.root, fields["path"])
 
 
-def _listdir(session: Session, fields: Fields) -> Fields:
+def _listdir(session: SessionContext, fields: Fields) -> Fields:
     if fields["offset"] < 0 or fields["limit"] < 0:
         raise InvalidRequest(errno.EINVAL, "offset and limit must not be negative")
-    return fs_requests.listdir(session.root, fields["path"], fields["offset"], fields["limit"])
+    return reads.listdir(session.root, fields["path"], fields["offset"], fields["limit"])
 
 
-def _open_write(session: Session, fields: Fields) -> Fields:
-    return fs_write_requests.open_write(
+def _open_write(session: SessionContext, fields: Fields) -> Fields:
+    return writes.open_write(
         session.root, session.handles, fields["path"], fields["flags"], fields["mode"]
     )
 
 
-def _pwrite(session: Session, fields: Fields) -> Fields:
+def _pwrite(session: SessionContext, fields: Fields) -> Fields:
     if fields["offset"] < 0:
         raise InvalidRequest(errno.EINVAL, "offset must not be negative")
-    return fs_write_requests.pwrite(
+    return writes.pwrite(
         session.handles,
         fields["handle"],
         fields["offset"],
@@ -105,60 +107,60 @@ def _pwrite(session: Session, fields: Fields) -> Fields:
     )
 
 
-def _mkdir(session: Session, fields: Fields) -> Fields:
-    return fs_write_requests.mkdir(session.root, fields["path"], fields["mode"])
+def _mkdir(session: SessionContext, fields: Fields) -> Fields:
+    return writes.mkdir(session.root, fields["path"], fields["mode"])
 
 
-def _unlink(session: Session, fields: Fields) -> Fields:
-    return fs_write_requests.unlink(session.root, fields["path"], fields["directory"])
+def _unlink(session: SessionContext, fields: Fields) -> Fields:
+    return writes.unlink(session.root, fields["path"], fields["directory"])
 
 
-def _rename(session: Session, fields: Fields) -> Fields:
-    return fs_write_requests.rename(session.root, fields["old"], fields["new"], fields["flags"])
+def _rename(session: SessionContext, fields: Fields) -> Fields:
+    return writes.rename(session.root, fields["old"], fields["new"], fields["flags"])
 
 
-def _truncate(session: Session, fields: Fields) -> Fields:
-    return fs_write_requests.truncate(session.root, fields["path"], fields["length"])
+def _truncate(session: SessionContext, fields: Fields) -> Fields:
+    return writes.truncate(session.root, fields["path"], fields["length"])
 
 
-def _chmod(session: Session, fields: Fields) -> Fields:
-    return fs_write_requests.chmod(session.root, fields["path"], fields["mode"], fields["follow"])
+def _chmod(session: SessionContext, fields: Fields) -> Fields:
+    return writes.chmod(session.root, fields["path"], fields["mode"], fields["follow"])
 
 
-def _chown(session: Session, fields: Fields) -> Fields:
-    return fs_write_requests.chown(
+def _chown(session: SessionContext, fields: Fields) -> Fields:
+    return writes.chown(
         session.root, fields["path"], fields["uid"], fields["gid"], fields["follow"]
     )
 
 
-def _utimens(session: Session, fields: Fields) -> Fields:
+def _utimens(session: SessionContext, fields: Fields) -> Fields:
     times = fields["times"]
     if times and (
         len(times) != 2 or not all(isinstance(t, list) and len(t) == 2 for t in times)
     ):
         raise InvalidRequest(errno.EINVAL, "times must be two [sec, nsec] pairs, or empty")
-    return fs_write_requests.utimens(session.root, fields["path"], times, fields["follow"])
+    return writes.utimens(session.root, fields["path"], times, fields["follow"])
 
 
-def _symlink(session: Session, fields: Fields) -> Fields:
-    return fs_write_requests.symlink(session.root, fields["target"], fields["path"])
+def _symlink(session: SessionContext, fields: Fields) -> Fields:
+    return writes.symlink(session.root, fields["target"], fields["path"])
 
 
-def _link(session: Session, fields: Fields) -> Fields:
-    return fs_write_requests.link(session.root, fields["old"], fields["new"], fields["follow"])
+def _link(session: SessionContext, fields: Fields) -> Fields:
+    return writes.link(session.root, fields["old"], fields["new"], fields["follow"])
 
 
-async def _dns_query(session: Session, fields: Fields) -> Fields:
+async def _dns_query(session: SessionContext, fields: Fields) -> Fields:
     return await net_requests.dns_query(fields)
 
 
-async def _dns_getaddrinfo(session: Session, fields: Fields) -> Fields:
-    from agent import resolver  # scapy is slow to import: only when a lookup needs it
+async def _dns_getaddrinfo(session: SessionContext, fields: Fields) -> Fields:
+    from agent.net import resolver  # scapy is slow to import: only when a lookup needs it
 
     return await resolver.getaddrinfo(session.root, fields)
 
 
-async def _connect(session: Session, fields: Fields) -> Fields:
+async def _connect(session: SessionContext, fields: Fields) -> Fields:
     stream_id: int = fields["stream"]
     family: int = fields["family"]
     address = net_requests.socket_address(family, fields["host"], fields["port"])
@@ -190,14 +192,14 @@ async def _connect(session: Session, fields: Fields) -> Fields:
     }
 
 
-async def _incoming_subscribe(session: Session, fields: Fields) -> Fields:
-    from agent.incoming_service import service_for  # only sessions with incoming traffic
+async def _incoming_subscribe(session: SessionContext, fields: Fields) -> Fields:
+    from agent.incoming.service import service_for  # only sessions with incoming traffic
 
     return await service_for(session.server).subscribe(session, fields)
 
 
-def _incoming_unsubscribe(session: Session, fields: Fields) -> Fields:
-    from agent.incoming_service import service_for
+def _incoming_unsubscribe(session: SessionContext, fields: Fields) -> Fields:
+    from agent.incoming.service import service_for
 
     return service_for(session.server).unsubscribe(session, fields)
 

@@ -9,9 +9,10 @@ import socket
 from collections import Counter
 from typing import Any
 
-from agent.mounts import MountWatch
-from agent.session import Session, log
-from agent.target_root import TargetRoot
+from agent.context import log
+from agent.files.mounts import MountWatch
+from agent.session import Session
+from agent.target.root import TargetRoot
 from mirrord_trace.protocol import (
     INLINE_READ_LIMIT,
     MAX_DATA_CHUNK,

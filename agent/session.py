@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import array
 import asyncio
-import contextlib
 import errno
 import os
 import socket
-import sys
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent.fs_requests import FileHandles
+from agent.context import ServerContext, log
+from agent.files.reads import FileHandles
 from agent.handlers import HANDLERS, Fields, Handler
-from agent.streams import RECEIVE_BUFFER, Stream
+from agent.net.streams import RECEIVE_BUFFER, Stream
 from mirrord_trace.protocol import (
     PEER_SILENCE_TIMEOUT,
     PROTOCOL_VERSION,
@@ -48,19 +47,8 @@ from mirrord_trace.protocol import (
 )
 from mirrord_trace.protocol.handshake import HANDSHAKE_TIMEOUT
 
-if TYPE_CHECKING:
-    from agent.server import AgentServer
-
-
 # Queued frames are sent as soon as they add up to this much (see Session._write).
 _BATCH_LIMIT = 64 * 1024
-
-
-def log(message: str) -> None:
-    # Whoever read our stderr may be gone (the client was killed): logging must never raise,
-    # or the idle exit that follows a log line would never happen.
-    with contextlib.suppress(OSError):
-        print(f"mirrord-trace agent: {message}", file=sys.stderr, flush=True)
 
 
 def error_reply(request_id: int, error: BaseException) -> ErrorReply:
@@ -80,7 +68,7 @@ class Session(asyncio.BufferedProtocol):
     """`unix_socket`: the session's own socket when it is a Unix socket pair shared with a
     client on this machine; connections can then be handed over whole (send_descriptor)."""
 
-    def __init__(self, server: AgentServer, unix_socket: socket.socket | None = None) -> None:
+    def __init__(self, server: ServerContext, unix_socket: socket.socket | None = None) -> None:
         self.server = server
         self._unix_socket = unix_socket
         self.target_pid = server.target_pid

@@ -189,6 +189,11 @@ def main() -> None:
     is_flag=True,
     help="When the program exits, end the processes it left running instead of waiting.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["ptrace", "notify"]),
+    help="Interception engine (default: notify for debuggers, else ptrace; docs/debugging.md).",
+)
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def exec_command(
@@ -209,6 +214,7 @@ def exec_command(
     ephemeral_container: bool,
     agent_ttl: int | None,
     exit_with_program: bool,
+    engine: str | None,
     program: tuple[str, ...],
 ) -> int:
     """Run PROGRAM [ARGS]... in the context of the target.
@@ -236,6 +242,7 @@ def exec_command(
         ephemeral_container=ephemeral_container,
         agent_ttl=agent_ttl,
         exit_with_program=exit_with_program,
+        engine=engine,
     )
 
 

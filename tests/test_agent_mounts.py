@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.mounts import is_slow, parse_mountinfo
+from agent.files.mounts import is_slow, parse_mountinfo
 from mirrord_trace.agent_client import RemoteError
 from mirrord_trace.local_target import LocalAgent
 from tests.test_agent_support import running_target

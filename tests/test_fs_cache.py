@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.fs_requests import stat_dict
+from agent.files.reads import stat_dict
 from mirrord_trace.fs.agent_descriptors import SHARE_ENV, AgentDescriptors
 from mirrord_trace.fs.cache import FAST_BASES, SESSION_PREFIX, LocalCache, remove_abandoned
 from mirrord_trace.local_target import LocalAgent

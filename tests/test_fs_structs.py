@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.fs_requests import stat_dict
+from agent.files.reads import stat_dict
 from mirrord_trace.fs.stat_struct import STAT_SIZE, STATX_SIZE, pack_stat, pack_statx
 from mirrord_trace.syscall_table import AT_FDCWD, SYSCALL_NUMBERS
 

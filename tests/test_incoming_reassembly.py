@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.incoming_reassembly import ReassemblyError, TcpReassembler
+from agent.incoming.reassembly import ReassemblyError, TcpReassembler
 
 SEQ_SPACE = 1 << 32
 

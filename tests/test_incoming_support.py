@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.incoming_rules import COMMENT_PREFIX
+from agent.incoming.rules import COMMENT_PREFIX
 from mirrord_trace.sandbox import SandboxInfo
 from tests.conftest import ROOT
 
@@ -94,7 +94,7 @@ class TracedServer:
 
     def guardian_pid(self) -> int | None:
         return next(
-            (p for p in children(self.agent_pid) if "agent.incoming_guardian" in cmdline(p)), None
+            (p for p in children(self.agent_pid) if "agent.incoming.guardian" in cmdline(p)), None
         )
 
     def next_line(self, timeout: float = 20.0) -> str:

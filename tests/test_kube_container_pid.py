@@ -9,12 +9,13 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.container_pid import (
+from agent.target.container_pid import (
     ContainerNotFound,
     container_processes,
     find_container_pid,
@@ -59,10 +60,11 @@ def enter_container(cgroup: ContainerCgroup, process: subprocess.Popen[bytes]) -
     process.stdin.write(b"go\n")
     process.stdin.flush()
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-    for _ in range(500):
+    deadline = time.monotonic() + 30  # a loaded machine may take a while to run the shell
+    while time.monotonic() < deadline:
         if pids := children.read_text().split():
             return int(pids[0])
-        os.sched_yield()
+        time.sleep(0.002)
     raise AssertionError("the container's init did not fork its child")
 
 

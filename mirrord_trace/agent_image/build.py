@@ -5,12 +5,15 @@ and this installation's agent sources, with no container engine and no registry.
     layer 2  /opt/mirrord-trace: the agent's sources (agent_tree.py), a few hundred KiB
 
 A second build reuses both the tree and the base layer: it writes only the agent layer and
-the archive. SOURCE_DATE_EPOCH, when set, is the clamp for every file time in the layers and
-the image's creation time (else: when the cached base was built).
+the archive. Every file time in the layers, and the image's creation time, is at most the
+time the cached base was built (so the base's own files keep theirs, which the
+timestamp-checked .pyc files of Debian's Python need, and the agent's sources get it): the same
+cache and sources give the same image, byte for byte.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -65,11 +68,6 @@ class BuiltImage:
         return self.path.stat().st_size
 
 
-def _clamp(base: BaseRootfs) -> int:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
-    return int(epoch) if epoch.isdigit() else base.created
-
-
 def _base_layer(base: BaseRootfs, clamp: int, progress: Callable[[str], None]) -> Layer:
     """The base tree's layer, written once per (tree, clamp) and kept next to the tree."""
     cached = base.path.with_name(f"{base.path.name}.{clamp}.layer.tar.gz")
@@ -87,6 +85,27 @@ def _base_layer(base: BaseRootfs, clamp: int, progress: Callable[[str], None]) -
     return Layer(cached, layer.digest, layer.size, layer.diff_id)
 
 
+def _spec(base: BaseRootfs, clamp: int) -> ImageSpec:
+    return ImageSpec(
+        architecture=base.architecture,
+        created=clamp,
+        env=ENV,
+        # mirrord-trace's Job gives the full command; alone, the image explains itself.
+        cmd=("python3", "-m", "agent", "--help"),
+        working_dir=f"/{AGENT_DIR}",
+        labels={
+            "org.opencontainers.image.title": "mirrord-trace agent",
+            "org.opencontainers.image.version": __version__,
+            "org.opencontainers.image.source": SOURCE,
+            "org.opencontainers.image.licenses": "GPL-2.0-or-later",
+        },
+        history=(
+            f"debootstrap --variant=minbase {SUITE} --include={','.join(PACKAGES)}",
+            f"mirrord-trace agent-image build: /{AGENT_DIR}",
+        ),
+    )
+
+
 def build_image(
     output: Path,
     cache_dir: Path,
@@ -95,34 +114,21 @@ def build_image(
     progress: Callable[[str], None] = lambda _: None,
 ) -> BuiltImage:
     reference = parse_reference(name)
-    base = base_rootfs(cache_dir, mirror, progress)
-    clamp = _clamp(base)
-    base_layer = _base_layer(base, clamp, progress)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="agent-layer-") as work:
-        stage = Path(work) / "tree"
-        progress("writing the agent layer")
-        stage_agent(stage, base.path)
-        agent_layer = write_layer(stage, Path(work) / "agent.tar.gz", clamp)
-        spec = ImageSpec(
-            architecture=base.architecture,
-            created=clamp,
-            env=ENV,
-            # mirrord-trace's Job gives the full command; alone, the image explains itself.
-            cmd=("python3", "-m", "agent", "--help"),
-            working_dir=f"/{AGENT_DIR}",
-            labels={
-                "org.opencontainers.image.title": "mirrord-trace agent",
-                "org.opencontainers.image.version": __version__,
-                "org.opencontainers.image.source": SOURCE,
-                "org.opencontainers.image.licenses": "GPL-2.0-or-later",
-            },
-            history=(
-                f"debootstrap --variant=minbase {SUITE} --include={','.join(PACKAGES)}",
-                f"mirrord-trace agent-image build: /{AGENT_DIR}",
-            ),
-        )
-        layers = [base_layer, agent_layer]
-        progress(f"writing {output}")
-        digest = write_archive(output, reference, spec, layers)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # One build at a time per cache: a second one waits, then finds the base made (and no
+    # build prunes a tree another one is using).
+    with (cache_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        base = base_rootfs(cache_dir, mirror, progress)
+        clamp = base.created
+        base_layer = _base_layer(base, clamp, progress)
+        agent_layer_dir = tempfile.TemporaryDirectory(dir=cache_dir, prefix="agent-layer-")
+        with agent_layer_dir as work:
+            progress("writing the agent layer")
+            stage_agent(Path(work) / "tree", base.path)
+            agent_layer = write_layer(Path(work) / "tree", Path(work) / "agent.tar.gz", clamp)
+            layers = [base_layer, agent_layer]
+            progress(f"writing {output}")
+            output.parent.mkdir(parents=True, exist_ok=True)
+            digest = write_archive(output, reference, _spec(base, clamp), layers)
     return BuiltImage(output, reference, digest, tuple(layers))

@@ -90,7 +90,13 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
             f"{program} failed for {host}: {(result.stderr or result.stdout).strip()}",
             f"log in to {host} again",
         )
-    answer = json.loads(result.stdout)
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        raise CredentialsError(
+            f"{program} answered something that is not JSON for {host}",
+            f"check {program} get, or remove it from {config_path()}",
+        ) from None
     username, secret = answer.get("Username", ""), answer.get("Secret", "")
     if username == "<token>":  # the helper's way of returning an identity token
         return Credentials("", "", secret, program)

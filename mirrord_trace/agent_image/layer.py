@@ -21,7 +21,6 @@ from typing import BinaryIO
 # Filled by the container runtime at start (a tmpfs /dev, procfs, sysfs): their contents in the
 # build tree (debootstrap's device nodes) do not belong in an image.
 RUNTIME_MOUNTS = frozenset({"dev", "proc", "sys"})
-_CHUNK = 1 << 20
 
 
 class _HashingWriter:

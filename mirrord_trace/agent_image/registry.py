@@ -87,6 +87,7 @@ class RegistryClient:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "mirrord-trace-agent-image"
         self.base = ""
+        self._authenticated = False
 
     def close(self) -> None:
         self.session.close()
@@ -127,6 +128,7 @@ class RegistryClient:
             )
 
     def _authenticate(self, challenge: str) -> None:
+        self._authenticated = True
         scheme, parameters = parse_challenge(challenge)
         host = self.reference.registry
         creds = self.credentials
@@ -176,7 +178,10 @@ class RegistryClient:
             ) from None
         if response.status_code in (401, 403):
             raise self._refused(f"the token service {challenge['realm']}")
-        body: dict[str, Any] = response.json() if response.ok else {}
+        try:
+            body: dict[str, Any] = response.json() if response.ok else {}
+        except ValueError:
+            body = {}
         token = body.get("token") or body.get("access_token")
         if not token:
             raise RegistryError(
@@ -200,14 +205,20 @@ class RegistryClient:
 
     # -- requests --
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request (bodies are bytes, so it can be sent again). A registry whose /v2/ is
+        open to anyone may still challenge a push: then authenticate once, and retry."""
         if not url.startswith(("http://", "https://")):
             url = urllib.parse.urljoin(self.base + "/", url)
-        try:
-            response = self.session.request(method, url, timeout=_TIMEOUT, **kwargs)
-        except requests.exceptions.RequestException as error:
-            raise RegistryError(
-                f"{method} {url} failed: {_short(error)}", "check the registry and try again"
-            ) from None
+        for attempt in range(2):
+            try:
+                response = self.session.request(method, url, timeout=_TIMEOUT, **kwargs)
+            except requests.exceptions.RequestException as error:
+                raise RegistryError(
+                    f"{method} {url} failed: {_short(error)}", "check the registry and try again"
+                ) from None
+            if response.status_code != 401 or self._authenticated or attempt:
+                break
+            self._authenticate(response.headers.get("WWW-Authenticate", ""))
         if response.status_code == 401:
             raise self._refused(f"registry {self.reference.registry}")
         if response.status_code == 403:
@@ -288,7 +299,7 @@ class RegistryClient:
                 result.skipped.append(blob.digest)
                 progress(f"{blob.digest[:19]}: already in the registry")
                 continue
-            progress(f"{blob.digest[:19]}: uploading {blob.size / 1e6:.1f} MB")
+            progress(f"{blob.digest[:19]}: uploading {_size(blob.size)}")
             with archive.open_blob(blob.digest) as data:
                 self.upload_blob(blob, data)
             result.uploaded.append(blob.digest)
@@ -307,6 +318,10 @@ def _with_query(url: str, **extra: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True) + list(extra.items())
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"
 
 
 def _short(error: Exception) -> str:

@@ -2,132 +2,31 @@
 
 Follow one call: the filter traps `openat(AT_FDCWD, "/app/config.yaml", O_RDONLY)`; the handler
 makes the path absolute (a relative path against the cwd or the dirfd, mapped back to the
-remote path when those are local stand-ins of remote directories) and asks the PathPolicy:
+remote path when those are local stand-ins of remote directories; handlers.fs_paths) and asks
+the PathPolicy:
   - local:      the call runs unchanged;
   - not found:  it is skipped with ENOENT;
   - remote:     handlers.fs_remote serves it (opens through local stand-ins, metadata in one
                 agent round trip each), handlers.fs_changes when it changes the target.
 Every decision's `why` names the rule that decided (shown by --trace). Without a target only
-this module is loaded: nothing is remote, so only the not-found rules need the tracer.
+the path modules are loaded: nothing is remote, so only the not-found rules need the tracer.
 """
 
 from __future__ import annotations
 
-import errno
-import os
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from mirrord_trace.handlers.actions import ALLOW, Action, Allow, Emulate
+from mirrord_trace.config.model import FsMode
+from mirrord_trace.handlers.actions import Action
 from mirrord_trace.handlers.call import SyscallCall
-from mirrord_trace.handlers.path_policy import NOT_FOUND, PathPolicy, Whereabouts
-from mirrord_trace.syscall_table import AT_FDCWD, FS_PATH_SYSCALLS, SyscallShape
-
-if TYPE_CHECKING:
-    from mirrord_trace.session import SessionContext, Trap
-
-Handler = Callable[[SyscallCall], "Action | None"]
-
-AT_SYMLINK_NOFOLLOW = 0x100
-AT_EMPTY_PATH = 0x1000
-_SEEN_LIMIT = 4096  # distinct absolute paths remembered per syscall
-
-
-class NotMine(Exception):
-    """The path cannot be decided here (unreadable dirfd, empty path): the kernel answers."""
-
-
-def proc_directory(tid: int, dirfd: int) -> str:
-    """The directory a relative path is resolved against: the cwd or the dirfd's target."""
-    link = f"/proc/{tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{tid}/fd/{dirfd}"
-    return os.readlink(link)
-
-
-def _needs_normalising(path: str) -> bool:
-    return "//" in path or "/." in path or (len(path) > 1 and path.endswith("/"))
-
-
-class PathHandlers:
-    """Turns a trapped call into an absolute path and the policy's verdict on it."""
-
-    def __init__(
-        self,
-        policy: PathPolicy,
-        directory_of: Callable[[int, int], str] = proc_directory,
-        explain: bool = False,
-        remote_path_of: Callable[[str], str | None] | None = None,
-    ) -> None:
-        self.policy = policy
-        self.directory_of = directory_of
-        self.explain = explain  # only --trace needs the rule in words
-        # Maps a local stand-in of a remote directory (a cwd, a dirfd) to its remote path.
-        self.remote_path_of = remote_path_of
-
-    def absolute(self, call: SyscallCall, path_index: int, dirfd_index: int | None) -> str:
-        """The absolute path a call names, as written (`..` and symlinks are the kernel's or
-        the agent's to resolve); raises NotMine when the kernel must answer."""
-        return self.absolute_from(call.memory.read_cstring(call.args[path_index]), call,
-                                  dirfd_index)
-
-    def absolute_from(self, raw: bytes, call: SyscallCall, dirfd_index: int | None) -> str:
-        path = os.fsdecode(raw)
-        if path[:1] == "/":
-            return path
-        if not path:
-            raise NotMine  # ENOENT, or AT_EMPTY_PATH about the dirfd itself
-        dirfd = call.int_arg(dirfd_index) if dirfd_index is not None else AT_FDCWD
-        try:
-            base = self.directory_of(call.tid, dirfd)
-        except OSError:
-            raise NotMine from None  # a bad dirfd: the kernel reports the right error
-        if self.remote_path_of is not None:
-            base = self.remote_path_of(base) or base
-        return f"{base.rstrip('/')}/{path}"
-
-    def decide(self, path: str, write: bool) -> tuple[str, str]:
-        """The policy's verdict on the path's normal form (patterns see no `//` or `/./`)."""
-        normal = os.path.normpath(path) if _needs_normalising(path) else path
-        return self.policy.decide(normal, write)
-
-    def local(self, verdict: str, rule: str) -> Action:
-        if verdict == NOT_FOUND:
-            return Emulate(-errno.ENOENT, why=f"not found: {rule}")
-        return Allow(why=f"local: {rule}") if self.explain else ALLOW
-
-    def decide_only(self, shape: SyscallShape) -> Handler:
-        """A handler for a target that has nothing remote: not found, or left to run."""
-        # This runs at every trapped stop: argument positions are looked up once, here.
-        path_index = shape.arg_index("path")
-        dirfd_index = shape.arg_index("dirfd")
-        assert path_index is not None
-        absolute_from, decide, local = self.absolute_from, self.decide, self.local
-        # The verdict on an absolute path depends on the path alone: remember the action per
-        # path as the program wrote it, so a path seen before costs one dict lookup.
-        seen: dict[bytes, Action] = {}
-
-        def handle(call: SyscallCall) -> Action:
-            raw = call.memory.read_cstring(call.args[path_index])
-            action = seen.get(raw)
-            if action is not None:
-                return action
-            try:
-                path = absolute_from(raw, call, dirfd_index)
-            except NotMine:
-                return ALLOW
-            action = local(*decide(path, False))
-            if raw[:1] == b"/":
-                if len(seen) >= _SEEN_LIMIT:
-                    seen.clear()
-                seen[raw] = action
-            return action
-
-        return handle
+from mirrord_trace.handlers.fs_paths import Handler, PathHandlers
+from mirrord_trace.handlers.path_policy import PathPolicy, Whereabouts
+from mirrord_trace.handlers.trap import SessionContext, Trap
+from mirrord_trace.syscall_table import FS_PATH_SYSCALLS, SyscallShape
 
 
 def traps(context: SessionContext) -> list[Trap]:
-    from mirrord_trace.config.model import FsMode
-    from mirrord_trace.session import Trap
-
     fs = context.config.feature.fs
     if fs.mode == FsMode.LOCAL:
         return []
@@ -137,6 +36,69 @@ def traps(context: SessionContext) -> list[Trap]:
         handlers = PathHandlers(policy, explain=context.explain)
         # Allow or ENOENT only: decided through seccomp notifications, with no ptrace stop.
         return [Trap(s, handlers.decide_only(s), notify=True) for s in FS_PATH_SYSCALLS.values()]
-    from mirrord_trace.handlers.fs_remote import remote_traps
-
     return remote_traps(context, PathPolicy(fs, where=where, explain=context.explain))
+
+
+_OPEN_NAMES = ("open", "openat", "openat2", "creat")
+_STAT_NAMES = ("stat", "lstat", "newfstatat", "statx")
+_ACCESS_NAMES = ("access", "faccessat", "faccessat2")
+_READLINK_NAMES = ("readlink", "readlinkat")
+_ANSWERED_NAMES = frozenset(_STAT_NAMES + _ACCESS_NAMES + _READLINK_NAMES)
+
+
+def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
+    from mirrord_trace.handlers.fs_changes import (
+        FD_CHANGE_SYSCALLS,
+        FS_WRITE_SYSCALLS,
+        FSYNC_SYSCALLS,
+        ChangeHandlers,
+    )
+    from mirrord_trace.handlers.fs_remote import GETCWD, RemoteFs, report_agent_loss
+
+    agent = context.agent
+    remote = RemoteFs(agent)
+    context.end_hooks.append(remote.close)
+    if agent.on_lost is None:
+        agent.on_lost = report_agent_loss
+    handlers = ChangeHandlers(policy, remote, explain=context.explain)
+    by_name: dict[str, Callable[[SyscallShape], Handler]] = {
+        **dict.fromkeys(_OPEN_NAMES, handlers.open_handler),
+        **dict.fromkeys(_STAT_NAMES, handlers.stat_handler),
+        **dict.fromkeys(_ACCESS_NAMES, handlers.access_handler),
+        **dict.fromkeys(_READLINK_NAMES, handlers.readlink_handler),
+        "chdir": handlers.chdir_handler,
+    }
+    # Metadata calls only ever run locally or get an answer (Allow, Emulate): they are decided
+    # through seccomp notifications, in the notification thread, while opens (rewritten to local
+    # stand-ins), chdir and changes stay on ptrace stops. Both threads share the family's state
+    # (stand-ins, pending write-backs), so every handler runs under one lock.
+    serialized = _Serialized()
+    traps = [
+        Trap(shape, serialized(by_name[shape.name](shape)), notify=shape.name in _ANSWERED_NAMES)
+        for shape in FS_PATH_SYSCALLS.values()
+    ]
+    for shape in FS_WRITE_SYSCALLS:
+        two_paths = shape.name.startswith(("rename", "link"))
+        build = handlers.two_path_handler if two_paths else handlers.change_handler
+        traps.append(Trap(shape, serialized(build(shape))))
+    traps.append(Trap(GETCWD, serialized(handlers.getcwd), notify=True))
+    if policy.can_write_remotely:
+        traps += [Trap(shape, serialized(handlers.fsync)) for shape in FSYNC_SYSCALLS]
+        traps += [Trap(shape, serialized(handlers.fd_change)) for shape in FD_CHANGE_SYSCALLS]
+    return traps
+
+
+class _Serialized:
+    """Wraps handlers so that at most one of them runs at a time, whichever thread calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __call__(self, handler: Handler) -> Handler:
+        lock = self._lock
+
+        def run(call: SyscallCall) -> Action | None:
+            with lock:
+                return handler(call)
+
+        return run

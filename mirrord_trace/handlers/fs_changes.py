@@ -15,7 +15,7 @@ import struct
 from mirrord_trace.agent_client import RemoteError
 from mirrord_trace.handlers.actions import ALLOW, Action, Emulate
 from mirrord_trace.handlers.call import SyscallCall
-from mirrord_trace.handlers.fs import AT_SYMLINK_NOFOLLOW, Handler, NotMine
+from mirrord_trace.handlers.fs_paths import AT_SYMLINK_NOFOLLOW, Handler, NotMine
 from mirrord_trace.handlers.fs_remote import RemoteFs, RemoteHandlers, umask_of
 from mirrord_trace.handlers.path_policy import LOCAL, NOT_FOUND, REMOTE
 from mirrord_trace.syscall_table import SyscallShape

@@ -14,18 +14,16 @@ import errno
 import os
 import struct
 import sys
-import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from mirrord_trace.agent_client import AgentClient, AgentLost, RemoteError
 from mirrord_trace.fs.cache import LocalCache
 from mirrord_trace.fs.remote_files import RemoteFiles
 from mirrord_trace.fs.stat_struct import pack_stat, pack_statx
 from mirrord_trace.fs.writers import Writers
-from mirrord_trace.handlers.actions import ALLOW, Action, Emulate, Rewrite
+from mirrord_trace.handlers.actions import ALLOW, Action, Emulate, OpenInstead, Rewrite
 from mirrord_trace.handlers.call import SyscallCall
-from mirrord_trace.handlers.fs import (
+from mirrord_trace.handlers.fs_paths import (
     AT_EMPTY_PATH,
     AT_SYMLINK_NOFOLLOW,
     Handler,
@@ -34,10 +32,7 @@ from mirrord_trace.handlers.fs import (
     proc_directory,
 )
 from mirrord_trace.handlers.path_policy import REMOTE, PathPolicy
-from mirrord_trace.syscall_table import AT_FDCWD, FS_PATH_SYSCALLS, SyscallShape
-
-if TYPE_CHECKING:
-    from mirrord_trace.session import SessionContext, Trap
+from mirrord_trace.syscall_table import AT_FDCWD, SyscallShape
 
 O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE
 _WRITE_OPEN_FLAGS = os.O_CREAT | os.O_TRUNC | os.O_APPEND | O_TMPFILE_BIT
@@ -178,13 +173,17 @@ class RemoteHandlers(PathHandlers):
 
         new_path = os.fsencode(local) + b"\0"
         args: dict[int, int | bytes] = {path_index: new_path}
+        mode = self._mode_arg(call, name) if local_flags & os.O_CREAT else 0
         if name == "openat2":
-            mode = self._mode_arg(call, name) if local_flags & os.O_CREAT else 0
             # resolve flags cleared: the path was resolved in the target already.
             args.update({2: _OPEN_HOW.pack(local_flags, mode, 0), 3: _OPEN_HOW.size})
         elif local_flags != flags and name != "creat":
             args[path_index + 1] = local_flags
-        return Rewrite(args, on_exit=on_exit, why=why)
+        open_flags = local_flags if name != "creat" else os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+        return OpenInstead(
+            os.fsencode(local), open_flags, mode, Rewrite(args, on_exit=on_exit, why=why),
+            on_done=on_exit, why=why,
+        )
 
     @staticmethod
     def _mode_arg(call: SyscallCall, name: str) -> int:
@@ -331,7 +330,7 @@ class RemoteHandlers(PathHandlers):
         return Emulate(len(data), ((call.args[0], data),), why="remote working directory")
 
 
-def _report_agent_loss(error: AgentLost) -> None:
+def report_agent_loss(error: AgentLost) -> None:
     print(
         f"mirrord-trace: error: lost the connection to the agent: {error.message} "
         "(remote file operations now fail with EIO; restart mirrord-trace)",
@@ -341,66 +340,3 @@ def _report_agent_loss(error: AgentLost) -> None:
 
 
 
-_OPEN_NAMES = ("open", "openat", "openat2", "creat")
-_STAT_NAMES = ("stat", "lstat", "newfstatat", "statx")
-_ACCESS_NAMES = ("access", "faccessat", "faccessat2")
-_READLINK_NAMES = ("readlink", "readlinkat")
-_ANSWERED_NAMES = frozenset(_STAT_NAMES + _ACCESS_NAMES + _READLINK_NAMES)
-
-
-def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
-    from mirrord_trace.handlers.fs_changes import (
-        FD_CHANGE_SYSCALLS,
-        FS_WRITE_SYSCALLS,
-        FSYNC_SYSCALLS,
-        ChangeHandlers,
-    )
-    from mirrord_trace.session import Trap
-
-    agent = context.agent
-    remote = RemoteFs(agent)
-    context.end_hooks.append(remote.close)
-    if agent.on_lost is None:
-        agent.on_lost = _report_agent_loss
-    handlers = ChangeHandlers(policy, remote, explain=context.explain)
-    by_name: dict[str, Callable[[SyscallShape], Handler]] = {
-        **dict.fromkeys(_OPEN_NAMES, handlers.open_handler),
-        **dict.fromkeys(_STAT_NAMES, handlers.stat_handler),
-        **dict.fromkeys(_ACCESS_NAMES, handlers.access_handler),
-        **dict.fromkeys(_READLINK_NAMES, handlers.readlink_handler),
-        "chdir": handlers.chdir_handler,
-    }
-    # Metadata calls only ever run locally or get an answer (Allow, Emulate): they are decided
-    # through seccomp notifications, in the notification thread, while opens (rewritten to local
-    # stand-ins), chdir and changes stay on ptrace stops. Both threads share the family's state
-    # (stand-ins, pending write-backs), so every handler runs under one lock.
-    serialized = _Serialized()
-    traps = [
-        Trap(shape, serialized(by_name[shape.name](shape)), notify=shape.name in _ANSWERED_NAMES)
-        for shape in FS_PATH_SYSCALLS.values()
-    ]
-    for shape in FS_WRITE_SYSCALLS:
-        two_paths = shape.name.startswith(("rename", "link"))
-        build = handlers.two_path_handler if two_paths else handlers.change_handler
-        traps.append(Trap(shape, serialized(build(shape))))
-    traps.append(Trap(GETCWD, serialized(handlers.getcwd), notify=True))
-    if policy.can_write_remotely:
-        traps += [Trap(shape, serialized(handlers.fsync)) for shape in FSYNC_SYSCALLS]
-        traps += [Trap(shape, serialized(handlers.fd_change)) for shape in FD_CHANGE_SYSCALLS]
-    return traps
-
-
-class _Serialized:
-    """Wraps handlers so that at most one of them runs at a time, whichever thread calls."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def __call__(self, handler: Handler) -> Handler:
-        lock = self._lock
-
-        def run(call: SyscallCall) -> Action | None:
-            with lock:
-                return handler(call)
-
-        return run

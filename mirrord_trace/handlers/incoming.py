@@ -17,10 +17,11 @@ import os
 import socket
 import struct
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mirrord_trace.handlers.actions import Action, Emulate, ExitStop, Inject, InjectArgs
 from mirrord_trace.handlers.call import SyscallCall
+from mirrord_trace.handlers.trap import SessionContext, Trap
 from mirrord_trace.incoming.policy import IncomingPolicy
 from mirrord_trace.incoming.state import IncomingState, Listener, RelayedConnection
 from mirrord_trace.net.sockaddr import (
@@ -33,9 +34,6 @@ from mirrord_trace.net.sockaddr import (
 )
 from mirrord_trace.net.tracee_socket import TraceeSockets, socket_inode
 from mirrord_trace.syscall_table import SYSCALL_NUMBERS, SyscallShape
-
-if TYPE_CHECKING:
-    from mirrord_trace.session import SessionContext, Trap
 
 BIND = SyscallShape("bind", ("fd", "ptr", "int"))
 LISTEN = SyscallShape("listen", ("fd", "int"))
@@ -137,11 +135,20 @@ class IncomingHandlers:
                 timeout=60.0,
                 port=decision.remote_port,
                 mode=decision.mode,
-                header_filter=decision.header_filter,
-                path_filter=decision.path_filter,
+                http_filter=dict(decision.http_filter or {}),
                 handover=decision.mode == "steal" and self.connector.takes_handovers,
+                override=decision.on_concurrent_steal == "override",
             )
         except RemoteError as error:
+            if error.errno == errno.EADDRINUSE and decision.on_concurrent_steal == "continue":
+                print(
+                    f"mirrord-trace: warning: port {decision.remote_port} of the target is "
+                    f"stolen by another session ({error}); on_concurrent_steal is "
+                    '"continue": the program listens on this machine only',
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return None
             print(
                 f"mirrord-trace: error: cannot {decision.mode} port {decision.remote_port} of "
                 f"the target: {error} (the program's listen() fails)",
@@ -248,7 +255,6 @@ def _calls_taking_over(
 
 
 def traps(context: SessionContext) -> list[Trap]:
-    from mirrord_trace.session import Trap
 
     policy = IncomingPolicy(context.config.feature.network.incoming)
     if not policy.enabled or context.agent is None:

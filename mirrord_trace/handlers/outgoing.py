@@ -20,13 +20,10 @@ another family may still decide about them.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
 
+from mirrord_trace.handlers.trap import SessionContext, Trap
 from mirrord_trace.syscall_table import SyscallShape
 from seccomp import ArgCondition
-
-if TYPE_CHECKING:
-    from mirrord_trace.session import SessionContext, Trap
 
 CONNECT = SyscallShape("connect", ("fd", "ptr", "int"))
 SENDTO = SyscallShape("sendto", ("fd", "ptr", "int", "int", "ptr", "int"))
@@ -46,9 +43,9 @@ def traps(context: SessionContext) -> list[Trap]:
     """
     if context.agent is None:
         return []
-    from mirrord_trace.handlers.outgoing_calls import OutgoingHandlers, guarded
+    from mirrord_trace.handlers.outgoing_calls import OutgoingHandlers
+    from mirrord_trace.handlers.outgoing_guard import guarded
     from mirrord_trace.net.session import net_session
-    from mirrord_trace.session import Trap
 
     net = net_session(context.config, context.agent, context.extras)
     context.end_hooks.append(net.end)

@@ -1,8 +1,9 @@
 """The messages exchanged between the local side and the agent, and their msgpack encoding.
 
-Each message is a frozen dataclass with a wire tag. On the wire a message is the msgpack array
-`[tag, field1, field2, ...]` inside one frame. Decoding checks the tag, the arity and every
-field's type, so a handler never sees a message of the wrong shape.
+Each message is a frozen dataclass with a wire tag, declared by `wire_message(tag)`. On the
+wire a message is the msgpack array `[tag, field1, field2, ...]` inside one frame. Decoding
+checks the tag, the arity and every field's type, so a handler never sees a message of the
+wrong shape.
 
 Strings are UTF-8 with surrogateescape on both sides: paths, names and environment entries are
 Linux bytes, and this carries any byte sequence through a `str` exactly as os.fsdecode does.
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import threading
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any
 
 import msgpack
 
@@ -24,64 +25,73 @@ from mirrord_trace.protocol.framing import FrameDecoder, encode_frame
 UNICODE_ERRORS = "surrogateescape"
 _MAX_UINT64 = 2**64 - 1
 
+_T = typing.TypeVar("_T")
 
-@dataclass(frozen=True, slots=True)
+
+@typing.dataclass_transform(frozen_default=True)
+def wire_message(tag: int) -> Callable[[type[_T]], type[_T]]:
+    """Declares a message: a frozen, slotted dataclass of its fields, with wire tag `tag`
+    (the first item of its msgpack array)."""
+
+    def declare(cls: type[_T]) -> type[_T]:
+        declared = dataclass(frozen=True, slots=True)(cls)
+        declared.TAG = tag  # type: ignore[attr-defined]
+        return declared
+
+    return declare
+
+
+@wire_message(1)
 class Hello:
     """Client -> agent, first frame of a session."""
 
-    TAG: ClassVar[int] = 1
     version: int
     token: str
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(2)
 class HelloOk:
     """Agent -> client: the session is open. `session` describes the agent and its limits."""
 
-    TAG: ClassVar[int] = 2
     version: int
     session: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(3)
 class HelloRejected:
     """Agent -> client: no session. `reason` is one of handshake.REJECT_REASONS."""
 
-    TAG: ClassVar[int] = 3
     reason: str
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(4)
 class Request:
     """Client -> agent. Replies come back with the same `id`, in any order."""
 
-    TAG: ClassVar[int] = 4
     id: int
     kind: str
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(5)
 class Reply:
     """Agent -> client: request `id` succeeded."""
 
-    TAG: ClassVar[int] = 5
     id: int
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(6)
 class ErrorReply:
     """Agent -> client: request `id` failed with a Linux errno the program can be given."""
 
-    TAG: ClassVar[int] = 6
     id: int
     errno: int
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(7)
 class StreamOpen:
     """Agent -> client: a stream the agent opened (an incoming connection), with its details.
 
@@ -89,64 +99,56 @@ class StreamOpen:
     opens carry even ids, so the two never collide.
     """
 
-    TAG: ClassVar[int] = 7
     stream: int
     info: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(8)
 class StreamData:
     """Bytes for a stream; never more than the receiver has granted. One datagram for UDP."""
 
-    TAG: ClassVar[int] = 8
     stream: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(9)
 class StreamCredit:
     """The receiver consumed bytes: the sender may send `amount` more bytes on `stream`."""
 
-    TAG: ClassVar[int] = 9
     stream: int
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(10)
 class StreamClose:
     """The sender will send no more data on `stream` (a half close, like shutdown(SHUT_WR))."""
 
-    TAG: ClassVar[int] = 10
     stream: int
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(11)
 class StreamReset:
     """`stream` is aborted in both directions; `errno` says why (e.g. ECONNRESET)."""
 
-    TAG: ClassVar[int] = 11
     stream: int
     errno: int
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(12)
 class Ping:
-    TAG: ClassVar[int] = 12
     nonce: int
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(13)
 class Pong:
-    TAG: ClassVar[int] = 13
     nonce: int
 
 
-@dataclass(frozen=True, slots=True)
+@wire_message(14)
 class ProtocolViolation:
     """Tells the peer what it sent wrong, so both sides can print the same clear message."""
 
-    TAG: ClassVar[int] = 14
     message: str
 
 

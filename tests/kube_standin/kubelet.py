@@ -25,7 +25,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from agent.linux import CLONE_NEWNET, setns
+from agent.target.linux import CLONE_NEWNET, setns
 from tests.kube_standin import objects
 from tests.kube_standin.store import Store
 

@@ -6,7 +6,7 @@ the guardian then deletes every rule carrying the agent's tag and exits. It runs
 agent's network namespace (inherited at fork), in its own session, ignoring the terminal's
 signals, so whatever kills the agent does not kill it too.
 
-    python -m agent.incoming_guardian TAG
+    python -m agent.incoming.guardian TAG
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import subprocess
 import sys
 from typing import IO
 
-from agent.incoming_rules import remove_rules
+from agent.incoming.rules import remove_rules
 
 READY = b"ready\n"
 
@@ -42,7 +42,7 @@ class Guardian:
             return
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "agent.incoming_guardian", self.tag],
+                [sys.executable, "-m", "agent.incoming.guardian", self.tag],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 # Not the agent's stderr: whoever reads that would wait for the guardian too.
@@ -84,7 +84,7 @@ def _close(stream: IO[bytes] | None) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m agent.incoming_guardian TAG", file=sys.stderr)
+        print("usage: python -m agent.incoming.guardian TAG", file=sys.stderr)
         return 2
     tag = argv[0]
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE):

@@ -3,7 +3,7 @@
 When the connection is meant for a port stolen whole, this protocol *is* the bridge to the
 client's stream: bytes from the real client go out as StreamData the moment they arrive (no
 reader task, no extra copy), bytes from the program are written straight to the real client.
-Flow control as in agent.streams: reading pauses while the client has granted no credit, and
+Flow control as in agent.net.streams: reading pauses while the client has granted no credit, and
 credit goes back only for bytes the kernel took, so a slow side holds one window at most.
 
 Otherwise (HTTP filter, or nobody steals the port any more) the connection is handed over as
@@ -16,7 +16,7 @@ import asyncio
 import errno
 from collections.abc import Callable
 
-from agent.streams import RECEIVE_BUFFER, StreamOwner
+from agent.net.streams import RECEIVE_BUFFER, ClientCredit, StreamOwner
 from mirrord_trace.protocol import (
     MAX_DATA_CHUNK,
     FlowControlViolation,
@@ -31,7 +31,7 @@ from mirrord_trace.protocol import (
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-class StolenConnection(asyncio.BufferedProtocol):
+class StolenConnection(ClientCredit, asyncio.BufferedProtocol):
     """Accepted by the steal listener; `route` decides what becomes of it."""
 
     def __init__(self, route: Callable[[StolenConnection], None]) -> None:
@@ -125,12 +125,7 @@ class StolenConnection(asyncio.BufferedProtocol):
         else:
             self._grant(len(data))
 
-    def on_credit(self, amount: int) -> None:
-        try:
-            self._credit.grant(amount)
-        except FlowControlViolation as violation:
-            self._fail(errno.EPROTO, str(violation))
-            return
+    def _credit_granted(self) -> None:
         self._forward()
 
     def on_close(self) -> None:
@@ -142,9 +137,6 @@ class StolenConnection(asyncio.BufferedProtocol):
                 self.abort()
                 return
         self._close_if_done()
-
-    def on_reset(self) -> None:
-        self.abort()
 
     def abort(self) -> None:
         if self.transport is not None:

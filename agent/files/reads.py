@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from agent.target_process import Credentials
-from agent.target_root import TargetRoot
+from agent.target.process import Credentials
+from agent.target.root import TargetRoot
 from mirrord_trace.protocol.requests import (
     DT_BLK,
     DT_CHR,

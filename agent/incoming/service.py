@@ -14,21 +14,18 @@ import itertools
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from agent.http_filter import HttpFilter
-from agent.incoming_http_proxy import Streams
-from agent.incoming_mirror import MirrorHub, MirrorStream
-from agent.incoming_steal import StealHub
-from agent.incoming_stolen import StolenConnection
-from agent.streams import TcpStream
+from agent.context import ServerContext, SessionContext, log
+from agent.http.filter import Filter, from_subscribe_fields
+from agent.http.relay import Streams, loopback_pair
+from agent.incoming.mirror import MirrorHub, MirrorStream
+from agent.incoming.steal import StealHub
+from agent.incoming.stolen import StolenConnection
+from agent.net.streams import TcpStream
 from mirrord_trace.protocol import HANDOVER, StreamOpen
 from mirrord_trace.protocol.requests import InvalidRequest
-
-if TYPE_CHECKING:
-    from agent.server import AgentServer
-    from agent.session import Session
 
 _subscription_ids = itertools.count(1)
 S = TypeVar("S", MirrorStream, StolenConnection, TcpStream)
@@ -42,8 +39,8 @@ class Subscription:
     id: int
     port: int
     mode: str
-    http_filter: HttpFilter | None = None
-    # The client asked for stolen connections whole, as descriptors (see Session).
+    http_filter: Filter | None = None
+    # The client asked for stolen connections whole, as descriptors (see agent/session.py).
     handover: bool = False
 
     # -- mirror --
@@ -61,8 +58,19 @@ class Subscription:
         return stream is not None
 
     async def open_program_stream(self, info: dict[str, Any]) -> Streams | None:
-        """A connection to the program through a stream: the far end of a socket pair is
-        bridged like a stolen connection, the near end is the filter's upstream."""
+        """A connection to the program, for the requests a filter sends there. A client on
+        this machine that takes handovers gets one end of a loopback TCP pair as itself (no
+        frame carries its bytes); otherwise the far end of a socket pair is bridged like a
+        stolen connection. The near end is the filter's upstream."""
+        session = self.owner.session
+        if self.handover and session.takes_descriptors:
+            near, far = await loopback_pair()
+            try:
+                if self.owner.hand_over_socket(self, info, far):
+                    return await asyncio.open_connection(sock=near)
+            finally:
+                far.close()  # the client holds its own duplicate
+            near.close()
         near, far = socket.socketpair()
         far_reader, far_writer = await asyncio.open_connection(sock=far)
         stream = self.owner.open_stream(
@@ -81,7 +89,7 @@ class Subscription:
 class SessionIncoming:
     """A session's subscriptions and the ids of the streams the agent opens to it."""
 
-    session: Session
+    session: SessionContext
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
     _stream_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(2, 2))
     closed: bool = False
@@ -103,14 +111,23 @@ class SessionIncoming:
     ) -> bool:
         """Give the client the connection itself (its descriptor rides on the StreamOpen):
         the agent is then out of its path. False when it cannot go now (it is bridged)."""
+        if not self.hand_over_socket(subscription, info, connection):
+            return False
+        connection.handed_over()
+        return True
+
+    def hand_over_socket(
+        self,
+        subscription: Subscription,
+        info: dict[str, Any],
+        sock: StolenConnection | socket.socket,
+    ) -> bool:
+        """Send the StreamOpen with `sock`'s descriptor; False when it cannot go now."""
         if self.closed or subscription.id not in self.subscriptions:
             return False
         stream_id = next(self._stream_ids)
         info = {**info, "subscription": subscription.id, HANDOVER: True}
-        if not self.session.send_descriptor(StreamOpen(stream_id, info), connection.fileno()):
-            return False
-        connection.handed_over()
-        return True
+        return self.session.send_descriptor(StreamOpen(stream_id, info), sock.fileno())
 
 
 class IncomingService:
@@ -118,9 +135,9 @@ class IncomingService:
         self._log = log
         self.mirror = MirrorHub(log)
         self.steal = StealHub(log)
-        self._sessions: WeakKeyDictionary[Session, SessionIncoming] = WeakKeyDictionary()
+        self._sessions: WeakKeyDictionary[SessionContext, SessionIncoming] = WeakKeyDictionary()
 
-    def _for(self, session: Session) -> SessionIncoming:
+    def _for(self, session: SessionContext) -> SessionIncoming:
         state = self._sessions.get(session)
         if state is None:
             state = SessionIncoming(session)
@@ -128,12 +145,12 @@ class IncomingService:
             session.close_callbacks.append(lambda: self.session_closed(session))
         return state
 
-    async def subscribe(self, session: Session, fields: dict[str, Any]) -> dict[str, Any]:
+    async def subscribe(self, session: SessionContext, fields: dict[str, Any]) -> dict[str, Any]:
         port: int = fields["port"]
         if not 1 <= port <= 65535:
             raise InvalidRequest(errno.EINVAL, f"port {port} is out of range")
         mode: str = fields["mode"]
-        http_filter = HttpFilter.from_fields(fields["header_filter"], fields["path_filter"])
+        http_filter = from_subscribe_fields(fields)
         if http_filter is not None and mode != "steal":
             raise InvalidRequest(errno.EINVAL, "an HTTP filter only applies when stealing")
         state = self._for(session)
@@ -145,7 +162,7 @@ class IncomingService:
             if mode == "mirror":
                 self.mirror.add(port, subscription)
             else:
-                await self.steal.add(port, subscription)
+                await self.steal.add(port, subscription, override=fields["override"])
         except BaseException:
             state.subscriptions.pop(subscription.id, None)
             raise
@@ -153,7 +170,7 @@ class IncomingService:
             self._drop(subscription)
         return {"subscription": subscription.id}
 
-    def unsubscribe(self, session: Session, fields: dict[str, Any]) -> dict[str, Any]:
+    def unsubscribe(self, session: SessionContext, fields: dict[str, Any]) -> dict[str, Any]:
         state = self._sessions.get(session)
         subscription = state.subscriptions.get(fields["subscription"]) if state else None
         if subscription is None:
@@ -161,7 +178,7 @@ class IncomingService:
         self._drop(subscription)
         return {}
 
-    def session_closed(self, session: Session) -> None:
+    def session_closed(self, session: SessionContext) -> None:
         state = self._sessions.pop(session, None)
         if state is None:
             return
@@ -184,14 +201,12 @@ class IncomingService:
         self.steal.close()
 
 
-_services: WeakKeyDictionary[AgentServer, IncomingService] = WeakKeyDictionary()
+_services: WeakKeyDictionary[ServerContext, IncomingService] = WeakKeyDictionary()
 
 
-def service_for(server: AgentServer) -> IncomingService:
+def service_for(server: ServerContext) -> IncomingService:
     service = _services.get(server)
     if service is None:
-        from agent.session import log
-
         service = IncomingService(log)
         _services[server] = service
     return service

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from agent.linux import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
+from agent.target.linux import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
 
 _RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 # RESOLVE_IN_ROOT fails with EAGAIN when a concurrent rename could have raced the walk.

@@ -19,12 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.incoming_capture import PacketCapture, Segment
-from agent.incoming_reassembly import ReassemblyError, TcpReassembler
-from agent.streams import StreamOwner
+from agent.incoming.capture import PacketCapture, Segment
+from agent.incoming.reassembly import ReassemblyError, TcpReassembler
+from agent.net.streams import ClientCredit, StreamOwner
 from mirrord_trace.protocol import (
     MAX_DATA_CHUNK,
-    FlowControlViolation,
     SendCredit,
     StreamClose,
     StreamData,
@@ -37,7 +36,7 @@ IDLE_CONNECTION_SECONDS = 600.0
 _SWEEP_SECONDS = 30.0
 
 
-class MirrorStream:
+class MirrorStream(ClientCredit):
     """One copy of one connection, agent -> client only, within the client's credit."""
 
     def __init__(self, stream_id: int, owner: StreamOwner) -> None:
@@ -72,19 +71,11 @@ class MirrorStream:
     def on_data(self, data: bytes) -> None:
         pass  # the program's answers: a mirror throws them away (the target answered already)
 
-    def on_credit(self, amount: int) -> None:
-        try:
-            self._credit.grant(amount)
-        except FlowControlViolation as violation:
-            self._fail(errno.EPROTO, str(violation))
-            return
+    def _credit_granted(self) -> None:
         self._flush()
 
     def on_close(self) -> None:
         pass  # the program finished answering; the copy may still have bytes to deliver
-
-    def on_reset(self) -> None:
-        self.abort()
 
     def abort(self) -> None:
         if not self.finished:

@@ -47,7 +47,36 @@ class PacedStreamOwner(StreamOwner, Protocol):
     async def drain(self) -> None: ...
 
 
-class TcpStream:
+class ClientCredit:
+    """The client's credit, as every stream the agent bridges (TcpStream, UdpStream,
+    StolenConnection, MirrorStream) takes it: a grant that breaks flow control resets the
+    stream, any other lets `_credit_granted` send more; a reset from the client aborts."""
+
+    stream_id: int
+    _credit: SendCredit
+
+    def on_credit(self, amount: int) -> None:
+        try:
+            self._credit.grant(amount)
+        except FlowControlViolation as violation:
+            self._fail(errno.EPROTO, str(violation))
+            return
+        self._credit_granted()
+
+    def on_reset(self) -> None:
+        self.abort()
+
+    def _credit_granted(self) -> None:
+        """More may go to the client now (nothing to do for a stream that never waits)."""
+
+    def _fail(self, code: int, message: str) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class TcpStream(ClientCredit):
     """A connected TCP socket in the target's namespace, bridged to one stream id."""
 
     def __init__(
@@ -83,19 +112,11 @@ class TcpStream:
             return
         self._to_target.put_nowait(data)
 
-    def on_credit(self, amount: int) -> None:
-        try:
-            self._credit.grant(amount)
-        except FlowControlViolation as violation:
-            self._fail(errno.EPROTO, str(violation))
-            return
+    def _credit_granted(self) -> None:
         self._credit_arrived.set()
 
     def on_close(self) -> None:
         self._to_target.put_nowait(None)
-
-    def on_reset(self) -> None:
-        self.abort()
 
     # -- pumps --
     async def _pump_to_client(self) -> None:
@@ -154,7 +175,7 @@ class TcpStream:
         self._owner.stream_finished(self.stream_id)
 
 
-class UdpStream(asyncio.DatagramProtocol):
+class UdpStream(ClientCredit, asyncio.DatagramProtocol):
     """A connected UDP socket in the target's namespace; one StreamData is one datagram.
 
     Datagrams from the target that arrive while the client has no credit are dropped, which is
@@ -188,8 +209,7 @@ class UdpStream(asyncio.DatagramProtocol):
         try:
             self._window.on_data(len(data))
         except FlowControlViolation as violation:
-            self._owner.send(StreamReset(self.stream_id, errno.EPROTO, str(violation)))
-            self.abort()
+            self._fail(errno.EPROTO, str(violation))
             return
         if self._transport is not None:
             self._transport.sendto(data)
@@ -197,17 +217,11 @@ class UdpStream(asyncio.DatagramProtocol):
         if grant:
             self._owner.send(StreamCredit(self.stream_id, grant))
 
-    def on_credit(self, amount: int) -> None:
-        try:
-            self._credit.grant(amount)
-        except FlowControlViolation as violation:
-            self._owner.send(StreamReset(self.stream_id, errno.EPROTO, str(violation)))
-            self.abort()
-
     def on_close(self) -> None:
         self.abort()
 
-    def on_reset(self) -> None:
+    def _fail(self, code: int, message: str) -> None:
+        self._owner.send(StreamReset(self.stream_id, code, message))
         self.abort()
 
     def abort(self) -> None:

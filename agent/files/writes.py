@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from agent.fs_requests import FileHandles, first_content, stat_dict
-from agent.target_root import TargetRoot
+from agent.files.reads import FileHandles, first_content, stat_dict
+from agent.target.root import TargetRoot
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.renameat2.argtypes = (

@@ -17,8 +17,8 @@ from typing import Any
 
 from scapy.layers.dns import DNS, DNSQR
 
-from agent.net_requests import dns_query
-from agent.target_root import TargetRoot
+from agent.net.requests import dns_query
+from agent.target.root import TargetRoot
 
 _QTYPES = {socket.AF_INET: ("A", 1), socket.AF_INET6: ("AAAA", 28)}
 _NXDOMAIN = 3
