@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -93,7 +94,26 @@ def _workloads() -> list[dict]:
             ],
         },
     }
+    duo = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "duo", "namespace": NAMESPACE},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": name,
+                    "image": IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "3600"],
+                    "env": [{"name": "WHICH", "value": f"container {name}"}],
+                }
+                for name in ("first", "second")
+            ],
+        },
+    }
     return [
+        duo,
         _deployment("app", app, [{"name": "APP_SECRET", "value": SECRET}]),
         _service("app"),
         _deployment("backend", backend),
@@ -115,12 +135,13 @@ class Target:
         (pod,) = self.kube.json("get", "pods", "-n", NAMESPACE, "-l", f"app={app}")["items"]
         return pod
 
-    def exec(self, *program: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    def exec(
+        self, *program: str, options: tuple[str, ...] = (), to: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """mirrord-trace exec of `program` against `to` (default: the app's pod)."""
+        to = to or f"pod/{self.app_pod['metadata']['name']}"
         return subprocess.run(
-            [
-                *(MIRRORD_TRACE, "exec", "-n", NAMESPACE, *options),
-                *("--target", f"pod/{self.app_pod['metadata']['name']}", "--", *program),
-            ],
+            [*(MIRRORD_TRACE, "exec", "-n", NAMESPACE, *options), "--target", to, "--", *program],
             env=self.env,
             capture_output=True,
             text=True,
@@ -162,7 +183,8 @@ def target(kube: Kube, cli_env: dict[str, str], tmp_path_factory) -> Iterator[Ta
         kube.apply(*_workloads())
         for name in ("app", "backend"):
             kube.wait(NAMESPACE, f"deployment/{name}", "condition=Available")
-        kube.wait(NAMESPACE, "pod/client", "condition=Ready")
+        for pod in ("client", "duo"):
+            kube.wait(NAMESPACE, f"pod/{pod}", "condition=Ready")
         home = tmp_path_factory.mktemp("home")
         env = {**cli_env, "HOME": str(home), "MIRRORD_AGENT_IMAGE": agent_image}
         yield Target(kube, env)
@@ -192,6 +214,31 @@ def test_env_and_files_of_the_pod(target: Target) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == DATA
     assert_agent_gone(target)
+
+
+def test_deployment_target(target: Target) -> None:
+    result = target.exec(*probe("env", "APP_SECRET"), to="deployment/app")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{SECRET}\n"
+    assert_agent_gone(target)
+
+
+@pytest.mark.parametrize("container", ["first", "second"])
+def test_one_container_of_a_two_container_pod(target: Target, container: str) -> None:
+    result = target.exec(*probe("env", "WHICH"), to=f"pod/duo/container/{container}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"container {container}\n"
+    assert_agent_gone(target)
+
+
+def test_agent_in_an_ephemeral_container(target: Target) -> None:
+    result = target.exec(*probe("env", "APP_SECRET"), options=("--ephemeral-container",))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{SECRET}\n"
+    pod = target.kube.json("get", "pod", "-n", NAMESPACE, target.app_pod["metadata"]["name"])
+    (agent,) = pod["spec"]["ephemeralContainers"]
+    assert agent["targetContainerName"] == "app"
+    assert not target.kube.json("get", "jobs", "-n", NAMESPACE)["items"]
 
 
 @pytest.mark.parametrize(
@@ -265,5 +312,58 @@ def test_incoming_steal_answers_from_the_local_program(target: Target) -> None:
     assert body.startswith("hello from probe-go\nGET /from-client HTTP/1.1")
     assert logged.strip() == "request GET /from-client HTTP/1.1"
     assert_agent_gone(target)
-    # The redirect went with the agent: the app answers for itself again.
+    # The redirect went with the agent: the app answers for itself again, and no rule of the
+    # agent's is left in the pod's network namespace.
     assert target.from_client(f"http://app.{NAMESPACE}/").strip() == "answered by app"
+    assert _pod_nat_rules(target) == []
+
+
+def _pod_nat_rules(target: Target) -> list[str]:
+    """The nat table's rules (both iptables back ends) in the app pod's network namespace,
+    entered through its container's process on this node."""
+    (status,) = target.app_pod["status"]["containerStatuses"]
+    container_id = status["containerID"].split("://")[1]
+    pid = _container_pid(container_id)
+    rules = []
+    for save in ("iptables-nft-save", "iptables-legacy-save"):
+        out = subprocess.run(
+            ["nsenter", "-t", str(pid), "-n", save, "-t", "nat"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rules += [line for line in out.splitlines() if line.startswith("-A")]
+    return rules
+
+
+def _container_pid(container_id: str) -> int:
+    for cgroup in Path("/sys/fs/cgroup/pids/kubepods").rglob(container_id):
+        pids = (cgroup / "cgroup.procs").read_text().split()
+        if pids:
+            return int(pids[0])
+    raise AssertionError(f"no process of container {container_id} on this node")
+
+
+def test_sigkill_of_mirrord_trace_the_agent_exits_and_its_pod_goes(
+    target: Target, tmp_path: Path
+) -> None:
+    """No cleanup runs on SIGKILL: the agent notices its client is gone (after
+    agent.communication_timeout), exits, and its Job's TTL removes Job and pod."""
+    config = tmp_path / "mirrord.json"
+    config.write_text('{"agent": {"communication_timeout": 3, "ttl": 1}}')
+    process = target.start("/bin/sleep", "600", options=("-f", str(config)))
+    try:
+        assert process.stderr is not None
+        progress = [process.stderr.readline()]
+        while "agent ready" not in progress[-1] and progress[-1]:
+            progress.append(process.stderr.readline())
+        assert "agent ready" in progress[-1], progress
+        assert target.agent_pods()
+        process.kill()
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    wait_for(lambda: not target.agent_pods(), timeout=90, what="the agent's pod to go")
+    assert not target.kube.json("get", "jobs", "-n", NAMESPACE)["items"]
