@@ -276,7 +276,9 @@ def _serve_and_request(target: Target, options: tuple[str, ...]) -> tuple[str, s
     try:
         assert process.stdout is not None and process.stderr is not None
         line = process.stdout.readline()
-        assert line.startswith("listening"), (line, process.stderr.read() if process.poll() else "")
+        if not line.startswith("listening"):
+            process.kill()
+            pytest.fail(f"the program did not listen ({line!r}): {process.stderr.read()}")
         reader = threading.Thread(
             target=lambda: [lines.put(x) for x in process.stdout], daemon=True
         )
