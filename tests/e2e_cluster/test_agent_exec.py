@@ -5,6 +5,7 @@ environment, files, cluster DNS and network, and receives its incoming traffic."
 from __future__ import annotations
 
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -12,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.cluster import layout
+from tests.cluster import certs, kubeconfig, layout
 from tests.conftest import example_binary
 from tests.e2e_cluster.agent_image import pushed_agent_image
 from tests.e2e_cluster.workloads import MIRRORD_TRACE, Kube, busybox_image, wait_for
@@ -368,4 +370,75 @@ def test_sigkill_of_mirrord_trace_the_agent_exits_and_its_pod_goes(
             process.kill()
             process.wait()
     wait_for(lambda: not target.agent_pods(), timeout=90, what="the agent's pod to go")
+    assert not target.kube.json("get", "jobs", "-n", NAMESPACE)["items"]
+
+
+def _documented_role() -> dict:
+    """The Role docs/kubernetes.md gives users, put in this module's namespace."""
+    text = (layout.REPO / "docs" / "kubernetes.md").read_text()
+    documents = [
+        document
+        for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
+        for document in yaml.safe_load_all(block)
+    ]
+    (role,) = [d for d in documents if isinstance(d, dict) and d.get("kind") == "Role"]
+    role["metadata"]["namespace"] = NAMESPACE
+    return role
+
+
+def _user(target: Target, user: str, role: dict, tmp_path: Path) -> dict[str, str]:
+    """A user with a client certificate, bound to `role` only; -> mirrord-trace's environment
+    with that user's kubeconfig."""
+    certs.issue_client(f"user-{user}", user)
+    config = tmp_path / f"{user}.kubeconfig"
+    kubeconfig.write(config, layout.apiserver_url(layout.node_ip()), f"user-{user}")
+    role = {**role, "metadata": {**role["metadata"], "name": f"e2e-{user}"}}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": f"e2e-{user}", "namespace": NAMESPACE},
+        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+        "roleRef": {"kind": "Role", "name": f"e2e-{user}", "apiGroup": "rbac.authorization.k8s.io"},
+    }
+    target.kube.apply(role, binding)
+    return {**target.env, "KUBECONFIG": str(config)}
+
+
+def test_a_user_with_only_the_documented_role(target: Target, tmp_path: Path) -> None:
+    env = _user(target, "alice", _documented_role(), tmp_path)
+    result = subprocess.run(
+        [
+            *(MIRRORD_TRACE, "exec", "-n", NAMESPACE, "--target", "deployment/app", "--"),
+            *probe("env", "APP_SECRET"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{SECRET}\n"
+    assert_agent_gone(target)
+
+
+def test_a_user_who_may_not_create_jobs_is_told_so(target: Target, tmp_path: Path) -> None:
+    role = _documented_role()
+    role["rules"] = [r for r in role["rules"] if "jobs" not in r["resources"]]
+    env = _user(target, "bob", role, tmp_path)
+    result = subprocess.run(
+        [
+            *(MIRRORD_TRACE, "exec", "-n", NAMESPACE, "--target", "deployment/app", "--"),
+            *probe("env", "APP_SECRET"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    (line,) = [x for x in result.stderr.splitlines() if "error:" in x]
+    assert "not allowed to create jobs" in line, line
+    assert "'create' on 'jobs" in line, line
     assert not target.kube.json("get", "jobs", "-n", NAMESPACE)["items"]
