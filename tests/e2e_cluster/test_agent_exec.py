@@ -442,3 +442,75 @@ def test_a_user_who_may_not_create_jobs_is_told_so(target: Target, tmp_path: Pat
     assert "not allowed to create jobs" in line, line
     assert "'create' on 'jobs" in line, line
     assert not target.kube.json("get", "jobs", "-n", NAMESPACE)["items"]
+
+
+RESTRICTED = "e2e-restricted"
+
+
+@pytest.fixture(scope="module")
+def restricted_pod(target: Target) -> Iterator[str]:
+    """A pod that satisfies PodSecurity `restricted`, in a namespace that enforces it."""
+    kube = target.kube
+    kube.namespace(RESTRICTED)
+    try:
+        kube.run("label", "namespace", RESTRICTED, "pod-security.kubernetes.io/enforce=restricted")
+        container = {
+            "name": "app",
+            "image": IMAGE,
+            "imagePullPolicy": "Never",
+            "command": ["sleep", "3600"],
+            "env": [{"name": "APP_SECRET", "value": SECRET}],
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        }
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "locked", "namespace": RESTRICTED},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
+            }
+        )
+        kube.wait(RESTRICTED, "pod/locked", "condition=Ready")
+        yield "pod/locked"
+    finally:
+        kube.delete_namespace(RESTRICTED)
+
+
+def _exec_restricted(target: Target, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            *(MIRRORD_TRACE, "exec", "-n", RESTRICTED, *options, "--target", "pod/locked", "--"),
+            *probe("env", "APP_SECRET"),
+        ],
+        env=target.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_restricted_namespace_a_clear_error(target: Target, restricted_pod: str) -> None:
+    result = _exec_restricted(target)
+    assert result.returncode != 0
+    (line,) = [x for x in result.stderr.splitlines() if "error:" in x]
+    assert f"pod security admission rejected the agent in namespace {RESTRICTED}" in line, line
+    assert "agent.namespace" in line, line
+    assert not target.kube.json("get", "jobs", "-n", RESTRICTED)["items"]
+
+
+def test_restricted_namespace_agent_namespace_works(
+    target: Target, restricted_pod: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "mirrord.json"
+    config.write_text(f'{{"agent": {{"namespace": "{NAMESPACE}"}}}}')
+    result = _exec_restricted(target, "-f", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{SECRET}\n"
+    assert_agent_gone(target)
