@@ -243,14 +243,17 @@ def test_agent_in_an_ephemeral_container(target: Target) -> None:
     assert not target.kube.json("get", "jobs", "-n", NAMESPACE)["items"]
 
 
+@pytest.mark.parametrize("program", ["probe-go", "probe-musl", "probe-dynamic"])
 @pytest.mark.parametrize(
     "name",
     ["backend", f"backend.{NAMESPACE}", f"backend.{NAMESPACE}.svc.{layout.CLUSTER_DOMAIN}"],
     ids=["short", "name.namespace", "fqdn"],
 )
-def test_cluster_dns_through_coredns(target: Target, name: str) -> None:
+def test_cluster_dns_through_coredns(target: Target, program: str, name: str) -> None:
+    """The pod's resolv.conf (search domains, CoreDNS's address) for a static Go program (its
+    own resolver), a static musl one and a dynamic glibc one."""
     cluster_ip = target.kube.json("get", "service", "-n", NAMESPACE, "backend")["spec"]["clusterIP"]
-    result = target.exec(*probe("resolve", name))
+    result = target.exec(str(example_binary(program)), "resolve", name)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [cluster_ip]
     assert_agent_gone(target)
