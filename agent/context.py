@@ -53,6 +53,8 @@ class SessionContext(PacedStreamOwner, Protocol):
     handles: FileHandles
     counts: Counter[str]
     close_callbacks: list[Callable[[], None]]
+    suspend_callbacks: list[Callable[[], None]]
+    resume_callbacks: list[Callable[[], None]]
 
     @property
     def takes_descriptors(self) -> bool: ...

@@ -52,6 +52,7 @@ from mirrord_trace.protocol import (
     encode,
     validate_request,
 )
+from mirrord_trace.protocol.keepalive import stopped_for
 from mirrord_trace.protocol.requests import InvalidRequest
 from mirrord_trace.signal_mask import helper_threads_spared
 
@@ -125,6 +126,7 @@ class AgentClient(ClientStreams):
         self._closing = False
         self._last_heard = time.monotonic()
         self._last_sent = self._last_heard
+        self._last_tick = self._last_heard  # the I/O loop's last round (see _keepalive)
         self._selector = selectors.DefaultSelector()
         # I/O thread only: what it receives is decoded or passed on before the next receive.
         self.receive_buffer = memoryview(bytearray(RECEIVE_SIZE))
@@ -389,6 +391,14 @@ class AgentClient(ClientStreams):
 
     def _keepalive(self) -> None:
         now = time.monotonic()
+        stopped = stopped_for(self._last_tick, now, self.keepalive_interval / 2)
+        self._last_tick = now
+        if stopped:
+            # This process was stopped (Ctrl-Z, SIGSTOP) or the machine slept: the agent was
+            # not heard because nobody listened. It gets a full timeout from now, and a ping
+            # at once tells it this side is back (it gave stolen ports back meanwhile).
+            self._last_heard = now
+            self._last_sent = now - self.keepalive_interval
         if now - self._last_heard >= self.silence_timeout:
             silent = now - self._last_heard
             self._mark_lost(errno.ETIMEDOUT, f"no word from the agent for {silent:.0f} s")
