@@ -35,11 +35,22 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+UNIX_PREFIX = "unix:"
+
+
 def parse_listen(value: str) -> tuple[str, int]:
+    """(host, port), or (path, -1) for `unix:PATH`."""
+    if value.startswith(UNIX_PREFIX):
+        path = value[len(UNIX_PREFIX) :]
+        if not path.startswith("/"):
+            raise click.BadParameter(f"{value!r}: the socket path must be absolute")
+        return path, -1
     host, separator, port = value.rpartition(":")
     host = host.strip("[]")
     if not separator or not host or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:0 or [::1]:7000)")
+        raise click.BadParameter(
+            f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:0 or [::1]:7000) or unix:PATH"
+        )
     return host, int(port)
 
 
@@ -58,6 +69,8 @@ def read_token(token_file: Path | None) -> str:
 
 
 def make_listener(host: str, port: int) -> socket.socket:
+    if port < 0:
+        return make_unix_listener(host)
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -66,6 +79,24 @@ def make_listener(host: str, port: int) -> socket.socket:
         listener.listen(128)
     except OSError as error:
         fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+    listener.setblocking(False)
+    return listener
+
+
+def make_unix_listener(path: str) -> socket.socket:
+    """A Unix socket only root may connect to: the socket file is 0600 (the directory it is
+    in should be private too) and every client's SO_PEERCRED is checked (AgentServer.admit)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(old_umask)
+        listener.listen(128)
+    except OSError as error:
+        listener.close()
+        fail(f"cannot listen on unix:{path}: {error.strerror or error}")
     listener.setblocking(False)
     return listener
 
@@ -103,8 +134,13 @@ def enter_target(pid: int) -> TargetRoot:
         fail(f"cannot enter the namespaces of process {pid}: {error.strerror}")
 
 
-def announce(port: int, host: str, ready_fd: int | None) -> None:
-    line = json.dumps({"host": host, "port": port, "pid": os.getpid()}) + "\n"
+def announce(listener: socket.socket, ready_fd: int | None) -> None:
+    if listener.family == socket.AF_UNIX:
+        where: dict[str, object] = {"path": listener.getsockname()}
+    else:
+        host, port = listener.getsockname()[:2]
+        where = {"host": host, "port": port}
+    line = json.dumps({**where, "pid": os.getpid()}) + "\n"
     if ready_fd is None:
         sys.stdout.write(line)
         sys.stdout.flush()
@@ -144,7 +180,12 @@ def resolve_target(target_pid: int | None, container_id: str | None) -> int:
     help="Target container, as in the pod status (containerd://<id>); its main process is "
     "found through /proc/*/cgroup.",
 )
-@click.option("--listen", default="127.0.0.1:0", show_default=True, help="HOST:PORT to listen on.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="HOST:PORT to listen on, or unix:PATH (a Unix socket only root may use).",
+)
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -189,5 +230,5 @@ def main(
     session_socket = adopt_session_socket(session_fd) if session_fd is not None else None
     root = enter_target(target_pid)
     server = AgentServer(target_pid, root, token, idle_ttl, listener, session_socket)
-    announce(listener.getsockname()[1], host, ready_fd)
+    announce(listener, ready_fd)
     asyncio.run(server.serve())

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import os
 import socket
+import struct
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -45,10 +46,21 @@ from mirrord_trace.protocol import (
     encode,
     validate_request,
 )
-from mirrord_trace.protocol.handshake import HANDSHAKE_TIMEOUT
+from mirrord_trace.protocol.handshake import HANDSHAKE_TIMEOUT, PREAUTH_LIMIT
 
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # Queued frames are sent as soon as they add up to this much (see Session._write).
 _BATCH_LIMIT = 64 * 1024
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return None
+    pid, uid, _ = _UCRED.unpack(creds)
+    return pid, uid
 
 
 def error_reply(request_id: int, error: BaseException) -> ErrorReply:
@@ -76,6 +88,7 @@ class Session(asyncio.BufferedProtocol):
         self.handles = FileHandles()
         self.counts: Counter[str] = Counter()
         self.peer = "?"
+        self.peer_uid: int | None = None  # of a client on a Unix socket (SO_PEERCRED)
         self._transport: asyncio.Transport | None = None
         # Kept: asyncio.get_running_loop() costs a getpid() system call each time, and the
         # data path needs the loop for every frame.
@@ -107,7 +120,14 @@ class Session(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        if sock is not None and sock.family == socket.AF_UNIX:
+            credentials = peer_credentials(sock)
+            self.peer = f"pid {credentials[0]} (uid {credentials[1]})" if credentials else "?"
+            self.peer_uid = credentials[1] if credentials else None
+        if not self.server.admit(self):
+            transport.abort()
+            return
         loop = self._loop
         self._last_heard = loop.time()
         self._watchdog = loop.call_later(HANDSHAKE_TIMEOUT, self._check_silence)
@@ -126,6 +146,8 @@ class Session(asyncio.BufferedProtocol):
                 try:
                     message = next(self._decoder)
                 except StopIteration:
+                    if not self._authenticated and self._decoder.buffered > PREAUTH_LIMIT:
+                        self._violation(f"more than {PREAUTH_LIMIT} bytes before the handshake")
                     return
                 except MalformedMessage as error:
                     self._violation(str(error))
@@ -155,8 +177,7 @@ class Session(asyncio.BufferedProtocol):
             stream.abort()
         for task in self._tasks:
             task.cancel()
-        if self._authenticated:
-            self.server.session_closed(self)
+        self.server.session_closed(self, self._authenticated)
         # Thread-pool work cannot be cancelled: close the files only once it has finished, so
         # no fd number is closed (and reused) under a running read.
         if self._thread_tasks:

@@ -27,7 +27,12 @@ from typing import Any
 
 from mirrord_trace.agent_client.errors import AgentLost, RemoteError
 from mirrord_trace.agent_client.handed_over import HandedOver
-from mirrord_trace.agent_client.handshake import RECEIVE_SIZE, connect_socket, hello
+from mirrord_trace.agent_client.handshake import (
+    RECEIVE_SIZE,
+    connect_socket,
+    connect_unix_socket,
+    hello,
+)
 from mirrord_trace.agent_client.local_stream import AgentStream
 from mirrord_trace.agent_client.pump import StreamPump
 from mirrord_trace.agent_client.relay_end import RelayEnd
@@ -160,6 +165,26 @@ class AgentClient(ClientStreams):
             connect_socket(host, port, timeout),
             token,
             where=where,
+            timeout=timeout,
+            keepalive_interval=keepalive_interval,
+            silence_timeout=silence_timeout,
+        )
+
+    @classmethod
+    def connect_unix(
+        cls,
+        path: str,
+        token: str,
+        *,
+        timeout: float = 5.0,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+    ) -> AgentClient:
+        """Open a session with an agent on this machine through its Unix socket."""
+        return cls.over_socket(
+            connect_unix_socket(path, timeout),
+            token,
+            where=path,
             timeout=timeout,
             keepalive_interval=keepalive_interval,
             silence_timeout=silence_timeout,

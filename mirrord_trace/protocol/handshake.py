@@ -17,8 +17,12 @@ REJECT_BAD_TOKEN = "bad-token"
 REJECT_BAD_VERSION = "bad-version"
 REJECT_REASONS = (REJECT_BAD_TOKEN, REJECT_BAD_VERSION)
 
-# How long an agent waits for Hello before dropping a connection.
-HANDSHAKE_TIMEOUT = 10.0
+# How long an agent waits for Hello before dropping a connection: a client sends it at once,
+# so this only bounds how long a stranger's connection holds anything.
+HANDSHAKE_TIMEOUT = 5.0
+# What an agent buffers from a connection before its Hello: a Hello with a 64-character token
+# is under 100 bytes, so a few KiB is plenty, and a stranger cannot make the agent hold more.
+PREAUTH_LIMIT = 4 * 1024
 
 
 def new_token() -> str:
