@@ -50,7 +50,10 @@ def _usage_message_and_hint(error: click.UsageError) -> tuple[str, str]:
 
 # Subcommands whose modules are slow to import (the sandbox pulls in pyroute2, ~0.4 s): they
 # are added on first use, so `exec` does not pay for them. name -> (module, attribute).
-_LAZY_COMMANDS = {"sandbox": ("mirrord_trace.sandbox.cli", "sandbox_group")}
+_LAZY_COMMANDS = {
+    "sandbox": ("mirrord_trace.sandbox.cli", "sandbox_group"),
+    "agent-image": ("mirrord_trace.agent_image.cli", "agent_image_group"),
+}
 
 
 class _OneLineErrorGroup(click.Group):
@@ -186,6 +189,11 @@ def main() -> None:
     is_flag=True,
     help="When the program exits, end the processes it left running instead of waiting.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["ptrace", "notify"]),
+    help="Interception engine (default: notify for debuggers, else ptrace; docs/debugging.md).",
+)
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def exec_command(
@@ -206,6 +214,7 @@ def exec_command(
     ephemeral_container: bool,
     agent_ttl: int | None,
     exit_with_program: bool,
+    engine: str | None,
     program: tuple[str, ...],
 ) -> int:
     """Run PROGRAM [ARGS]... in the context of the target.
@@ -233,6 +242,7 @@ def exec_command(
         ephemeral_container=ephemeral_container,
         agent_ttl=agent_ttl,
         exit_with_program=exit_with_program,
+        engine=engine,
     )
 
 

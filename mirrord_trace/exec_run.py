@@ -75,6 +75,7 @@ def run_exec(
     ephemeral_container: bool = False,
     agent_ttl: int | None = None,
     exit_with_program: bool = False,
+    engine: str | None = None,
 ) -> int:
     """Run `program` in the context of the target; the program's exit status (shell-style).
 
@@ -136,6 +137,7 @@ def run_exec(
                 trace=trace,
                 on_start=startup.close,
                 exit_with_program=exit_with_program,
+                engine=engine if engine is not None else cfg.engine,
             )
         except KeyboardInterrupt:
             raise UserError(
@@ -163,7 +165,7 @@ def _start_session(
     from mirrord_trace.local_target import LocalAgent, TargetError
 
     try:
-        client = stack.enter_context(LocalAgent(target.pid))
+        client = stack.enter_context(LocalAgent(target.pid, meanwhile=_import_supervisor))
         remote_env: dict[str, str] = {}
         if cfg.feature.env.enabled:
             remote_env = dict(client.request("env")["env"])
@@ -181,6 +183,11 @@ def _start_session(
             "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
         ) from None
     return client, remote_env
+
+
+def _import_supervisor() -> None:
+    """What run() imports anyway, imported while a local agent starts."""
+    import mirrord_trace.supervisor  # noqa: F401
 
 
 _ADVICE_VERBS = ("check", "run", "use", "give", "start", "try", "make", "install")

@@ -1,8 +1,12 @@
-"""Run a program under the seccomp filter and the tracer; pass its exit status through.
+"""Run a program under the seccomp filter and an engine; pass its exit status through.
 
-fork -> the child waits until the parent has seized it (options set before the filter exists)
--> the child installs the filter and execs -> the parent runs the tracer loop until the program
-ends. Termination signals sent to the supervisor are forwarded to the program.
+ptrace engine: fork -> the child waits until the parent has seized it (options set before the
+filter exists) -> the child installs the filter and execs -> the parent runs the tracer loop
+until the program ends.
+notification engine (debuggers, --engine notify): fork a guardian (mirrord_trace.guardian),
+which forks the program -> the program installs a filter that notifies every trap and execs ->
+the notification thread serves it while the parent waits for the guardian's report.
+Either way, termination signals sent to the supervisor are forwarded to the program.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
 from mirrord_trace.signal_mask import FORWARDED_SIGNALS, helper_threads_spared
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.dispatch import HandlerFailures
+from mirrord_trace.tracer.engines import Engine, chosen_engine, is_debugger
 from mirrord_trace.tracer.loop import Tracer
-from mirrord_trace.tracer.notifications import NotificationServer
+from mirrord_trace.tracer.notifications import NotificationServer, listener_over
 from seccomp import PreparedFilter, build_filter, prepare_filter
 from seccomp.install import (
     SECCOMP_FILTER_FLAG_NEW_LISTENER,
@@ -76,8 +81,11 @@ def run(
     table: TrapTable | None = None,
     on_start: Callable[[], object] | None = None,
     exit_with_program: bool = False,
+    engine: str | None = None,
 ) -> int:
     """Run argv traced; returns the exit code a shell would report (the program's).
+
+    `engine` is "ptrace" or "notify"; None picks notify for a debugger, else ptrace.
 
     `on_start` runs once the program exists and the forwarded signals are routed to it.
     Processes the program leaves running when it exits are waited for (a daemonized server
@@ -86,6 +94,7 @@ def run(
     if not argv:
         raise ProgramNotFound("no program given")
     path = resolve_program(argv[0], env)
+    chosen = chosen_engine(engine, path)
     context: SessionContext | None = None
     if table is None:
         from mirrord_trace.config import Config
@@ -100,6 +109,8 @@ def run(
         with helper_threads_spared():  # families may start threads (relays, DNS)
             table = build_trap_table(context)
     try:
+        if chosen is Engine.NOTIFY:
+            return _run_notified(path, argv, env, table, trace, on_start, exit_with_program)
         return _run_traced(path, argv, env, table, trace, on_start, exit_with_program)
     finally:
         if context is not None:
@@ -136,23 +147,74 @@ def _run_traced(
         if listener_channel is not None:
             # Started after the signal mask is set: the thread must not take forwarded signals.
             notifications = NotificationServer(
-                listener_channel, table.notified, tracer.tasks, failures
+                partial(listener_over, listener_channel), table.notified, tracer.tasks, failures
             )
             notifications.start()
         status = tracer.run()
         if notifications is not None:
             notifications.stop()
+            listener_channel.close()
         failure = os.read(exec_errors, 64).decode()
         os.close(exec_errors)
-        if failure:
-            stage, _, number = failure.partition(":")
-            reason = os.strerror(int(number))
-            if stage == "seccomp":
-                raise TracingUnavailable(
-                    f"cannot install the seccomp filter: {reason}; the kernel or a container's "
-                    "seccomp profile forbids seccomp(2) or prctl(2) (see docs/containers.md)"
-                )
-            raise ProgramNotFound(f"cannot execute {argv[0]}: {reason}")
+        _raise_start_failure(failure, argv[0])
+        return exit_code(status)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
+
+
+def _raise_start_failure(failure: str, program: str) -> None:
+    """The child's report of a failed start ("stage:errno"), as the matching error."""
+    if not failure:
+        return
+    stage, _, number = failure.partition(":")
+    reason = os.strerror(int(number))
+    if stage == "seccomp":
+        raise TracingUnavailable(
+            f"cannot install the seccomp filter: {reason}; the kernel or a container's "
+            "seccomp profile forbids seccomp(2) or prctl(2) (see docs/containers.md)"
+        )
+    raise ProgramNotFound(f"cannot execute {program}: {reason}")
+
+
+def _run_notified(
+    path: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    table: TrapTable,
+    trace: TextIO | None,
+    on_start: Callable[[], object] | None = None,
+    exit_with_program: bool = False,
+) -> int:
+    """The notification engine: no ptrace; the guardian holds the program (see module doc)."""
+    from mirrord_trace.guardian import spawn_guarded
+    from mirrord_trace.tracer.engines import notified_everywhere
+
+    rules, entries = notified_everywhere(table)
+    prepared = prepare_filter(build_filter(rules), flags=LISTENER_FLAGS)
+    original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        try:
+            program = spawn_guarded(
+                path, list(argv), dict(env), prepared, original_mask, exit_with_program
+            )
+        except OSError as error:
+            _raise_start_failure(f"start:{error.errno or 0}", argv[0])
+            raise
+        _start_signal_forwarder(program.pid, program.leftovers)
+        if on_start is not None:
+            on_start()
+        # A debugger's own calls run unchanged: only what it starts sees the target.
+        skipped = frozenset({program.pid}) if is_debugger(path) else frozenset()
+        notifications = NotificationServer(
+            program.take_listener, entries, {}, HandlerFailures(),
+            every_trap=True, skipped=skipped, trace=trace,
+        )  # fmt: skip
+        notifications.start()
+        status = program.wait(partial(_on_program_exit, exit_with_program))
+        notifications.stop()
+        _raise_start_failure(program.start_failure(), argv[0])
+        if program.listener_failure:
+            raise TracingUnavailable(program.listener_failure)
         return exit_code(status)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)

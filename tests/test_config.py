@@ -52,7 +52,9 @@ def test_an_empty_configuration_has_mirrords_defaults() -> None:
     assert cfg.feature.env.enabled and cfg.feature.env.include is None
     network = cfg.feature.network
     assert network.incoming.mode is IncomingMode.MIRROR
-    assert network.incoming.http_filter.ports == (80, 8080)
+    # mirrord 3.250: no filter, and a filter would apply on every stolen port
+    assert network.incoming.http_filter.wire is None
+    assert network.incoming.http_filter.ports is None
     assert network.outgoing.tcp and network.outgoing.udp and network.outgoing.filter is None
     assert network.dns.enabled and network.dns.filter is None
     assert (cfg.agent.ttl, cfg.agent.startup_timeout, cfg.agent.log_level) == (1, 60, "info")
@@ -182,8 +184,7 @@ def test_incoming_section() -> None:
         }
     ).feature.network.incoming
     assert incoming.mode is IncomingMode.STEAL
-    assert incoming.http_filter.header_filter is not None
-    assert incoming.http_filter.header_filter.match("HOST: api.example.com")
+    assert incoming.http_filter.wire == {"header": "host: api\\..+"}
     assert incoming.http_filter.ports == (8080,)
     assert incoming.port_mapping == ((7777, 80),)
     assert incoming.listen_ports == ((80, 4480),)

@@ -261,6 +261,38 @@ def test_filtered_steal_passes_non_http_traffic_to_the_pod(pod: SandboxInfo, tmp
         assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
 
 
+def test_http_filter_ports_follow_mirrord_3_250(pod: SandboxInfo, tmp_path: Path) -> None:
+    """No `http_filter.ports`: the filter applies on every stolen port (here 3000, where the
+    pod has no server: what does not match gets a 502). With `ports: [8080]`, port 3000 is
+    stolen whole."""
+    serve_3000 = [str(example_binary("probe-go")), "serve", ":3000"]
+    with traced_server(pod, serve_3000, config=X_USER_ME, tmp_path=tmp_path):
+        mine = http_request(pod.target_addr, 3000, path="/p", headers={"X-User": "me"})
+        assert mine == (200, GO_ANSWER + b"GET /p HTTP/1.1\n")
+        other = http_request(pod.target_addr, 3000, path="/q")
+        assert other[0] == 502 and b"cannot be reached" in other[1]
+    only_8080 = {"feature": {"network": {"incoming": {
+        "mode": "steal", "http_filter": {"header_filter": "^x-user: me$", "ports": [8080]},
+    }}}}  # fmt: skip
+    with traced_server(pod, serve_3000, config=only_8080, tmp_path=tmp_path):
+        assert http_request(pod.target_addr, 3000, path="/w")[1].startswith(GO_ANSWER)
+
+
+def test_method_and_json_body_filters_through_the_pod(pod: SandboxInfo, tmp_path: Path) -> None:
+    config = {"feature": {"network": {"incoming": {"mode": "steal", "http_filter": {"all_of": [
+        {"method": "POST"},
+        {"body": "json", "query": "$.order.customer", "matches": "^alice$"},
+    ]}}}}}  # fmt: skip
+    with traced_server(pod, go_serve(), config=config, tmp_path=tmp_path):
+        alice = b'{"order": {"customer": "alice", "items": [1, 2]}}'
+        bob = b'{"order": {"customer": "bob"}}'
+        to_program = http_request(pod.target_addr, pod.app_port, "POST", "/cgi-bin/echo", alice)
+        assert to_program[1].startswith(b"sha256=")  # probe-go's echo answer
+        to_pod = http_request(pod.target_addr, pod.app_port, "POST", "/cgi-bin/echo", bob)
+        assert b"body-sha256=" in to_pod[1] and b"hostname=app-" in to_pod[1]  # the pod's CGI
+        assert pod_get(pod) == (200, pod.app_body.encode())  # a GET: not a POST, the pod's
+
+
 def test_steal_reaches_the_program_from_inside_the_pod_over_ipv6(pod: SandboxInfo) -> None:
     """Connections made inside the target's namespace (OUTPUT rules), here to [::1]."""
     with traced_server(pod, go_serve(), "--steal"):
@@ -284,6 +316,28 @@ def test_second_session_cannot_steal_a_stolen_port(pod: SandboxInfo) -> None:
         assert "cannot steal port 8080 of the target" in message
         assert "stolen by another mirrord-trace session" in message
         assert pod_get(pod, "/still-mine")[1].startswith(GO_ANSWER)
+
+
+def test_on_concurrent_steal_continue_and_override(pod: SandboxInfo, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("second session\n")
+    second = [sys.executable, "-u", "-m", "http.server", "8080", "--directory", str(site)]
+
+    def config(choice: str) -> dict:
+        return {"feature": {"network": {"incoming": {
+            "mode": "steal", "on_concurrent_steal": choice,
+        }}}}  # fmt: skip
+
+    with traced_server(pod, go_serve(), "--steal"):
+        with traced_server(
+            pod, second, config=config("continue"), tmp_path=tmp_path, ready="Serving"
+        ) as kept_out:
+            assert pod_get(pod, "/first")[1].startswith(GO_ANSWER)  # still the first session's
+        assert b'on_concurrent_steal is "continue"' in kept_out.stderr
+        overriding = config("override")
+        with traced_server(pod, second, config=overriding, tmp_path=tmp_path, ready="Serving"):
+            assert pod_get(pod, "/index.html") == (200, b"second session\n")
 
 
 # ---- what the program sees -------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The filtered steal's routing, over real sockets: a client connection is served request by
-request by two upstreams (the program: keep-alive; the target: closes after every response,
-close-delimited bodies, like busybox httpd), following mirrord's header/path filter rules."""
+"""The filtered steal's HTTP/1.x routing, over real sockets: a client connection is served
+request by request by two upstreams (the program: keep-alive; the target: closes after every
+response, close-delimited bodies, like busybox httpd), following mirrord's filter rules."""
 
 from __future__ import annotations
 
@@ -10,47 +10,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import h11
-import pytest
 
-from agent.incoming.http.filter import HttpFilter
-from agent.incoming.http.proxy import FilteredConnection, Streams
-from mirrord_trace.protocol.requests import InvalidRequest
-
-# ---- the filter itself (mirrord semantics) ---------------------------------------------------
-
-
-def test_header_filter_matches_name_colon_value_case_insensitively() -> None:
-    flt = HttpFilter.from_fields("^x-user: me$", "")
-    assert flt is not None
-    assert flt.matches(b"/", [(b"X-User", b"ME")])
-    assert flt.matches(b"/", [(b"Host", b"a"), (b"x-user", b"me")])
-    assert not flt.matches(b"/", [(b"x-user", b"meme")])
-    assert not flt.matches(b"/", [(b"x-other", b"me")])
-
-
-def test_path_filter_matches_the_path_or_the_path_with_its_query() -> None:
-    flt = HttpFilter.from_fields("", "^/api/v1$")
-    assert flt is not None
-    assert flt.matches(b"/api/v1?debug=1", [])  # the path alone matches
-    assert flt.matches(b"/API/V1", [])
-    assert not flt.matches(b"/api/v2", [])
-    by_query = HttpFilter.from_fields("", r"debug=1")
-    assert by_query is not None and by_query.matches(b"/x?debug=1", [])  # path + query
-
-
-def test_both_filters_must_match_and_none_means_no_filter() -> None:
-    flt = HttpFilter.from_fields("^x-user: me$", "^/api")
-    assert flt is not None
-    assert flt.matches(b"/api", [(b"x-user", b"me")])
-    assert not flt.matches(b"/web", [(b"x-user", b"me")])
-    assert not flt.matches(b"/api", [])
-    assert HttpFilter.from_fields("", "") is None
-
-
-def test_a_bad_regex_is_an_invalid_request() -> None:
-    with pytest.raises(InvalidRequest, match="header_filter"):
-        HttpFilter.from_fields("(unclosed", "")
-
+from agent.http.connection import serve_filtered
+from agent.http.filter import Filter, parse_filter
+from agent.http.h1 import FilteredConnection
+from agent.http.relay import Streams
+from agent.http.routes import Routes
 
 # ---- the proxy, with real upstream servers ---------------------------------------------------
 
@@ -62,6 +27,7 @@ class Upstream:
     name: str
     keep_alive: bool
     upgrades: bool = False
+    idle_close: bool = False  # says keep-alive, then closes once the response is out
     requests: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)  # method, target, body
     connections: int = 0
     server: asyncio.Server | None = None
@@ -92,9 +58,12 @@ class Upstream:
                 if not self.keep_alive:
                     headers.append(("connection", "close"))
                 writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
-                writer.write(conn.send(h11.Data(data=answer)))
+                if request.method != b"HEAD":
+                    writer.write(conn.send(h11.Data(data=answer)))
                 writer.write(conn.send(h11.EndOfMessage()) or b"")
                 await writer.drain()
+                if self.idle_close:
+                    return
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
@@ -137,7 +106,7 @@ class Proxy:
     routes: list[list[str]]
 
 
-async def _proxy(http_filter: HttpFilter, program_available: bool = True) -> Proxy:
+async def _proxy(http_filter: Filter, program_available: bool = True) -> Proxy:
     program, target = Upstream("program", keep_alive=True, upgrades=True), Upstream("target", False)
     program_port, target_port = await program.start(), await target.start()
     routes: list[list[str]] = []
@@ -145,9 +114,11 @@ async def _proxy(http_filter: HttpFilter, program_available: bool = True) -> Pro
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = FilteredConnection(
             (reader, writer),
-            http_filter,
-            _opener(program_port if program_available else None),
-            _opener(target_port),
+            Routes.single(
+                http_filter,
+                _opener(program_port if program_available else None),
+                _opener(target_port),
+            ),
         )
         routes.append(connection.routed)
         await connection.serve()
@@ -174,12 +145,11 @@ async def _client_exchange(port: int, raw: bytes, responses: int) -> list[tuple[
     return answers
 
 
-ME = HttpFilter.from_fields("^x-user: me$", "")
+ME = parse_filter({"header": "^x-user: me$"})
 
 
 def test_requests_on_one_keep_alive_connection_go_where_the_filter_says() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME)
         raw = b"".join(
             b"GET /r%d HTTP/1.1\r\nHost: t\r\n%s\r\n" % (n, b"X-User: me\r\n" if n % 2 else b"")
@@ -198,7 +168,6 @@ def test_requests_on_one_keep_alive_connection_go_where_the_filter_says() -> Non
 
 def test_bodies_chunked_and_expect_continue_reach_the_chosen_upstream() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME)
         chunked = (
             b"POST /c HTTP/1.1\r\nHost: t\r\nX-User: me\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -226,7 +195,6 @@ def test_bodies_chunked_and_expect_continue_reach_the_chosen_upstream() -> None:
 
 def test_matching_requests_go_to_the_target_when_the_program_is_gone() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME, program_available=False)
         request = b"GET /x HTTP/1.1\r\nHost: t\r\nX-User: me\r\n\r\n"
         answers = await _client_exchange(proxy.port, request, 1)
@@ -237,7 +205,6 @@ def test_matching_requests_go_to_the_target_when_the_program_is_gone() -> None:
 
 def test_traffic_that_is_not_http_passes_to_the_target_untouched() -> None:
     async def scenario() -> None:
-        assert ME is not None
         received = bytearray()
 
         async def raw_target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -250,9 +217,7 @@ def test_traffic_that_is_not_http_passes_to_the_target_untouched() -> None:
         target_port = target.sockets[0].getsockname()[1]
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            to_target = _opener(target_port)
-            connection = FilteredConnection((reader, writer), ME, _opener(None), to_target)
-            await connection.serve()
+            await serve_filtered((reader, writer), ME, _opener(None), _opener(target_port))
 
         proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
         reader, writer = await asyncio.open_connection(
@@ -269,7 +234,6 @@ def test_traffic_that_is_not_http_passes_to_the_target_untouched() -> None:
 
 def test_an_upgrade_switches_to_raw_bytes_with_the_chosen_upstream() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME)
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(
@@ -288,7 +252,6 @@ def test_an_upgrade_switches_to_raw_bytes_with_the_chosen_upstream() -> None:
 
 def test_a_client_that_sends_garbage_mid_connection_is_disconnected() -> None:
     async def scenario() -> None:
-        assert ME is not None
         proxy = await _proxy(ME)
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n\x00\x01garbage\r\n\r\n")
@@ -302,7 +265,6 @@ def test_socketpair_upstreams_work_like_tcp_ones() -> None:
     """The program side really is a socket pair bridged to a stream: same behaviour."""
 
     async def scenario() -> None:
-        assert ME is not None
         near, far = socket.socketpair()
         program = Upstream("program", keep_alive=True)
         far_reader, far_writer = await asyncio.open_connection(sock=far)
@@ -315,7 +277,9 @@ def test_socketpair_upstreams_work_like_tcp_ones() -> None:
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             to_target = _opener(target_port)
-            connection = FilteredConnection((reader, writer), ME, open_program, to_target)
+            connection = FilteredConnection(
+                (reader, writer), Routes.single(ME, open_program, to_target)
+            )
             await connection.serve()
 
         proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
@@ -323,5 +287,126 @@ def test_socketpair_upstreams_work_like_tcp_ones() -> None:
         answers = await _client_exchange(proxy.sockets[0].getsockname()[1], raw, 2)
         assert answers == [(200, b"program:/a:0"), (200, b"target:/b:0")]
         serving.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_body_filter_routes_pipelined_json_requests_and_streams_a_body_past_its_bound() -> None:
+    async def scenario() -> None:
+        flt = parse_filter({"body": "json", "query": "$.user", "matches": "^alice$"})
+        proxy = await _proxy(flt)
+        bodies = [b'{"user": "alice"}', b'{"user": "bob"}', b"not json", b'{"user": "alice"}']
+        raw = b"".join(
+            b"POST /b%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (n, len(body), body)
+            for n, body in enumerate(bodies)
+        )
+        answers = await _client_exchange(proxy.port, raw, 4)
+        assert [side for _, side in answers] == [
+            b"program:/b0:17",
+            b"target:/b1:15",
+            b"target:/b2:8",
+            b"program:/b3:17",
+        ]
+        assert proxy.program.requests == [
+            (b"POST", b"/b0", bodies[0]),
+            (b"POST", b"/b3", bodies[3]),
+        ]
+        # 1 MB chunked, its JSON would match, but it is past the 64 KiB bound: never buffered
+        # whole, it goes to the target byte for byte.
+        big = b'{"user": "alice", "pad": "' + b"x" * 1_000_000 + b'"}'
+        chunks = b"".join(
+            b"%x\r\n%s\r\n" % (len(big[i : i + 30_000]), big[i : i + 30_000])
+            for i in range(0, len(big), 30_000)
+        )
+        chunked = b"POST /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        answers = await _client_exchange(proxy.port, chunked + chunks + b"0\r\n\r\n", 1)
+        assert answers == [(200, b"target:/big:%d" % len(big))]
+        assert proxy.target.requests[-1] == (b"POST", b"/big", big)
+
+    asyncio.run(scenario())
+
+
+def test_method_filter_with_head_requests_and_expect_continue() -> None:
+    async def scenario() -> None:
+        proxy = await _proxy(parse_filter({"any_of": [{"method": "HEAD"}, {"method": "PUT"}]}))
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\nGET /g HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        # The length the GET would have ("program:/h:0"), and no body.
+        assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: 12" in head.lower()
+        get = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # no body after HEAD's
+        assert get.startswith(b"HTTP/1.1 200 ")
+        writer.write(
+            b"PUT /e HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        rest = await asyncio.wait_for(reader.readuntil(b"100 Continue\r\n\r\n"), 5)
+        assert b"target:/g:0" in rest
+        writer.write(b"body")
+        final = await asyncio.wait_for(reader.readuntil(b"program:/e:4"), 5)
+        assert final.startswith(b"HTTP/1.1 200 ")
+        writer.close()
+        assert proxy.program.requests[-1] == (b"PUT", b"/e", b"body")
+        assert [r[:2] for r in proxy.program.requests] == [(b"HEAD", b"/h"), (b"PUT", b"/e")]
+
+    asyncio.run(scenario())
+
+
+def test_two_subscribers_with_their_own_filters_share_one_connection() -> None:
+    """A port stolen by two sessions, each with its filter: the first that matches wins."""
+
+    async def scenario() -> None:
+        alice, bob = Upstream("alice", keep_alive=True), Upstream("bob", keep_alive=True)
+        target = Upstream("target", keep_alive=False)
+        ports = [await alice.start(), await bob.start(), await target.start()]
+        routes = Routes(
+            (
+                ("alice", parse_filter({"header": "^x-user: alice$"})),
+                ("bob", parse_filter({"any_of": [{"header": "^x-user: bob$"}, {"method": "PUT"}]})),
+            ),
+            {"alice": _opener(ports[0]), "bob": _opener(ports[1]), "target": _opener(ports[2])},
+        )
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await FilteredConnection((reader, writer), routes).serve()
+
+        proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+        users = [b"alice", b"bob", b"carol", b"alice"]
+        raw = (
+            b"".join(
+                b"GET /%d HTTP/1.1\r\nHost: t\r\nX-User: %s\r\n\r\n" % (n, user)
+                for n, user in enumerate(users)
+            )
+            + b"PUT /p HTTP/1.1\r\nHost: t\r\nX-User: alice\r\nContent-Length: 0\r\n\r\n"
+        )
+        answers = await _client_exchange(proxy.sockets[0].getsockname()[1], raw, 5)
+        assert [body for _, body in answers] == [
+            b"alice:/0:0", b"bob:/1:0", b"target:/2:0", b"alice:/3:0", b"alice:/p:0"
+        ]  # fmt: skip
+
+    asyncio.run(scenario())
+
+
+def test_a_kept_alive_upstream_that_closed_while_idle_gets_the_request_again() -> None:
+    async def scenario() -> None:
+        program = Upstream("program", keep_alive=True, idle_close=True)
+        target = Upstream("target", keep_alive=True)
+        routes = Routes.single(ME, _opener(await program.start()), _opener(await target.start()))
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await FilteredConnection((reader, writer), routes).serve()
+
+        proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", proxy.sockets[0].getsockname()[1]
+        )
+        answers = []
+        for n in range(3):
+            writer.write(b"GET /i%d HTTP/1.1\r\nHost: t\r\nX-User: me\r\n\r\n" % n)
+            answers.append(await asyncio.wait_for(reader.readuntil(b"program:/i%d:0" % n), 5))
+        # Each answer was the program's, on a new program connection every time (without the
+        # second attempt, the 2nd and 3rd requests would have been answered 502).
+        assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers)
+        assert program.connections == 3
+        writer.close()
 
     asyncio.run(scenario())

@@ -293,13 +293,19 @@ def test_policy_port_selection_mapping_and_local_ports() -> None:
     assert _decide(8080, "127.0.0.1") is not None
 
 
-def test_policy_http_filter_applies_on_its_ports_and_other_ports_stay_local() -> None:
-    import re
-
-    http = HttpFilterConfig(header_filter=re.compile("^x-user: me$", re.I), ports=(8080,))
+def test_policy_http_filter_applies_on_its_ports_and_other_stolen_ports_are_stolen_whole() -> None:
+    """mirrord 3.250's http_filter.ports: the filter's ports; the others are stolen whole."""
+    wire = {"header": "^x-user: me$"}
+    http = HttpFilterConfig(wire=wire, ports=(8080,))
     steal = {"mode": IncomingMode.STEAL, "http_filter": http}
-    assert _decide(8080, **steal) == PortDecision(8080, 0, "steal", "^x-user: me$", "")
-    assert _decide(9000, **steal) is None  # not an HTTP-filter port, not listed in ports
-    listed = _decide(9000, ports=frozenset({9000, 8080}), **steal)
-    assert listed == PortDecision(9000, 0, "steal")  # listed: stolen whole
+    assert _decide(8080, **steal) == PortDecision(8080, 0, "steal", wire)
+    assert _decide(9000, **steal) == PortDecision(9000, 0, "steal")  # stolen, unfiltered
+    assert _decide(9000, ports=frozenset({8080}), **steal) is None  # not in incoming.ports
     assert _decide(9000, mode=IncomingMode.STEAL) == PortDecision(9000, 0, "steal")
+
+
+def test_policy_http_filter_without_ports_applies_on_every_stolen_port() -> None:
+    wire = {"any_of": [{"method": "POST"}, {"path": "^/api"}]}
+    steal = {"mode": IncomingMode.STEAL, "http_filter": HttpFilterConfig(wire=wire)}
+    assert _decide(3000, **steal) == PortDecision(3000, 0, "steal", wire)
+    assert _decide(8080, **steal) == PortDecision(8080, 0, "steal", wire)

@@ -23,6 +23,13 @@ DISTRIBUTIONS = {
     "scapy": "scapy",
     "h11": "h11",
     "ptrace": "python-ptrace",
+    "h2": "h2",
+    "hpack": "h2",  # h2's own dependencies come with it
+    "hyperframe": "h2",
+    "httptools": "httptools",
+    "jsonpath_rfc9535": "jsonpath-rfc9535",
+    "regex": "jsonpath-rfc9535",  # its dependencies
+    "iregexp_check": "jsonpath-rfc9535",
 }
 
 

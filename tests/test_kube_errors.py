@@ -105,6 +105,7 @@ def test_kube_with_an_unreachable_api_server_fails_in_seconds(tmp_path: Path) ->
         )
     )
     env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}
+    env["MIRRORD_AGENT_IMAGE"] = "registry.example/mirrord-trace-agent:0.1.0"
     for command in (["exec", "--target", "pod/x", *TRUE], ["ls"]):
         started = time.monotonic()
         result = subprocess.run(
@@ -192,8 +193,18 @@ def test_kube_agent_image_that_cannot_be_pulled(app: KubeCli) -> None:
     line, _ = timed(app, "exec", "-f", str(config), "--target", "pod/app", *TRUE)
     assert "the node cannot pull the agent image registry.invalid/nope/agent:0" in line
     assert 'ErrImagePull: Failed to pull image "registry.invalid/nope/agent:0"' in line
+    assert "'mirrord-trace agent-image push registry.invalid/nope/agent:0'" in line
     assert "agent.image" in line
     assert_nothing_left(app)
+
+
+def test_kube_without_an_agent_image_stops_before_asking_the_cluster(app: KubeCli) -> None:
+    result = app.run("exec", "--target", "pod/app", *TRUE, MIRRORD_AGENT_IMAGE="")
+    line = the_error(result)
+    assert "no agent image is set" in line
+    assert "'mirrord-trace agent-image push REGISTRY/mirrord-trace-agent:0.1.0'" in line
+    assert "agent.image or MIRRORD_AGENT_IMAGE" in line
+    assert app.cluster.requests == []
 
 
 def test_kube_agent_start_up_timeout(app: KubeCli) -> None:

@@ -17,7 +17,19 @@ import pytest
 from examples.go_env import offline_go_environment
 from tests.conftest import BIN_DIR, ROOT, example_binary
 
-MIRRORD_TRACE = [str(ROOT / ".venv" / "bin" / "mirrord-trace"), "exec"]
+EXEC = [str(ROOT / ".venv" / "bin" / "mirrord-trace"), "exec"]
+MIRRORD_TRACE = EXEC  # with the engine under test, set by the fixture below
+
+
+@pytest.fixture(params=["ptrace", "notify"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every test runs under both engines unless it names one (direct parametrization)."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _engine_flag(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "MIRRORD_TRACE", [*EXEC, "--engine", engine])
 
 
 def run_both(argv: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, ...]:
@@ -146,6 +158,7 @@ def test_go_run_module(tmp_path: Path) -> None:
     assert b"content for go run" in traced.stdout
 
 
+@pytest.mark.parametrize("engine", ["ptrace"])
 def test_trace_shows_paths_of_openat_and_newfstatat(tmp_path: Path) -> None:
     target = tmp_path / "traced.txt"
     target.write_text("x")
@@ -176,11 +189,30 @@ def _descendants_alive(pid: int) -> bool:
         return stat.read().split(") ")[1][0] != "Z"
 
 
+def descendants_of(pid: int) -> list[str]:
+    """All descendants (the notification engine's program is the guardian's child)."""
+    found, pending = [], [str(pid)]
+    while pending:
+        current = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                children = Path(f"/proc/{current}/task/{tid}/children").read_text().split()
+            except OSError:
+                continue
+            found += children
+            pending += children
+    return found
+
+
 def _child_pid_of(parent: int, program: str, timeout: float = 10.0) -> int:
-    """The supervisor's child once it has exec'd `program` (not the pre-exec fork)."""
+    """The supervisor's descendant once it has exec'd `program` (not the pre-exec fork)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        for child in descendants_of(parent):
             try:
                 if Path(f"/proc/{child}/exe").resolve() == Path(program).resolve():
                     return int(child)
@@ -252,6 +284,7 @@ def test_io_uring_is_refused_with_enosys() -> None:
     assert traced.stdout.split() == [b"-1", b"38"]
 
 
+@pytest.mark.parametrize("engine", ["ptrace"])
 def test_refused_tracing_is_one_clear_line() -> None:
     """Under another tracer (strace -f), ptrace is refused: one line, nothing started."""
     out = subprocess.run(["strace", "-f", "-o", "/dev/null", *MIRRORD_TRACE, "--", "true"],
@@ -276,6 +309,7 @@ def test_seccomp_refused_is_one_clear_line() -> None:
     assert len(lines) == 1 and "cannot install the seccomp filter" in lines[0], lines
 
 
+@pytest.mark.parametrize("engine", ["ptrace"])
 def test_sigterm_during_start_up_interrupts_it(tmp_path: Path) -> None:
     """Start-up held at a FIFO config file; SIGTERM ends it with one line, nothing started."""
     fifo = tmp_path / "config.json"

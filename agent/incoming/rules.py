@@ -130,11 +130,12 @@ class RuleBook:
         self._added: dict[int, list[tuple[IptablesFamily, list[str]]]] = {}
         self.warnings: list[str] = []
 
-    def redirect(self, port: int, to_port: int) -> None:
-        """Steal `port`: new connections go to `to_port`. IPv4 is required, IPv6 best effort."""
+    def redirect(self, port: int, to_port: int, override: bool = False) -> None:
+        """Steal `port`: new connections go to `to_port`. IPv4 is required, IPv6 best effort.
+        Another live agent's rules for the port make it PortTaken, or with `override` go."""
         if port in self._added:
             return
-        self._refuse_if_stolen_elsewhere(port)
+        self._refuse_if_stolen_elsewhere(port, override)
         added: list[tuple[IptablesFamily, list[str]]] = []
         try:
             for family in self.families:
@@ -155,7 +156,7 @@ class RuleBook:
             raise RuleError("iptables (IPv4) is not installed in the agent's environment")
         self._added[port] = added
 
-    def _refuse_if_stolen_elsewhere(self, port: int) -> None:
+    def _refuse_if_stolen_elsewhere(self, port: int, override: bool) -> None:
         for family in self.families:
             try:
                 rules = saved_rules(family)
@@ -168,6 +169,10 @@ class RuleBook:
                     and _dport_of(rule) == port
                     and owner_is_alive(comment)
                 ):
+                    if override:
+                        _delete_quietly(family, rule)
+                        self.warnings.append(f"port {port} taken over from {comment}")
+                        continue
                     raise PortTaken(
                         f"port {port} is stolen by another mirrord-trace session ({comment})"
                     )

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from agent.context import ServerContext, SessionContext, log
-from agent.incoming.http.filter import HttpFilter
-from agent.incoming.http.proxy import Streams
+from agent.http.filter import Filter, from_subscribe_fields
+from agent.http.relay import Streams, loopback_pair
 from agent.incoming.mirror import MirrorHub, MirrorStream
 from agent.incoming.steal import StealHub
 from agent.incoming.stolen import StolenConnection
@@ -39,7 +39,7 @@ class Subscription:
     id: int
     port: int
     mode: str
-    http_filter: HttpFilter | None = None
+    http_filter: Filter | None = None
     # The client asked for stolen connections whole, as descriptors (see agent/session.py).
     handover: bool = False
 
@@ -58,8 +58,19 @@ class Subscription:
         return stream is not None
 
     async def open_program_stream(self, info: dict[str, Any]) -> Streams | None:
-        """A connection to the program through a stream: the far end of a socket pair is
-        bridged like a stolen connection, the near end is the filter's upstream."""
+        """A connection to the program, for the requests a filter sends there. A client on
+        this machine that takes handovers gets one end of a loopback TCP pair as itself (no
+        frame carries its bytes); otherwise the far end of a socket pair is bridged like a
+        stolen connection. The near end is the filter's upstream."""
+        session = self.owner.session
+        if self.handover and session.takes_descriptors:
+            near, far = await loopback_pair()
+            try:
+                if self.owner.hand_over_socket(self, info, far):
+                    return await asyncio.open_connection(sock=near)
+            finally:
+                far.close()  # the client holds its own duplicate
+            near.close()
         near, far = socket.socketpair()
         far_reader, far_writer = await asyncio.open_connection(sock=far)
         stream = self.owner.open_stream(
@@ -100,14 +111,23 @@ class SessionIncoming:
     ) -> bool:
         """Give the client the connection itself (its descriptor rides on the StreamOpen):
         the agent is then out of its path. False when it cannot go now (it is bridged)."""
+        if not self.hand_over_socket(subscription, info, connection):
+            return False
+        connection.handed_over()
+        return True
+
+    def hand_over_socket(
+        self,
+        subscription: Subscription,
+        info: dict[str, Any],
+        sock: StolenConnection | socket.socket,
+    ) -> bool:
+        """Send the StreamOpen with `sock`'s descriptor; False when it cannot go now."""
         if self.closed or subscription.id not in self.subscriptions:
             return False
         stream_id = next(self._stream_ids)
         info = {**info, "subscription": subscription.id, HANDOVER: True}
-        if not self.session.send_descriptor(StreamOpen(stream_id, info), connection.fileno()):
-            return False
-        connection.handed_over()
-        return True
+        return self.session.send_descriptor(StreamOpen(stream_id, info), sock.fileno())
 
 
 class IncomingService:
@@ -130,7 +150,7 @@ class IncomingService:
         if not 1 <= port <= 65535:
             raise InvalidRequest(errno.EINVAL, f"port {port} is out of range")
         mode: str = fields["mode"]
-        http_filter = HttpFilter.from_fields(fields["header_filter"], fields["path_filter"])
+        http_filter = from_subscribe_fields(fields)
         if http_filter is not None and mode != "steal":
             raise InvalidRequest(errno.EINVAL, "an HTTP filter only applies when stealing")
         state = self._for(session)
@@ -142,7 +162,7 @@ class IncomingService:
             if mode == "mirror":
                 self.mirror.add(port, subscription)
             else:
-                await self.steal.add(port, subscription)
+                await self.steal.add(port, subscription, override=fields["override"])
         except BaseException:
             state.subscriptions.pop(subscription.id, None)
             raise

@@ -3,8 +3,9 @@
 iptables REDIRECT rules (agent.incoming.rules) send them to the agent's steal listener, in the
 target's network namespace; SO_ORIGINAL_DST tells which port each was meant for. A connection
 to a port stolen without a filter becomes a stream to the subscribed session as it is; with an
-HTTP filter, agent.incoming.http.proxy routes it request by request. A connection whose port
-nobody steals any more (it raced an unsubscribe) goes on to the target, as if never stolen.
+HTTP filter, agent.http.connection routes it request by request (HTTP/1.x and HTTP/2). A
+connection whose port nobody steals any more (it raced an unsubscribe) goes on to the
+target, as if never stolen.
 
 Before the first rule, the guardian process is started (agent.incoming.guardian): the rules are
 gone when the agent ends, however it ends. Rules left by agents that died with their guardian
@@ -21,9 +22,10 @@ import struct
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from agent.http.connection import serve_filtered
+from agent.http.filter import Filter
+from agent.http.relay import Streams, pipe_both
 from agent.incoming.guardian import Guardian, GuardianError
-from agent.incoming.http.filter import HttpFilter
-from agent.incoming.http.proxy import FilteredConnection, Streams, pipe_both
 from agent.incoming.rules import (
     AGENT_MARK,
     PortTaken,
@@ -44,7 +46,7 @@ CONNECT_TIMEOUT = 10.0
 class StealReceiver(Protocol):
     """A steal subscription, as the hub sees it."""
 
-    http_filter: HttpFilter | None
+    http_filter: Filter | None
 
     def take_connection(self, info: dict[str, Any], connection: StolenConnection) -> bool:
         """Hand a whole connection to the program; False when the session is gone."""
@@ -120,15 +122,16 @@ class StealHub:
     def ports(self) -> set[int]:
         return set(self._receivers)
 
-    async def add(self, port: int, receiver: StealReceiver) -> None:
-        """Steal `port` for `receiver`; OSError(EADDRINUSE) when another session steals it."""
-        if port in self._receivers:
+    async def add(self, port: int, receiver: StealReceiver, override: bool = False) -> None:
+        """Steal `port` for `receiver`; OSError(EADDRINUSE) when another session steals it,
+        unless `override` (mirrord's on_concurrent_steal): then new connections come here."""
+        if port in self._receivers and not override:
             raise OSError(errno.EADDRINUSE, f"port {port} is already stolen by another session")
         self._receivers[port] = receiver
         try:
             if not self._servers:
                 await self._start()
-            await asyncio.to_thread(self.rules.redirect, port, self.listen_port)
+            await asyncio.to_thread(self.rules.redirect, port, self.listen_port, override)
         except (RuleError, GuardianError, OSError) as error:
             if self._receivers.get(port) is receiver:
                 del self._receivers[port]
@@ -217,7 +220,7 @@ class StealHub:
         async def open_program() -> Streams | None:
             return await receiver.open_program_stream(info)
 
-        await FilteredConnection(client, receiver.http_filter, open_program, open_target).serve()
+        await serve_filtered(client, receiver.http_filter, open_program, open_target)
 
     async def _pass_to_target(self, client: Streams, destination: tuple[str, int]) -> None:
         try:

@@ -64,6 +64,11 @@ from mirrord_trace.signal_mask import helper_threads_spared
 # sends one per frame; room for more only so that a surplus is noticed, not silently closed.
 _MAX_FDS_PER_RECEIVE = 8
 _FD_SIZE = array.array("i").itemsize
+# The I/O thread's queued frames leave as soon as they add up to this much, not only at the end
+# of its loop round: a round that finds 500 relay ends readable would otherwise hold 500 data
+# frames (up to 256 KiB each) and then their concatenation, hundreds of MiB, before sending
+# any of it (tests/test_outgoing_load.py measured the supervisor at ~250 MB).
+_QUEUE_LIMIT = 64 * 1024
 
 
 def _resolve(
@@ -135,6 +140,7 @@ class AgentClient(ClientStreams):
         sock.setblocking(False)
         # Messages the I/O thread sends during one loop round, sent together at its end.
         self._queued: list[bytes] = []
+        self._queued_size = 0
         self._selector.register(sock, selectors.EVENT_READ, None)
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self._thread = threading.Thread(
@@ -332,11 +338,15 @@ class AgentClient(ClientStreams):
             with contextlib.suppress(AgentLost):
                 self._send(message)
             return
-        self._queued.append(encode(message))
+        frame = encode(message)
+        self._queued.append(frame)
+        self._queued_size += len(frame)
+        if self._queued_size >= _QUEUE_LIMIT:
+            self._send_queued()
 
     def _send_queued(self) -> None:
         if self._queued:
-            frames, self._queued = self._queued, []
+            frames, self._queued, self._queued_size = self._queued, [], 0
             with contextlib.suppress(AgentLost):
                 self._send_bytes(frames[0] if len(frames) == 1 else b"".join(frames))
 

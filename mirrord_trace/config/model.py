@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mirrord_trace.targets import Target, Targetless
 
@@ -33,6 +33,14 @@ class IncomingMode(StrEnum):
     OFF = "off"
 
 
+class ConcurrentSteal(StrEnum):
+    """feature.network.incoming.on_concurrent_steal: when another session steals the port."""
+
+    ABORT = "abort"  # the program's listen() fails, saying why
+    CONTINUE = "continue"  # the program listens on this machine only
+    OVERRIDE = "override"  # new connections come to this session instead
+
+
 class FilterSide(StrEnum):
     """Which side the matching traffic goes to; everything else goes to the other side."""
 
@@ -42,7 +50,6 @@ class FilterSide(StrEnum):
 
 AGENT_LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 IMAGE_PULL_POLICIES = ("IfNotPresent", "Always", "Never")
-DEFAULT_HTTP_FILTER_PORTS = (80, 8080)
 
 
 def _empty_mapping() -> Mapping[str, str]:
@@ -74,15 +81,20 @@ class FsConfig:
 
 @dataclass(frozen=True, slots=True)
 class HttpFilterConfig:
-    """feature.network.incoming.http_filter (only used when stealing)."""
+    """feature.network.incoming.http_filter (only used when stealing).
 
-    header_filter: re.Pattern[str] | None = None
-    path_filter: re.Pattern[str] | None = None
-    ports: tuple[int, ...] = DEFAULT_HTTP_FILTER_PORTS
+    `wire` is the filter as the agent takes it (mirrord_trace.config.http_filter), None when no
+    filter is set; `ports` None means every stolen port (mirrord 3.250)."""
+
+    wire: Mapping[str, Any] | None = None
+    ports: tuple[int, ...] | None = None
 
     @property
     def is_set(self) -> bool:
-        return self.header_filter is not None or self.path_filter is not None
+        return self.wire is not None
+
+    def applies_to(self, port: int) -> bool:
+        return self.is_set and (self.ports is None or port in self.ports)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +108,7 @@ class IncomingConfig:
     ignore_localhost: bool = False
     ignore_ports: frozenset[int] = frozenset()
     ports: frozenset[int] | None = None
+    on_concurrent_steal: ConcurrentSteal = ConcurrentSteal.ABORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,5 +187,7 @@ class Config:
     target: TargetConfig = TargetConfig()
     kubeconfig: str | None = None
     kube_context: str | None = None
+    # "ptrace" or "notify" (docs/debugging.md); None: notify for a debugger, else ptrace.
+    engine: str | None = None
     feature: FeatureConfig = FeatureConfig()
     agent: AgentConfig = AgentConfig()

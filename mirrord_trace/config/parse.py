@@ -18,11 +18,12 @@ from mirrord_trace.config.filters import (
     FilterSyntaxError,
     parse_address_filter,
 )
+from mirrord_trace.config.http_filter import HTTP_FILTER_KEYS, parse_http_filter
 from mirrord_trace.config.model import (
     AGENT_LOG_LEVELS,
-    DEFAULT_HTTP_FILTER_PORTS,
     IMAGE_PULL_POLICIES,
     AgentConfig,
+    ConcurrentSteal,
     Config,
     DnsConfig,
     EnvConfig,
@@ -40,7 +41,6 @@ from mirrord_trace.config.model import (
 )
 from mirrord_trace.config.values import (
     check_keys,
-    compile_regex,
     expect_bool,
     expect_choice,
     expect_int,
@@ -67,7 +67,7 @@ T = TypeVar("T")
 # Every key each section accepts; anything else is an error. docs/configuration.md has a
 # heading per dotted key (tests/test_config_docs.py keeps the two in step).
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("target", "kubeconfig", "kube_context", "feature", "agent"),
+    "": ("target", "kubeconfig", "kube_context", "engine", "feature", "agent"),
     "target": ("path", "namespace"),
     "feature": ("env", "fs", "network"),
     "feature.env": ("include", "exclude", "override", "unset"),
@@ -81,8 +81,9 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "ignore_localhost",
         "ignore_ports",
         "ports",
+        "on_concurrent_steal",
     ),
-    "feature.network.incoming.http_filter": ("header_filter", "path_filter", "ports"),
+    "feature.network.incoming.http_filter": HTTP_FILTER_KEYS,
     "feature.network.outgoing": ("tcp", "udp", "ignore_localhost", "filter"),
     "feature.network.outgoing.filter": ("remote", "local"),
     "feature.network.dns": ("enabled", "filter"),
@@ -119,9 +120,14 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         target=_optional(raw, "target", "target", _target, TargetConfig()),
         kubeconfig=_optional(raw, "kubeconfig", "kubeconfig", expect_str, None),
         kube_context=_optional(raw, "kube_context", "kube_context", expect_str, None),
+        engine=_optional(raw, "engine", "engine", _engine, None),
         feature=_optional(raw, "feature", "feature", _feature, FeatureConfig()),
         agent=_optional(raw, "agent", "agent", _agent, AgentConfig()),
     )
+
+
+def _engine(value: Any, key: str) -> str:
+    return expect_choice(value, key, ("ptrace", "notify"))
 
 
 def _optional(
@@ -279,7 +285,18 @@ def _incoming(value: object, key: str) -> IncomingConfig:
         ),
         ignore_ports=ignore_ports or frozenset(),
         ports=ports,
+        on_concurrent_steal=_optional(
+            section,
+            "on_concurrent_steal",
+            join(key, "on_concurrent_steal"),
+            _concurrent_steal,
+            ConcurrentSteal.ABORT,
+        ),
     )
+
+
+def _concurrent_steal(value: object, key: str) -> ConcurrentSteal:
+    return ConcurrentSteal(expect_choice(value, key, [choice.value for choice in ConcurrentSteal]))
 
 
 def _incoming_mode(value: object, key: str) -> IncomingMode:
@@ -291,22 +308,7 @@ def _port_set(value: object, key: str) -> frozenset[int]:
 
 
 def _http_filter(value: object, key: str) -> HttpFilterConfig:
-    section = expect_mapping(value, key)
-    check_keys(section, key, SECTION_KEYS[key])
-    return HttpFilterConfig(
-        header_filter=_optional(
-            section, "header_filter", join(key, "header_filter"), _http_regex, None
-        ),
-        path_filter=_optional(section, "path_filter", join(key, "path_filter"), _http_regex, None),
-        ports=_optional(
-            section, "ports", join(key, "ports"), expect_port_list, DEFAULT_HTTP_FILTER_PORTS
-        ),
-    )
-
-
-def _http_regex(value: object, key: str) -> re.Pattern[str]:
-    # mirrord matches headers ("Name: value") and paths case-insensitively.
-    return compile_regex(expect_str(value, key), key, re.IGNORECASE)
+    return parse_http_filter(value, key)
 
 
 def _outgoing(value: object, key: str) -> OutgoingConfig:

@@ -95,10 +95,29 @@ class Wait:
     why: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class OpenInstead:
+    """Serve an open with a local file (a stand-in for a remote one) in place of the program's
+    path; the program gets a descriptor of `path` opened with `flags` (and `mode`).
+
+    Engine-neutral: the ptrace engine carries out `rewrite` (the path argument, and flags,
+    rewritten in place); the notification engine opens `path` itself and injects the descriptor
+    into the program as the call's answer (SECCOMP_IOCTL_NOTIF_ADDFD with SEND). `on_done` gets
+    the program's result (its new fd or a negative errno) once the program holds the file.
+    """
+
+    path: bytes
+    flags: int
+    mode: int
+    rewrite: Rewrite
+    on_done: Callable[[int], None] | None = None
+    why: str = ""
+
+
 # An exit callback may also return an Emulate: its writes go to tracee memory and its result
 # replaces the syscall's (e.g. rewriting the source address a recvfrom reported).
 ExitCallback = Callable[[int], "int | Inject | Emulate | None"]
 # `why` is the decision in words ("local: /usr/** is read locally"), shown by --trace.
-Action = Allow | Emulate | Rewrite | ExitStop | Wait
+Action = Allow | Emulate | Rewrite | ExitStop | Wait | OpenInstead
 
 ALLOW = Allow()

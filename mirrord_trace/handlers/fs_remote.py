@@ -21,7 +21,7 @@ from mirrord_trace.fs.cache import LocalCache
 from mirrord_trace.fs.remote_files import RemoteFiles
 from mirrord_trace.fs.stat_struct import pack_stat, pack_statx
 from mirrord_trace.fs.writers import Writers
-from mirrord_trace.handlers.actions import ALLOW, Action, Emulate, Rewrite
+from mirrord_trace.handlers.actions import ALLOW, Action, Emulate, OpenInstead, Rewrite
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.handlers.fs_paths import (
     AT_EMPTY_PATH,
@@ -173,13 +173,17 @@ class RemoteHandlers(PathHandlers):
 
         new_path = os.fsencode(local) + b"\0"
         args: dict[int, int | bytes] = {path_index: new_path}
+        mode = self._mode_arg(call, name) if local_flags & os.O_CREAT else 0
         if name == "openat2":
-            mode = self._mode_arg(call, name) if local_flags & os.O_CREAT else 0
             # resolve flags cleared: the path was resolved in the target already.
             args.update({2: _OPEN_HOW.pack(local_flags, mode, 0), 3: _OPEN_HOW.size})
         elif local_flags != flags and name != "creat":
             args[path_index + 1] = local_flags
-        return Rewrite(args, on_exit=on_exit, why=why)
+        open_flags = local_flags if name != "creat" else os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+        return OpenInstead(
+            os.fsencode(local), open_flags, mode, Rewrite(args, on_exit=on_exit, why=why),
+            on_done=on_exit, why=why,
+        )
 
     @staticmethod
     def _mode_arg(call: SyscallCall, name: str) -> int:

@@ -135,11 +135,20 @@ class IncomingHandlers:
                 timeout=60.0,
                 port=decision.remote_port,
                 mode=decision.mode,
-                header_filter=decision.header_filter,
-                path_filter=decision.path_filter,
+                http_filter=dict(decision.http_filter or {}),
                 handover=decision.mode == "steal" and self.connector.takes_handovers,
+                override=decision.on_concurrent_steal == "override",
             )
         except RemoteError as error:
+            if error.errno == errno.EADDRINUSE and decision.on_concurrent_steal == "continue":
+                print(
+                    f"mirrord-trace: warning: port {decision.remote_port} of the target is "
+                    f"stolen by another session ({error}); on_concurrent_steal is "
+                    '"continue": the program listens on this machine only',
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return None
             print(
                 f"mirrord-trace: error: cannot {decision.mode} port {decision.remote_port} of "
                 f"the target: {error} (the program's listen() fails)",

@@ -6,13 +6,16 @@ really listens on this machine on listen_ports[L] (default: any free port).
 
 - mode off: nothing is subscribed;
 - `ignore_ports` / `ports` select by L; `ignore_localhost` leaves loopback listeners local;
-- stealing with an HTTP filter: the filter applies on R when R is in `http_filter.ports`;
-  other ports are not stolen at all unless `ports` lists them (then they are stolen whole).
+- stealing with an HTTP filter: the filter applies on R when `http_filter.ports` lists R or
+  is absent (mirrord 3.250); other stolen ports are stolen whole.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mirrord_trace.config.model import IncomingConfig, IncomingMode
 from mirrord_trace.net.sockaddr import InetAddress
@@ -23,19 +26,17 @@ class PortDecision:
     remote_port: int
     local_port: int  # 0: any free port
     mode: str  # "mirror" | "steal"
-    header_filter: str = ""
-    path_filter: str = ""
+    http_filter: Mapping[str, Any] | None = None  # the wire tree (config.http_filter)
+    on_concurrent_steal: str = "abort"  # when another session steals the port
 
     @property
     def filtered(self) -> bool:
-        return bool(self.header_filter or self.path_filter)
+        return self.http_filter is not None
 
     def describe(self) -> str:
         what = f"{self.mode} remote port {self.remote_port}"
-        if self.filtered:
-            parts = [f"header {self.header_filter!r}"] if self.header_filter else []
-            parts += [f"path {self.path_filter!r}"] if self.path_filter else []
-            what += f" (HTTP requests matching {' and '.join(parts)})"
+        if self.http_filter is not None:
+            what += f" (HTTP requests matching {json.dumps(self.http_filter)})"
         return what
 
 
@@ -59,22 +60,12 @@ class IncomingPolicy:
             return None
         if port in config.ignore_ports:
             return None
-        listed = config.ports is not None and port in config.ports
-        if config.ports is not None and not listed:
+        if config.ports is not None and port not in config.ports:
             return None
         remote = self._remote.get(port, port)
         local = self._local.get(port, 0)
         if config.mode == IncomingMode.MIRROR:
             return PortDecision(remote, local, "mirror")
         http = config.http_filter
-        if not http.is_set:
-            return PortDecision(remote, local, "steal")
-        if remote in http.ports:
-            return PortDecision(
-                remote,
-                local,
-                "steal",
-                http.header_filter.pattern if http.header_filter is not None else "",
-                http.path_filter.pattern if http.path_filter is not None else "",
-            )
-        return PortDecision(remote, local, "steal") if listed else None
+        wire = http.wire if http.applies_to(remote) else None
+        return PortDecision(remote, local, "steal", wire, str(config.on_concurrent_steal))

@@ -17,7 +17,6 @@ the real client already), so they never travel back to the agent.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import functools
@@ -25,11 +24,16 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mirrord_trace.incoming.state import Delivery, IncomingState, Listener, RelayedConnection
 from mirrord_trace.net.sockaddr import InetAddress, from_socket_tuple
 from mirrord_trace.protocol.byte_copy import copy_until_eof
+
+if TYPE_CHECKING:
+    # Imported where a mirrored copy needs it: every session with a target builds the incoming
+    # family, and asyncio is ~30 ms of an `exec` start-up that mirrors nothing.
+    import asyncio
 
 _READ_SIZE = 256 * 1024
 HANDOVER_ENV = "MIRRORD_TRACE_INCOMING_HANDOVER"
@@ -150,6 +154,8 @@ class MirrorRelay:
         loop.call_soon_threadsafe(self._spawn, copy, program, done)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
+        import asyncio
+
         with self._start_lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
@@ -161,6 +167,8 @@ class MirrorRelay:
             return self._loop
 
     def _spawn(self, copy: socket.socket, program: socket.socket, done: Callable[[], None]) -> None:
+        import asyncio
+
         task = asyncio.get_running_loop().create_task(self._relay(copy, program, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -168,6 +176,8 @@ class MirrorRelay:
     async def _relay(
         self, copy: socket.socket, program: socket.socket, done: Callable[[], None]
     ) -> None:
+        import asyncio
+
         # `program` may still be connecting: the transport buffers until it can write.
         try:
             copy.setblocking(False)

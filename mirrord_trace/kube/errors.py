@@ -60,6 +60,10 @@ class ImagePullFailed(KubeError):
     """The node cannot pull the agent image."""
 
 
+class NoAgentImage(KubeError):
+    """Neither agent.image nor MIRRORD_AGENT_IMAGE names the agent image."""
+
+
 class AgentStartTimeout(KubeError):
     """The agent was not ready within agent.startup_timeout."""
 

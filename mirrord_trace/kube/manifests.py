@@ -23,10 +23,8 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from mirrord_trace import __version__
 from mirrord_trace.kube.targets import ResolvedTarget
 
-DEFAULT_AGENT_IMAGE = f"ghcr.io/mirrord-trace/agent:{__version__}"
 AGENT_CONTAINER = "mirrord-trace-agent"
 AGENT_CAPABILITIES = ("NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN")
 TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"

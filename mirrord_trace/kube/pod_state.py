@@ -9,10 +9,10 @@ from typing import Any
 from mirrord_trace.kube.errors import (
     DOCS,
     AgentFailed,
-    ImagePullFailed,
     KubeError,
     pod_security_rejected,
 )
+from mirrord_trace.kube.image import pull_failed
 
 # Waiting reasons of a container that will not start without someone changing something.
 IMAGE_PULL_FAILURES = frozenset(
@@ -72,12 +72,7 @@ def agent_progress(
     waiting = state.get("waiting", {})
     reason, message = waiting.get("reason", ""), " ".join(waiting.get("message", "").split())
     if reason in IMAGE_PULL_FAILURES:
-        raise ImagePullFailed(
-            f"the node cannot pull the agent image {image} ({reason}"
-            + (f": {message})" if message else ")"),
-            "set agent.image to an image the node can pull (build it from agent/Containerfile, "
-            f"see {DOCS}) and check the registry's credentials",
-        )
+        raise pull_failed(image, reason, message)
     if reason in CONTAINER_FAILURES:
         raise AgentFailed(
             f"the agent container in pod {name} cannot start ({reason}"

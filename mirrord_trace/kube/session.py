@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mirrord_trace.kube.agent_job import AgentJob
 from mirrord_trace.kube.cluster import Cluster, connect
 from mirrord_trace.kube.ephemeral import EphemeralAgent
-from mirrord_trace.kube.manifests import DEFAULT_AGENT_IMAGE, AgentLaunch, new_agent_name
+from mirrord_trace.kube.image import agent_image
+from mirrord_trace.kube.manifests import AgentLaunch, new_agent_name
 from mirrord_trace.kube.port_forward import connect_agent
 from mirrord_trace.kube.signals import termination_deferred, termination_interrupts
 from mirrord_trace.kube.targets import resolve
@@ -78,6 +79,7 @@ class KubeAgent:
         started = time.monotonic()
         agent_config = self.config.agent
         self.cluster = connect(self.config.kubeconfig, self.config.kube_context)
+        image = agent_image(agent_config.image)  # before anything is asked of the cluster
         namespace = self.config.target.namespace or self.cluster.default_namespace
         target = resolve(self.cluster, self.target, namespace)
         self.progress(f"target {target} in namespace {namespace}, on node {target.node}")
@@ -85,7 +87,7 @@ class KubeAgent:
             name=new_agent_name(),
             namespace=agent_config.namespace or namespace,
             target=target,
-            image=agent_config.image or DEFAULT_AGENT_IMAGE,
+            image=image,
             image_pull_policy=agent_config.image_pull_policy,
             port=_PORT_RANGE[0] + secrets.randbelow(_PORT_RANGE[1] - _PORT_RANGE[0]),
             token=new_token(),

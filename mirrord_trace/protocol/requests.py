@@ -47,8 +47,9 @@ Replies (fields of Reply):
   net.connect       {"stream": int, "local": [host, port], "peer": [host, port]}
                     the stream id is the one the client chose (odd); data flows as StreamData
   incoming.subscribe {"subscription": int}            traffic to the target's TCP `port`:
-                    mode "mirror" (a copy) or "steal" (the traffic itself; with header_filter /
-                    path_filter, case-insensitive regexes, only the matching HTTP requests).
+                    mode "mirror" (a copy) or "steal" (the traffic itself; with "http_filter",
+                    a filter tree as in agent.http.filter, only the matching HTTP requests;
+                    the older "header_filter" / "path_filter" regexes still work).
                     Each connection arrives as a StreamOpen (even id) whose info is
                     {"subscription", "mode", "port", "peer": [host, port], "local": [host, port]}
                     With "handover": true, on a session over a Unix socket (the client is on
@@ -56,6 +57,8 @@ Replies (fields of Reply):
                     its StreamOpen frame carries the connection's descriptor (SCM_RIGHTS on
                     the frame's bytes), info has HANDOVER: true, no stream message follows
                     for that id and the client owns the socket. Elsewhere the flag is ignored.
+                    "override": true takes a port another session steals (its rules go; its
+                    connections carry on); otherwise that is EADDRINUSE.
   incoming.unsubscribe {}                             stop; stolen traffic goes to the target again
 
 STAT is a map with the keys in STAT_FIELDS (times in nanoseconds); VERSION is the list
@@ -151,7 +154,13 @@ REQUESTS: dict[str, RequestSpec] = {
     ),
     "incoming.subscribe": RequestSpec(
         {"port": int, "mode": str},
-        {"header_filter": (str, ""), "path_filter": (str, ""), "handover": (bool, False)},
+        {
+            "http_filter": (dict, {}),
+            "header_filter": (str, ""),
+            "path_filter": (str, ""),
+            "handover": (bool, False),
+            "override": (bool, False),
+        },
     ),
     "incoming.unsubscribe": RequestSpec({"subscription": int}),
 }

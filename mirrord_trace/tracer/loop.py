@@ -23,6 +23,7 @@ from mirrord_trace.handlers.actions import (
     ExitStop,
     Inject,
     InjectArgs,
+    OpenInstead,
     Rewrite,
     Wait,
 )
@@ -259,6 +260,8 @@ class Tracer:
             return
         call = SyscallCall(tid, task.tgid, info[4], info[5:11], task.space.memory(tid))
         action = self._failures.decide(entry, call)
+        if type(action) is OpenInstead:
+            action = action.rewrite  # this engine can rewrite the path argument in place
         if self.trace is not None:
             action = self._traced(task, entry, call, action)
         if type(action) is Allow:  # the common case needs no registers

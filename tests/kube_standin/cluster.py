@@ -17,7 +17,6 @@ from typing import Any
 
 import yaml
 
-from mirrord_trace.kube.manifests import DEFAULT_AGENT_IMAGE
 from tests.kube_standin import objects, schemas
 from tests.kube_standin.admission import ENFORCE_LABEL
 from tests.kube_standin.api_server import ApiServer
@@ -29,6 +28,8 @@ Obj = dict[str, Any]
 NODE = "standin-node"
 HOST_IP = "10.0.0.10"
 HANGING_IMAGE = "standin.example/agent-pull-hangs:1"
+# What the stand-in node runs as the agent image (KubeCli sets MIRRORD_AGENT_IMAGE to it).
+AGENT_IMAGE = "standin.example/mirrord-trace-agent:0.1.0"
 
 
 def schema_problem(obj: Any, kind: str) -> str | None:
@@ -69,7 +70,7 @@ class StandinCluster:
             workdir,
             images
             if images is not None
-            else {DEFAULT_AGENT_IMAGE: Image.RUNS, HANGING_IMAGE: Image.HANGS},
+            else {AGENT_IMAGE: Image.RUNS, HANGING_IMAGE: Image.HANGS},
             on_pod_finished=lambda pod: self.controllers.pod_finished(pod),
         )
         self.controllers = Controllers(self.store, self.kubelet, self.enforce_level)

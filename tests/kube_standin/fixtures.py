@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from mirrord_trace.kube.image import AGENT_IMAGE_ENV
 from tests.conftest import ROOT
-from tests.kube_standin.cluster import StandinCluster
+from tests.kube_standin.cluster import AGENT_IMAGE, StandinCluster
 
 MIRRORD_TRACE = str(ROOT / ".venv" / "bin" / "mirrord-trace")
 
@@ -45,6 +46,7 @@ class KubeCli:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {**os.environ, "HOME": str(self.home), "KUBECONFIG": str(self.kubeconfig)}
+        env[AGENT_IMAGE_ENV] = AGENT_IMAGE
         env.pop("KUBERNETES_SERVICE_HOST", None)
         return {**env, **extra}
 

@@ -1,2 +1,0 @@
-"""The HTTP-filtering proxy of stolen connections: which requests go to the program, which
-on to the target's own server."""
