@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import errno
 import os
 import socket
@@ -49,6 +50,11 @@ from mirrord_trace.protocol import (
 from mirrord_trace.protocol.handshake import HANDSHAKE_TIMEOUT, PREAUTH_LIMIT
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# File requests of one session running in the thread pool at once, at most: each reply is up
+# to MAX_READ_SIZE, so this bounds what a session that does not read can make the agent hold.
+MAX_FILE_WORK = 16
+# Bytes of requests that wait while a session is congested before the agent stops reading it.
+STALLED_LIMIT = 1024 * 1024
 # Queued frames are sent as soon as they add up to this much (see Session._write).
 _BATCH_LIMIT = 64 * 1024
 
@@ -103,6 +109,10 @@ class Session(asyncio.BufferedProtocol):
         self._outgoing_size = 0
         self._writable = asyncio.Event()
         self._writable.set()
+        self._reading_paused = False  # by _process: too many requests wait
+        self._stalled: collections.deque[Request] = collections.deque()  # while congested
+        self._stalled_size = 0  # their frames' bytes
+        self._resume_scheduled = False
         self._last_heard = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         # Run when the client is gone, before its streams are dropped (e.g. incoming
@@ -142,26 +152,83 @@ class Session(asyncio.BufferedProtocol):
         self._last_heard = self._loop.time()
         try:
             self._decoder.feed(data)
+        except FramingError as error:
+            self._violation(str(error))
+            self.close()
+            return
+        self._process()
+
+    def _process(self) -> None:
+        """Dispatch what the decoder holds. While the session is congested (the client does
+        not read its replies: the transport paused writing; or MAX_FILE_WORK file requests
+        are in flight) requests wait in arrival order, and once STALLED_LIMIT bytes of them
+        wait the transport stops reading, so the kernel pushes back on the client (issue
+        #20: 1,000 pipelined 1 MiB reads nobody read took the agent to 1 GiB). Stream
+        messages go on meanwhile: their windows bound them, and a client blocked sending
+        stream data while the agent stopped reading would never read again."""
+        decoder = self._decoder
+        try:
             while self._transport is not None:
+                if self._stalled_size >= STALLED_LIMIT:
+                    if not self._reading_paused:
+                        self._reading_paused = True
+                        self._transport.pause_reading()
+                    return
+                before = decoder.buffered
                 try:
-                    message = next(self._decoder)
+                    message = next(decoder)
                 except StopIteration:
-                    if not self._authenticated and self._decoder.buffered > PREAUTH_LIMIT:
+                    if not self._authenticated and decoder.buffered > PREAUTH_LIMIT:
                         self._violation(f"more than {PREAUTH_LIMIT} bytes before the handshake")
+                    elif self._reading_paused:
+                        self._reading_paused = False
+                        self._transport.resume_reading()
                     return
                 except MalformedMessage as error:
                     self._violation(str(error))
+                    continue
+                if (
+                    self._authenticated
+                    and isinstance(message, Request)
+                    and (self._stalled or self._congested())
+                ):
+                    self._stalled.append(message)
+                    self._stalled_size += before - decoder.buffered
                     continue
                 self._dispatch(message)
         except FramingError as error:
             self._violation(str(error))
             self.close()
 
+    def _congested(self) -> bool:
+        return not self._writable.is_set() or len(self._thread_tasks) >= MAX_FILE_WORK
+
+    def _uncongested(self) -> None:
+        """Room again (the client read, or file work finished): serve the waiting requests;
+        from the event loop, never inside the transport's own callback."""
+        if self._stalled and not self._resume_scheduled and self._transport is not None:
+            self._resume_scheduled = True
+            self._loop.call_soon(self._serve_stalled)
+
+    def _serve_stalled(self) -> None:
+        self._resume_scheduled = False
+        while self._stalled and self._transport is not None and not self._congested():
+            self._on_request(self._stalled.popleft())
+        if not self._stalled:
+            self._stalled_size = 0
+        if self._reading_paused and not self._stalled:
+            self._process()  # what the decoder still holds, and reading again
+
     def pause_writing(self) -> None:
         self._writable.clear()
 
     def resume_writing(self) -> None:
         self._writable.set()
+        self._uncongested()
+
+    def _file_work_done(self, task: asyncio.Task[None]) -> None:
+        self._thread_tasks.discard(task)
+        self._uncongested()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -324,9 +391,12 @@ class Session(asyncio.BufferedProtocol):
                 self._send_reply(request.id, reply)
             return
         task = asyncio.create_task(self._serve(request.id, handler, fields))
-        tasks = self._thread_tasks if handler.mode == "thread" else self._tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        if handler.mode == "thread":
+            self._thread_tasks.add(task)
+            task.add_done_callback(self._file_work_done)
+        else:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, request_id: int, handler: Handler, fields: Fields) -> None:
         try:
