@@ -11,6 +11,7 @@ import asyncio
 import errno
 import json
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -22,8 +23,13 @@ from agent.server import AgentServer
 from agent.target.container_pid import ContainerNotFound, find_container_pid, parse_container_id
 from agent.target.linux import CLONE_NEWNET, setns
 from agent.target.root import TargetRoot
+from mirrord_trace.protocol import token_digest
 
 TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
+# Only the token's SHA-256: what a Kubernetes agent's spec holds (readers of the spec must not
+# be able to connect; see docs/security.md).
+TOKEN_SHA256_ENV = "MIRRORD_TRACE_AGENT_TOKEN_SHA256"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 NEED_ROOT = (
     "the agent must run as root (CAP_SYS_ADMIN + CAP_SYS_PTRACE) to enter the target's "
     "namespaces: run it with sudo"
@@ -54,6 +60,18 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def read_token_digest(token_file: Path | None) -> str:
+    """The SHA-256 of the session token the agent accepts; the token itself is not kept."""
+    digest = os.environ.pop(TOKEN_SHA256_ENV, "").strip().lower()
+    if digest:
+        if token_file is not None:
+            fail(f"give either {TOKEN_SHA256_ENV} or --token-file, not both")
+        if not _SHA256_HEX.fullmatch(digest):
+            fail(f"{TOKEN_SHA256_ENV} must be 64 hexadecimal digits (a SHA-256)")
+        return digest
+    return token_digest(read_token(token_file))
+
+
 def read_token(token_file: Path | None) -> str:
     if token_file is not None:
         try:
@@ -64,7 +82,7 @@ def read_token(token_file: Path | None) -> str:
         # Taken out of the environment so nothing the agent starts could inherit it.
         token = os.environ.pop(TOKEN_ENV, "").strip()
     if not token:
-        fail(f"no session token: set {TOKEN_ENV} or pass --token-file")
+        fail(f"no session token: set {TOKEN_ENV} (or {TOKEN_SHA256_ENV}) or pass --token-file")
     return token
 
 
@@ -222,13 +240,13 @@ def main(
     if (target_pid is None) == (container_id is None):
         raise click.UsageError("give exactly one of --target-pid and --container-id")
     host, port = parse_listen(listen)
-    token = read_token(token_file)
+    digest = read_token_digest(token_file)
     if os.geteuid() != 0:
         fail(NEED_ROOT)
     target_pid = resolve_target(target_pid, container_id)
     listener = make_listener(host, port)
     session_socket = adopt_session_socket(session_fd) if session_fd is not None else None
     root = enter_target(target_pid)
-    server = AgentServer(target_pid, root, token, idle_ttl, listener, session_socket)
+    server = AgentServer(target_pid, root, digest, idle_ttl, listener, session_socket)
     announce(listener, ready_fd)
     asyncio.run(server.serve())

@@ -32,7 +32,7 @@ class ServerContext(Protocol):
 
     target_pid: int
     root: TargetRoot
-    token: str
+    token_digest: str  # SHA-256 of the session token: the agent never needs the token
     totals: Counter[str]
     malformed_frames: int
     mounts: MountWatch

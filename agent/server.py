@@ -33,14 +33,14 @@ class AgentServer:
         self,
         target_pid: int,
         root: TargetRoot,
-        token: str,
+        token_digest: str,
         idle_ttl: float,
         listener: socket.socket,
         session_socket: socket.socket | None = None,
     ) -> None:
         self.target_pid = target_pid
         self.root = root
-        self.token = token
+        self.token_digest = token_digest
         self.idle_ttl = idle_ttl
         self.totals: Counter[str] = Counter()
         self.malformed_frames = 0

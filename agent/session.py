@@ -359,7 +359,7 @@ class Session(asyncio.BufferedProtocol):
         if not isinstance(message, Hello):
             self._violation(f"the first message must be Hello, not {type(message).__name__}")
             return
-        rejection = check_hello(message, self.server.token)
+        rejection = check_hello(message, self.server.token_digest)
         if rejection is not None:
             log(f"rejected client {self.peer} ({rejection.reason}): {rejection.message}")
             self.send(rejection)

@@ -18,10 +18,11 @@ from collections import deque
 from collections.abc import Callable
 
 from mirrord_trace.agent_client import AgentClient, AgentConnectError
-from mirrord_trace.protocol import new_token
+from mirrord_trace.protocol import new_token, token_digest
 from mirrord_trace.signal_mask import helper_threads_spared
 
 TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
+TOKEN_SHA256_ENV = "MIRRORD_TRACE_AGENT_TOKEN_SHA256"
 _STOP_GRACE = 3.0
 
 
@@ -32,8 +33,8 @@ class TargetError(Exception):
 class LocalAgent:
     """Starts `python -m agent` for local process `pid`; entering yields a connected client.
 
-    The token reaches the agent through its environment, which only root can read (it would
-    be visible to every user in argv). The agent's stderr is kept (see stderr_lines) so a
+    The token's digest reaches the agent through its environment, which only root can read
+    (it would be visible to every user in argv). The agent's stderr is kept (see stderr_lines) so a
     failure can be explained.
 
     Nothing listens on the network: the session is a Unix socket pair, and further sessions
@@ -82,7 +83,8 @@ class LocalAgent:
         try:
             self.process = subprocess.Popen(
                 self._agent_command(ready_write, theirs.fileno(), socket_path),
-                env={**os.environ, TOKEN_ENV: token},
+                # Only the digest: the agent checks tokens, it never needs to present one.
+                env={**os.environ, TOKEN_SHA256_ENV: token_digest(token)},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -22,6 +22,7 @@ from mirrord_trace.protocol.handshake import (
     REJECT_BAD_VERSION,
     check_hello,
     new_token,
+    token_digest,
     tokens_match,
 )
 from mirrord_trace.protocol.keepalive import KEEPALIVE_INTERVAL, PEER_SILENCE_TIMEOUT
@@ -102,6 +103,7 @@ __all__ = [
     "encode_body",
     "encode_frame",
     "new_token",
+    "token_digest",
     "tokens_match",
     "validate_request",
 ]
