@@ -54,6 +54,7 @@ class SessionContext(PacedStreamOwner, Protocol):
     root: TargetRoot
     handles: FileHandles
     counts: Counter[str]
+    byte_counts: Counter[str]  # file data read and written for the client
     close_callbacks: list[Callable[[], None]]
 
     @property

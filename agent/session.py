@@ -93,6 +93,7 @@ class Session(asyncio.BufferedProtocol):
         self.root = server.root
         self.handles = FileHandles()
         self.counts: Counter[str] = Counter()
+        self.byte_counts: Counter[str] = Counter()
         self.peer = "?"
         self.peer_uid: int | None = None  # of a client on a Unix socket (SO_PEERCRED)
         self._transport: asyncio.Transport | None = None

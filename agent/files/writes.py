@@ -48,9 +48,15 @@ def _parent(root: TargetRoot, path: str) -> Iterator[tuple[int, str]]:
 
 
 def open_write(
-    root: TargetRoot, handles: FileHandles, path: str, flags: int, mode: int
+    root: TargetRoot,
+    handles: FileHandles,
+    path: str,
+    flags: int,
+    mode: int,
+    content: bool = True,
 ) -> dict[str, Any]:
-    """Open (maybe create) a regular file for the program to read and write through a copy."""
+    """Open (maybe create) a regular file for the program to read and write through a copy;
+    without `content` the reply carries none (a program that only appends needs none)."""
     base = _BASE_FLAGS | (flags & _LOOKUP_FLAGS)
     truncate = flags & os.O_TRUNC
     created = False
@@ -76,7 +82,10 @@ def open_write(
         os.close(fd)
         raise
     reply: dict[str, Any] = {"stat": stat_dict(info), "created": created}
-    reply.update(first_content(handles, fd, keep_open=True))
+    if content:
+        reply.update(first_content(handles, fd, keep_open=True))
+    else:
+        reply.update({"content": b"", "handle": handles.add(fd)})
     return reply
 
 

@@ -51,6 +51,7 @@ def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
         FD_CHANGE_SYSCALLS,
         FS_WRITE_SYSCALLS,
         FSYNC_SYSCALLS,
+        RESIZE_SYSCALLS,
         ChangeHandlers,
     )
     from mirrord_trace.handlers.fs_remote import GETCWD, RemoteFs, report_agent_loss
@@ -84,6 +85,7 @@ def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
     traps.append(Trap(GETCWD, serialized(handlers.getcwd), notify=True))
     if policy.can_write_remotely:
         traps += [Trap(shape, serialized(handlers.fsync)) for shape in FSYNC_SYSCALLS]
+        traps += [Trap(shape, serialized(handlers.resize)) for shape in RESIZE_SYSCALLS]
         traps += [Trap(shape, serialized(handlers.fd_change)) for shape in FD_CHANGE_SYSCALLS]
     return traps
 
