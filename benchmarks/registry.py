@@ -18,7 +18,7 @@ from pathlib import Path
 import benchmarks
 from benchmarks.placement import PLACEMENTS, Placement
 from benchmarks.rows import Goal, Row
-from benchmarks.variants import Variant, mirrord_trace
+from benchmarks.variants import Variant, mirrord_trace, mirrord_trace_notify
 
 
 class ScenarioError(Exception):
@@ -47,6 +47,10 @@ class Context:
     @property
     def mirrord_trace(self) -> Variant:
         return mirrord_trace(self.mirrord_trace_args)
+
+    @property
+    def mirrord_trace_notify(self) -> Variant:
+        return mirrord_trace_notify(self.mirrord_trace_args)
 
     def row(self, variant: str, metric: str, unit: str, samples: list[float]) -> Row:
         if not samples:

@@ -24,7 +24,7 @@ def untrapped(ctx: Context) -> list[Row]:
     iterations = 500_000 if ctx.quick else 2_000_000
     return per_call_rows(
         ctx,
-        [NATIVE, floor(), ctx.mirrord_trace],
+        [NATIVE, floor(), ctx.mirrord_trace, ctx.mirrord_trace_notify],
         lambda count: [probe, "getppid", str(count)],
         iterations,
     )
@@ -37,7 +37,7 @@ def trapped_openat(ctx: Context) -> list[Row]:
     iterations = 2_000 if ctx.quick else 50_000
     return per_call_rows(
         ctx,
-        [NATIVE, ctx.mirrord_trace, strace()],
+        [NATIVE, ctx.mirrord_trace, ctx.mirrord_trace_notify, strace()],
         lambda count: [probe, "openloop", str(count), target],
         iterations,
     )
@@ -50,7 +50,7 @@ def go_stat(ctx: Context) -> list[Row]:
     iterations = 1_000 if ctx.quick else 20_000
     return per_call_rows(
         ctx,
-        [NATIVE, ctx.mirrord_trace, strace()],
+        [NATIVE, ctx.mirrord_trace, ctx.mirrord_trace_notify, strace()],
         lambda count: [probe, "statloop", str(count), "4", target],
         iterations,
     )
@@ -74,4 +74,6 @@ def startup(ctx: Context) -> list[Row]:
         "mirrord-trace (local target)",
         (*ctx.mirrord_trace.prefix[:-1], "--target", f"pid/{os.getpid()}", "--"),
     )
-    return wall_rows(ctx, [NATIVE, ctx.mirrord_trace, local_target], ["/bin/true"])
+    return wall_rows(
+        ctx, [NATIVE, ctx.mirrord_trace, ctx.mirrord_trace_notify, local_target], ["/bin/true"]
+    )

@@ -123,9 +123,11 @@ def _pod_server(ctx: Context, info, script: str, *args: str) -> Iterator[int]:
         server.wait()
 
 
-def _traced(ctx: Context, info, program: list[str]) -> list[str]:
+def _traced(
+    ctx: Context, info, program: list[str], engine: tuple[str, ...] = ()
+) -> list[str]:
     return ctx.placement.wrap([str(mirrord_trace_executable()), "exec", *ctx.mirrord_trace_args,
-                               "--target", f"pid/{info.target_pid}", "--", *program])
+                               *engine, "--target", f"pid/{info.target_pid}", "--", *program])
 
 
 def _in_pod(ctx: Context, info, program: list[str]) -> list[str]:
@@ -216,7 +218,9 @@ def outgoing_connect(ctx: Context) -> list[Row]:
     with _sandbox() as info, _pod_server(ctx, info, ACCEPTING_SINK) as sink_port:
         address = f"{info.target_addr}:{sink_port}"
         trips: list[float] = []
-        latency: dict[str, list[float]] = {"direct": [], "mirrord-trace": []}
+        latency: dict[str, list[float]] = {
+            "direct": [], "mirrord-trace": [], "mirrord-trace notify": [],
+        }  # fmt: skip
         errors: dict[str, str] = {}
         for _ in range(ctx.repeat):
             try:
@@ -229,6 +233,8 @@ def outgoing_connect(ctx: Context) -> list[Row]:
             for variant, command in (
                 ("direct", _in_pod(ctx, info, [probe, "dial-loop", str(count), address])),
                 ("mirrord-trace", _traced(ctx, info, [probe, "dial-loop", str(count), address])),
+                ("mirrord-trace notify", _traced(ctx, info, [probe, "dial-loop", str(count),
+                                                             address], ("--engine", "notify"))),
             ):
                 if variant in errors:
                     continue

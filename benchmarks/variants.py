@@ -40,6 +40,12 @@ def mirrord_trace(extra_args: tuple[str, ...] = ()) -> Variant:
     return Variant("mirrord-trace", (str(mirrord_trace_executable()), "exec", *extra_args, "--"))
 
 
+def mirrord_trace_notify(extra_args: tuple[str, ...] = ()) -> Variant:
+    """The notification engine (what debuggers get): no ptrace, every trap a notification."""
+    return Variant("mirrord-trace notify", (str(mirrord_trace_executable()), "exec",
+                                            "--engine", "notify", *extra_args, "--"))
+
+
 def trapped_syscall_names() -> tuple[str, ...]:
     try:
         from mirrord_trace.syscall_table import TRAPPED_SYSCALL_NAMES

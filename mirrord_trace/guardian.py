@@ -235,7 +235,8 @@ def _exec_program(
         number_write, taken_read = handshake
         os.write(number_write, str(listener).encode())
         os.close(number_write)
-        os.read(taken_read, 1)
+        if os.read(taken_read, 1) != b"g":
+            os._exit(127)  # the supervisor is gone: nobody would answer the program's calls
         stage = "exec"
         try:
             os.execve(path, argv, env)  # closes the listener and the pipes (close-on-exec)

@@ -34,7 +34,8 @@ class DapClient:
         self.events: list[dict[str, Any]] = []  # every event, in arrival order
 
     def close(self) -> None:
-        self.sock.close()
+        if self.sock.fileno() >= 0:
+            self.sock.close()
 
     def send(self, command: str, **arguments: Any) -> int:
         self._seq += 1

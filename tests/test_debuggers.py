@@ -154,3 +154,40 @@ def test_gdb_debugs_a_program_that_reads_the_pods_files_and_env(sandbox, binary:
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert f"\n{value}\n" in f"\n{env.stdout}", env.stdout
+
+
+def test_after_gdb_p_detaches_the_program_goes_on_reading_the_pods_files(sandbox) -> None:
+    """Attach to a program (sh) under the notification engine with a target, detach, then the
+    program reads a file only the pod has."""
+    path, content = next((p, c) for p, c in sandbox.files.items() if p.startswith("/app/"))
+    probe = str(example_binary("probe-static"))
+    program = subprocess.Popen(
+        [*EXEC, "--engine", "notify", "--target", f"pid/{sandbox.target_pid}", "--",
+         "/bin/sh", "-c", f'read line; exec {probe} cat {path}'],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        shell = _child_pid_of(program.pid, "/bin/sh")
+        gdb = subprocess.run([*_gdb("info inferiors", "detach"), "-p", str(shell)],
+                             capture_output=True, text=True, timeout=120)
+        assert gdb.returncode == 0 and "detached]" in gdb.stdout, gdb.stdout + gdb.stderr
+        out, _ = program.communicate("go\n", timeout=60)
+        assert (program.returncode, out) == (0, content)
+    finally:
+        program.kill()
+        program.wait()
+
+
+def test_gdb_runs_dynamic_curl_against_the_pods_service(sandbox) -> None:
+    """A dynamic glibc program under gdb: pod DNS (glibc's resolver) and an outgoing connection
+    from the pod."""
+    out = subprocess.run(
+        [*EXEC, "--target", f"pid/{sandbox.target_pid}", "--",
+         *_gdb("set breakpoint pending on", "break connect", "run", "next", "delete",
+               "continue"),
+         "--args", "curl", "-sS", "--noproxy", "*", "http://api.default.svc.cluster.local/"],
+        capture_output=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert re.search(rb"Breakpoint 1(\.\d+)?, ", out.stdout), out.stdout
+    assert sandbox.service_body.encode() in out.stdout

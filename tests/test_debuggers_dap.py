@@ -93,6 +93,8 @@ def test_debugpy_stops_at_a_breakpoint_and_shows_the_pods_values(sandbox, tmp_pa
         assert values["secret"] == repr(sandbox.app_secret)
         assert values["first"] == repr(first_line)
         dap.request("continue", threadId=stopped["threadId"])
+        dap.wait_event("terminated")
+        dap.close()  # the adapter (a child the program left running) ends with the IDE's session
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert f"secret {sandbox.app_secret}" in out
@@ -184,3 +186,25 @@ def test_dlv_dap_launch_as_vs_code_does(sandbox, tmp_path: Path) -> None:
         dap.request("continue", threadId=stopped["threadId"])
         assert dap.wait_event("exited")["exitCode"] == 0
         dap.request("disconnect")
+
+
+def test_dlv_attaches_to_a_go_program_under_the_notify_engine() -> None:
+    _require_dlv()
+    probe = str(BIN_DIR / "probe-go")
+    program = subprocess.Popen([*EXEC, "--engine", "notify", "--", probe, "echo-stdin"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        from tests.test_supervisor import _child_pid_of
+
+        pid = _child_pid_of(program.pid, probe)
+        out = subprocess.run(
+            [str(DLV), "attach", str(pid), "--allow-non-terminal-interactive=true", "--init",
+             "/dev/stdin"], input="goroutines\nexit\nn\n", capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert "goroutines]" in out.stdout, out.stdout + out.stderr
+        echoed, _ = program.communicate(b"after dlv\n", timeout=30)
+        assert (program.returncode, echoed) == (0, b"after dlv\n")
+    finally:
+        program.kill()
+        program.wait()

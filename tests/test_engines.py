@@ -201,3 +201,14 @@ def test_the_engine_key_of_the_config_file_chooses_the_engine(tmp_path: Path) ->
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and "engine" in out.stderr, out.stderr
+
+
+def test_trace_under_notify_shows_each_trapped_call(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.txt"
+    probe = str(example_binary("probe-static"))
+    out = subprocess.run([*EXEC, "--engine", "notify", "--trace", str(trace), "--", probe, "cat",
+                          str(tmp_path / "missing")], capture_output=True, timeout=60)
+    assert out.returncode != 0
+    lines = [line for line in trace.read_text().splitlines() if f"{tmp_path}/missing" in line]
+    # The call ran unchanged: only the program saw its result.
+    assert lines and all(" allow " in line and line.endswith("= ?") for line in lines), lines

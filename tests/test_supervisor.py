@@ -339,6 +339,7 @@ def test_a_script_without_a_shebang_runs_with_sh_as_a_shell_would_run_it(tmp_pat
     assert traced.stdout == native.stdout == f"args: {script} one two\n".encode()
 
 
+@pytest.mark.parametrize("engine", ["ptrace"])  # seizing is the ptrace engine's
 def test_the_program_never_starts_untraced_when_the_supervisor_dies_before_seizing_it(
     tmp_path: Path,
 ) -> None:
