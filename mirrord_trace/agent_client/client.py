@@ -38,8 +38,8 @@ from mirrord_trace.agent_client.pump import StreamPump
 from mirrord_trace.agent_client.relay_end import RelayEnd
 from mirrord_trace.agent_client.streams import ClientStreams
 from mirrord_trace.protocol import (
+    AGENT_SILENCE_TIMEOUT,
     KEEPALIVE_INTERVAL,
-    PEER_SILENCE_TIMEOUT,
     ErrorReply,
     Message,
     MessageDecoder,
@@ -96,7 +96,7 @@ class AgentClient(ClientStreams):
         session_info: dict[str, Any],
         *,
         keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> None:
         self.session_info = session_info
         self.keepalive_interval = keepalive_interval
@@ -130,6 +130,7 @@ class AgentClient(ClientStreams):
         self._closing = False
         self._last_heard = time.monotonic()
         self._last_sent = self._last_heard
+        self._last_check = self._last_heard  # the I/O thread's last keepalive check
         self._selector = selectors.DefaultSelector()
         # I/O thread only: what it receives is decoded or passed on before the next receive.
         self.receive_buffer = memoryview(bytearray(RECEIVE_SIZE))
@@ -159,7 +160,7 @@ class AgentClient(ClientStreams):
         *,
         timeout: float = 5.0,
         keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session; raises AgentConnectError (HandshakeRejected) with a clear message.
 
@@ -184,7 +185,7 @@ class AgentClient(ClientStreams):
         *,
         timeout: float = 5.0,
         keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session with an agent on this machine through its Unix socket."""
         return cls.over_socket(
@@ -205,7 +206,7 @@ class AgentClient(ClientStreams):
         where: str,
         timeout: float = 5.0,
         keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session over a connected stream socket (e.g. one end of a Kubernetes
         port-forward); the client owns `sock` from now on, and closes it on failure."""
@@ -414,6 +415,11 @@ class AgentClient(ClientStreams):
 
     def _keepalive(self) -> None:
         now = time.monotonic()
+        if now - self._last_check > self.silence_timeout / 2:
+            # This thread itself did not run for a while (mirrord-trace was stopped, the
+            # machine overloaded): the agent's silence meanwhile says nothing about it.
+            self._last_heard = now
+        self._last_check = now
         if now - self._last_heard >= self.silence_timeout:
             silent = now - self._last_heard
             self._mark_lost(errno.ETIMEDOUT, f"no word from the agent for {silent:.0f} s")

@@ -25,7 +25,11 @@ from mirrord_trace.protocol.handshake import (
     token_digest,
     tokens_match,
 )
-from mirrord_trace.protocol.keepalive import KEEPALIVE_INTERVAL, PEER_SILENCE_TIMEOUT
+from mirrord_trace.protocol.keepalive import (
+    AGENT_SILENCE_TIMEOUT,
+    KEEPALIVE_INTERVAL,
+    PEER_SILENCE_TIMEOUT,
+)
 from mirrord_trace.protocol.messages import (
     MESSAGE_TYPES,
     ErrorReply,
@@ -59,6 +63,7 @@ from mirrord_trace.protocol.requests import (
 )
 
 __all__ = [
+    "AGENT_SILENCE_TIMEOUT",
     "HANDOVER",
     "INLINE_READ_LIMIT",
     "KEEPALIVE_INTERVAL",
