@@ -6,7 +6,7 @@ BUILD := build
 STAMPS := $(BUILD)/stamps
 BIN := $(CURDIR)/$(BUILD)/bin
 APT_PACKAGES := golang-go gcc libc6-dev musl-tools busybox-static strace gdb iproute2 iptables \
-	dnsmasq-base curl wrk make python3-venv \
+	dnsmasq-base curl wrk make python3-venv rsync \
 	containerd runc containernetworking-plugins docker-registry openssl conntrack \
 	debootstrap skopeo nghttp2-client nghttp2-server
 # HYPOTHESIS_PROFILE=long for the thorough property runs; the default profile keeps `make test` short.

@@ -56,6 +56,8 @@ class SessionContext(PacedStreamOwner, Protocol):
     counts: Counter[str]
     byte_counts: Counter[str]  # file data read and written for the client
     close_callbacks: list[Callable[[], None]]
+    suspend_callbacks: list[Callable[[], None]]
+    resume_callbacks: list[Callable[[], None]]
 
     @property
     def takes_descriptors(self) -> bool: ...

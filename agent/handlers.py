@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.context import SessionContext
-from agent.files import reads, writes
+from agent.files import attributes, reads, writes
 from agent.net import requests as net_requests
 from agent.net.streams import TcpStream, UdpStream
 from agent.target.process import read_credentials, read_environment
@@ -169,6 +169,33 @@ def _link(session: SessionContext, fields: Fields) -> Fields:
     return writes.link(session.root, fields["old"], fields["new"], fields["follow"])
 
 
+def _getxattr(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.getxattr(session.root, fields["path"], fields["name"], fields["follow"])
+
+
+def _listxattr(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.listxattr(session.root, fields["path"], fields["follow"])
+
+
+def _setxattr(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.setxattr(
+        session.root,
+        fields["path"],
+        fields["name"],
+        fields["value"],
+        fields["flags"],
+        fields["follow"],
+    )
+
+
+def _removexattr(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.removexattr(session.root, fields["path"], fields["name"], fields["follow"])
+
+
+def _statfs(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.statfs(session.root, fields["path"])
+
+
 async def _dns_query(session: SessionContext, fields: Fields) -> Fields:
     return await net_requests.dns_query(fields)
 
@@ -245,6 +272,11 @@ HANDLERS: dict[str, Handler] = {
     "fs.utimens": Handler("thread", _utimens),
     "fs.symlink": Handler("thread", _symlink),
     "fs.link": Handler("thread", _link),
+    "fs.getxattr": Handler("thread", _getxattr),
+    "fs.listxattr": Handler("thread", _listxattr),
+    "fs.setxattr": Handler("thread", _setxattr),
+    "fs.removexattr": Handler("thread", _removexattr),
+    "fs.statfs": Handler("thread", _statfs),
     "dns.query": Handler("async", _dns_query),
     "dns.getaddrinfo": Handler("async", _dns_getaddrinfo),
     "net.connect": Handler("async", _connect),

@@ -55,6 +55,9 @@ _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 MAX_FILE_WORK = 16
 # Bytes of requests that wait while a session is congested before the agent stops reading it.
 STALLED_LIMIT = 1024 * 1024
+# A silent client over the network (its connection may hang without closing) is dropped after
+# this long; one on this machine (a Unix socket) only when its connection closes.
+SUSPENDED_SESSION_LIMIT = 24 * 3600.0
 # Queued frames are sent as soon as they add up to this much (see Session._write).
 _BATCH_LIMIT = 64 * 1024
 
@@ -119,6 +122,11 @@ class Session(asyncio.BufferedProtocol):
         # Run when the client is gone, before its streams are dropped (e.g. incoming
         # subscriptions give their ports back).
         self.close_callbacks: list[Callable[[], None]] = []
+        # Run when the client has been silent for PEER_SILENCE_TIMEOUT with its connection
+        # open (stopped, asleep), and when it speaks again (stolen ports go back and forth).
+        self.suspended = False
+        self.suspend_callbacks: list[Callable[[], None]] = []
+        self.resume_callbacks: list[Callable[[], None]] = []
 
     # -- transport callbacks --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -150,6 +158,8 @@ class Session(asyncio.BufferedProtocol):
         self.data_received(RECEIVE_BUFFER[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
+        if self.suspended:
+            self._resumed()
         self._last_heard = self._loop.time()
         try:
             self._decoder.feed(data)
@@ -367,6 +377,9 @@ class Session(asyncio.BufferedProtocol):
             self.close()
             return
         self._authenticated = True
+        if self._watchdog is not None:  # from now on the client's silence is what counts
+            self._watchdog.cancel()
+        self._watchdog = self._loop.call_later(PEER_SILENCE_TIMEOUT, self._check_silence)
         self.server.session_opened(self)
         self.send(HelloOk(PROTOCOL_VERSION, self.server.session_info()))
 
@@ -445,8 +458,37 @@ class Session(asyncio.BufferedProtocol):
             self.abort()
             return
         silent_for = loop.time() - self._last_heard
-        if silent_for >= PEER_SILENCE_TIMEOUT:
+        if silent_for < PEER_SILENCE_TIMEOUT:
+            self._watchdog = loop.call_later(
+                PEER_SILENCE_TIMEOUT - silent_for, self._check_silence
+            )
+            return
+        # A silent client whose connection is open is most likely stopped (Ctrl-Z) or asleep:
+        # its session is kept, so that it carries on when it is back; a client that died
+        # closes its connection (connection_lost). Only a connection over the network, which
+        # can hang without closing, is given up after SUSPENDED_SESSION_LIMIT.
+        if not self.suspended:
+            self.suspended = True
+            log(
+                f"client {self.peer} silent for {silent_for:.0f} s (stopped or asleep?): "
+                "keeping its session; its stolen ports go back to the target until it is back"
+            )
+            self._run_callbacks(self.suspend_callbacks, "suspending")
+        if self._unix_socket is None and silent_for >= SUSPENDED_SESSION_LIMIT:
             log(f"dropped client {self.peer}: nothing heard for {silent_for:.0f} s")
             self.abort()
             return
-        self._watchdog = loop.call_later(PEER_SILENCE_TIMEOUT - silent_for, self._check_silence)
+        self._watchdog = loop.call_later(PEER_SILENCE_TIMEOUT, self._check_silence)
+
+    def _resumed(self) -> None:
+        """The first frame from a suspended client: it is back."""
+        self.suspended = False
+        log(f"client {self.peer} is back after {self._loop.time() - self._last_heard:.0f} s")
+        self._run_callbacks(self.resume_callbacks, "resuming")
+
+    def _run_callbacks(self, callbacks: list[Callable[[], None]], what: str) -> None:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as error:  # one failure must not skip the others
+                log(f"{what} client {self.peer} failed: {error!r}")

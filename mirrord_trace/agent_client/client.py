@@ -39,7 +39,7 @@ from mirrord_trace.agent_client.relay_end import RelayEnd
 from mirrord_trace.agent_client.streams import ClientStreams
 from mirrord_trace.protocol import (
     AGENT_SILENCE_TIMEOUT,
-    KEEPALIVE_INTERVAL,
+    CLIENT_KEEPALIVE_INTERVAL,
     ErrorReply,
     Message,
     MessageDecoder,
@@ -57,6 +57,7 @@ from mirrord_trace.protocol import (
     encode,
     validate_request,
 )
+from mirrord_trace.protocol.keepalive import stopped_for
 from mirrord_trace.protocol.requests import InvalidRequest
 from mirrord_trace.signal_mask import helper_threads_spared
 
@@ -95,7 +96,7 @@ class AgentClient(ClientStreams):
         decoder: MessageDecoder,
         session_info: dict[str, Any],
         *,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
         silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> None:
         self.session_info = session_info
@@ -130,7 +131,7 @@ class AgentClient(ClientStreams):
         self._closing = False
         self._last_heard = time.monotonic()
         self._last_sent = self._last_heard
-        self._last_check = self._last_heard  # the I/O thread's last keepalive check
+        self._last_tick = self._last_heard  # the I/O loop's last round (see _keepalive)
         self._selector = selectors.DefaultSelector()
         # I/O thread only: what it receives is decoded or passed on before the next receive.
         self.receive_buffer = memoryview(bytearray(RECEIVE_SIZE))
@@ -159,7 +160,7 @@ class AgentClient(ClientStreams):
         token: str,
         *,
         timeout: float = 5.0,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
         silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session; raises AgentConnectError (HandshakeRejected) with a clear message.
@@ -184,7 +185,7 @@ class AgentClient(ClientStreams):
         token: str,
         *,
         timeout: float = 5.0,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
         silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session with an agent on this machine through its Unix socket."""
@@ -205,7 +206,7 @@ class AgentClient(ClientStreams):
         *,
         where: str,
         timeout: float = 5.0,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
         silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session over a connected stream socket (e.g. one end of a Kubernetes
@@ -415,11 +416,14 @@ class AgentClient(ClientStreams):
 
     def _keepalive(self) -> None:
         now = time.monotonic()
-        if now - self._last_check > self.silence_timeout / 2:
-            # This thread itself did not run for a while (mirrord-trace was stopped, the
-            # machine overloaded): the agent's silence meanwhile says nothing about it.
+        stopped = stopped_for(self._last_tick, now, self.keepalive_interval / 2)
+        self._last_tick = now
+        if stopped:
+            # This process was stopped (Ctrl-Z, SIGSTOP) or the machine slept: the agent was
+            # not heard because nobody listened. It gets a full timeout from now, and a ping
+            # at once tells it this side is back (it gave stolen ports back meanwhile).
             self._last_heard = now
-        self._last_check = now
+            self._last_sent = now - self.keepalive_interval
         if now - self._last_heard >= self.silence_timeout:
             silent = now - self._last_heard
             self._mark_lost(errno.ETIMEDOUT, f"no word from the agent for {silent:.0f} s")

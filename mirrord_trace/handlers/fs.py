@@ -47,6 +47,7 @@ _ANSWERED_NAMES = frozenset(_STAT_NAMES + _ACCESS_NAMES + _READLINK_NAMES)
 
 
 def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
+    from mirrord_trace.handlers.fs_attributes import AttributeHandlers, attribute_traps
     from mirrord_trace.handlers.fs_changes import (
         FD_CHANGE_SYSCALLS,
         FS_WRITE_SYSCALLS,
@@ -83,6 +84,12 @@ def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
         build = handlers.two_path_handler if two_paths else handlers.change_handler
         traps.append(Trap(shape, serialized(build(shape))))
     traps.append(Trap(GETCWD, serialized(handlers.getcwd), notify=True))
+    # Extended attributes, statfs and inotify watches: answered (or refused) in one stop each.
+    attributes = AttributeHandlers(policy, remote, explain=context.explain)
+    traps += [
+        Trap(shape, serialized(handler), notify=True)
+        for shape, handler in attribute_traps(attributes)
+    ]
     if policy.can_write_remotely:
         traps += [Trap(shape, serialized(handlers.fsync)) for shape in FSYNC_SYSCALLS]
         traps += [Trap(shape, serialized(handlers.resize)) for shape in RESIZE_SYSCALLS]

@@ -27,6 +27,7 @@ from mirrord_trace.protocol.handshake import (
 )
 from mirrord_trace.protocol.keepalive import (
     AGENT_SILENCE_TIMEOUT,
+    CLIENT_KEEPALIVE_INTERVAL,
     KEEPALIVE_INTERVAL,
     PEER_SILENCE_TIMEOUT,
 )
@@ -64,6 +65,7 @@ from mirrord_trace.protocol.requests import (
 
 __all__ = [
     "AGENT_SILENCE_TIMEOUT",
+    "CLIENT_KEEPALIVE_INTERVAL",
     "HANDOVER",
     "INLINE_READ_LIMIT",
     "KEEPALIVE_INTERVAL",

@@ -42,6 +42,12 @@ Replies (fields of Reply):
   fs.chmod, fs.chown, fs.utimens, fs.symlink, fs.link   {}
                     "follow": false acts on a symlink itself; fs.utimens takes "times" as
                     [[sec, nsec], [sec, nsec]] (UTIME_NOW/UTIME_OMIT allowed), [] for now
+  fs.getxattr       {"value": bytes}                   ENODATA when the attribute is not there
+  fs.listxattr      {"names": [bytes]}
+  fs.setxattr, fs.removexattr   {}                   "flags": XATTR_CREATE/XATTR_REPLACE
+                    "follow": false acts on a symlink itself (which has no attributes here)
+  fs.statfs         {"statfs": {"type", "bsize", "blocks", "bfree", "bavail", "files",
+                    "ffree", "fsid": [int, int], "namelen", "frsize", "flags"}}  statfs(2)'s
   dns.query         {"payload": bytes}                 the nameserver's reply, unchanged
   dns.getaddrinfo   {"addresses": [{"family": int, "address": str}]}  with the target's
                     /etc/hosts, /etc/resolv.conf (search, ndots) and netns; ENOENT when the
@@ -148,6 +154,13 @@ REQUESTS: dict[str, RequestSpec] = {
     "fs.utimens": RequestSpec({"path": str}, {"times": (list, []), "follow": (bool, True)}),
     "fs.symlink": RequestSpec({"target": str, "path": str}),
     "fs.link": RequestSpec({"old": str, "new": str}, {"follow": (bool, False)}),
+    "fs.getxattr": RequestSpec({"path": str, "name": bytes}, {"follow": (bool, True)}),
+    "fs.listxattr": RequestSpec({"path": str}, {"follow": (bool, True)}),
+    "fs.setxattr": RequestSpec(
+        {"path": str, "name": bytes, "value": bytes}, {"flags": (int, 0), "follow": (bool, True)}
+    ),
+    "fs.removexattr": RequestSpec({"path": str, "name": bytes}, {"follow": (bool, True)}),
+    "fs.statfs": RequestSpec({"path": str}),
     "dns.query": RequestSpec(
         {"payload": bytes, "nameserver": str},
         {"port": (int, 53), "transport": (str, "udp"), "timeout": (_NUMBER, 5.0)},
