@@ -1,7 +1,7 @@
 """Confinement of the agent's changing operations (issue #20, item 1): whatever symlinks,
 `..` and loops the target's files contain, no link, rename, symlink, unlink, mkdir, chmod,
-chown, utimens, truncate or write through the agent reads or changes a byte outside the
-target's root.
+chown, utimens, truncate, extended attribute or write through the agent reads or changes a byte
+outside the target's root.
 
 Two kinds of target: a chroot-style process sharing the agent's mount namespace (the reported
 escape: `ln -L` of a symlink to a host file), and the sandbox pod in its own mount namespace.
@@ -31,6 +31,7 @@ from tests.test_agent_support import running_target
 from tests.test_fs_remote import MIRRORD_TRACE
 
 CANARY = b"CANARY-HOST-ONLY-9d2e"
+XATTR = b"user.canary"
 NAMES = ("a", "b", "sub", "sub/a", "sub/b", "sub/c")
 _examples = itertools.count(1)
 
@@ -49,9 +50,13 @@ def _snapshot(directory: Path) -> dict[str, tuple]:
     for path in [directory, *sorted(directory.rglob("*"))]:
         info = path.lstat()
         content = path.read_bytes() if stat.S_ISREG(info.st_mode) else b""
+        attributes = sorted(
+            (name, os.getxattr(path, name, follow_symlinks=False))
+            for name in os.listxattr(path, follow_symlinks=False)
+        ) if not stat.S_ISLNK(info.st_mode) else []
         found[str(path)] = (
             info.st_mode, info.st_uid, info.st_gid, info.st_nlink, info.st_size,
-            info.st_mtime_ns, info.st_ctime_ns, content,
+            info.st_mtime_ns, info.st_ctime_ns, content, attributes,
         )  # fmt: skip
     return found
 
@@ -60,6 +65,9 @@ def _plant_canary(directory: Path) -> None:
     directory.mkdir(mode=0o700)
     (directory / "canary").write_bytes(CANARY)
     os.chmod(directory / "canary", 0o600)
+    # An attribute holding the secret too: reading it through the agent would be a leak, and
+    # removing it a change (both seen by the snapshot and the content check).
+    os.setxattr(directory / "canary", XATTR, CANARY)
     (directory / "inner").mkdir(mode=0o700)
 
 
@@ -147,6 +155,9 @@ def operations(maze: str, canary_dir: Path) -> st.SearchStrategy[list[tuple]]:
         st.tuples(st.just("chown"), path, follow),
         st.tuples(st.just("utimens"), path, follow),
         st.tuples(st.just("truncate"), path),
+        st.tuples(st.just("setxattr"), path, follow),
+        st.tuples(st.just("getxattr"), path, follow),
+        st.tuples(st.just("removexattr"), path, follow),
         st.tuples(st.just("write"), st.one_of(fresh, path)),
         st.tuples(st.just("read"), path),
     )
@@ -174,6 +185,13 @@ def apply(client: AgentClient, operation: tuple) -> bytes:
         client.request("fs.utimens", path=args[0], times=[[1, 0], [1, 0]], follow=args[1])
     elif kind == "truncate":
         client.request("fs.truncate", path=args[0], length=0)
+    elif kind == "setxattr":
+        client.request("fs.setxattr", path=args[0], name=b"user.pwned", value=b"1",
+                       follow=args[1])  # fmt: skip
+    elif kind == "getxattr":
+        return client.request("fs.getxattr", path=args[0], name=XATTR, follow=args[1])["value"]
+    elif kind == "removexattr":
+        client.request("fs.removexattr", path=args[0], name=XATTR, follow=args[1])
     elif kind == "write":
         reply = client.request("fs.open_write", path=args[0], flags=os.O_CREAT, mode=0o644)
         client.request("fs.pwrite", handle=reply["handle"], offset=0, data=b"PWNED")
