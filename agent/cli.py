@@ -8,6 +8,7 @@ exists, so every later socket (and every thread, which inherits it) belongs to t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -249,4 +250,16 @@ def main(
     root = enter_target(target_pid)
     server = AgentServer(target_pid, root, digest, idle_ttl, listener, session_socket)
     announce(listener, ready_fd)
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    finally:
+        if port < 0:
+            remove_unix_socket(host)
+
+
+def remove_unix_socket(path: str) -> None:
+    """The socket file, and its directory when nothing else is in it (the local side made it
+    for this agent alone): nothing is left when the side that made it died first."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+        os.rmdir(os.path.dirname(path))

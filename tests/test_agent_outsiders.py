@@ -143,6 +143,21 @@ def test_another_user_cannot_reach_a_local_agent(target: Target) -> None:
         assert memory(agent)["VmHWM"] - before < BOUND
 
 
+def test_a_local_agents_socket_goes_with_it_when_its_session_died_first(target: Target) -> None:
+    """The supervisor died (nothing stopped the agent): the agent idles out and removes its
+    socket and the private directory around it."""
+    local = LocalAgent(target.pid, idle_ttl=0.5)
+    client = local.__enter__()
+    try:
+        assert local.socket_path is not None and local.process is not None
+        directory = os.path.dirname(local.socket_path)
+        client.close()  # as when the supervisor is gone: the session ends, the agent stays
+        local.process.wait(timeout=30)
+        assert not os.path.exists(directory)
+    finally:
+        local.__exit__(None, None, None)
+
+
 def client_socket_path(target: Target, agent_pid: int) -> str:
     """The agent's Unix socket, as a stranger could find it (in the agent's command line)."""
     with open(f"/proc/{agent_pid}/cmdline", "rb") as cmdline:
