@@ -209,6 +209,8 @@ async def _dns_getaddrinfo(session: SessionContext, fields: Fields) -> Fields:
 async def _connect(session: SessionContext, fields: Fields) -> Fields:
     stream_id: int = fields["stream"]
     family: int = fields["family"]
+    if family == socket.AF_UNIX:
+        return await _connect_unix(session, fields)
     address = net_requests.socket_address(family, fields["host"], fields["port"])
     session.reserve_stream(stream_id)
     try:
@@ -236,6 +238,24 @@ async def _connect(session: SessionContext, fields: Fields) -> Fields:
         "local": list(sock.getsockname()[:2]),
         "peer": list(sock.getpeername()[:2]),
     }
+
+
+async def _connect_unix(session: SessionContext, fields: Fields) -> Fields:
+    """net.connect to a Unix stream socket in the target (feature.network.outgoing.unix_streams)."""
+    stream_id: int = fields["stream"]
+    if fields["transport"] != "tcp":
+        raise InvalidRequest(errno.EPROTOTYPE, "only stream Unix sockets are connected")
+    session.reserve_stream(stream_id)
+    try:
+        sock = await net_requests.connect_unix(
+            session.root, fields["host"], float(fields["timeout"])
+        )
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+    except BaseException:
+        session.release_stream(stream_id)
+        raise
+    session.attach_stream(TcpStream(stream_id, reader, writer, session))
+    return {"stream": stream_id, "local": ["", 0], "peer": [fields["host"], 0]}
 
 
 async def _incoming_subscribe(session: SessionContext, fields: Fields) -> Fields:

@@ -35,8 +35,18 @@ def traps(context: SessionContext) -> list[Trap]:
         policy = PathPolicy(fs, targetless=True, where=where, explain=context.explain)
         handlers = PathHandlers(policy, explain=context.explain)
         # Allow or ENOENT only: decided through seccomp notifications, with no ptrace stop.
-        return [Trap(s, handlers.decide_only(s), notify=True) for s in FS_PATH_SYSCALLS.values()]
+        traps = [Trap(s, handlers.decide_only(s), notify=True) for s in FS_PATH_SYSCALLS.values()]
+        return _with_mapping(traps, fs.mapping, handlers)
     return remote_traps(context, PathPolicy(fs, where=where, explain=context.explain))
+
+
+def _with_mapping(traps: list[Trap], mapping: tuple, paths: PathHandlers) -> list[Trap]:
+    """feature.fs.mapping: the one-path calls rewrite their path first (handlers.fs_mapping)."""
+    if not mapping:
+        return traps
+    from mirrord_trace.handlers.fs_mapping import mapped_traps
+
+    return mapped_traps(traps, mapping, paths)
 
 
 _OPEN_NAMES = ("open", "openat", "openat2", "creat")
@@ -94,7 +104,7 @@ def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
         traps += [Trap(shape, serialized(handlers.fsync)) for shape in FSYNC_SYSCALLS]
         traps += [Trap(shape, serialized(handlers.resize)) for shape in RESIZE_SYSCALLS]
         traps += [Trap(shape, serialized(handlers.fd_change)) for shape in FD_CHANGE_SYSCALLS]
-    return traps
+    return _with_mapping(traps, context.config.feature.fs.mapping, handlers)
 
 
 class _Serialized:

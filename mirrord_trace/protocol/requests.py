@@ -53,7 +53,9 @@ Replies (fields of Reply):
                     /etc/hosts, /etc/resolv.conf (search, ndots) and netns; ENOENT when the
                     name does not exist (EAI_NONAME), EAGAIN/ETIMEDOUT when no server answered
   net.connect       {"stream": int, "local": [host, port], "peer": [host, port]}
-                    the stream id is the one the client chose (odd); data flows as StreamData
+                    the stream id is the one the client chose (odd); data flows as StreamData.
+                    With family AF_UNIX, `host` is the path of a Unix stream socket in the
+                    target's root (resolved there, as file paths are) and `port` is 0
   incoming.subscribe {"subscription": int}            traffic to the target's TCP `port`:
                     mode "mirror" (a copy) or "steal" (the traffic itself; with "http_filter",
                     a filter tree as in agent.http.filter, only the matching HTTP requests;

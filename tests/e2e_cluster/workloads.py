@@ -55,6 +55,9 @@ class Kube:
         )
 
     def namespace(self, name: str) -> None:
+        """A fresh namespace: one left by an earlier session is first waited out of existence."""
+        if self.run("get", "namespace", name, "--ignore-not-found", "-o", "name"):
+            self.run("delete", "namespace", name, "--ignore-not-found", "--timeout=120s")
         self.run("create", "namespace", name)
 
     def delete_namespace(self, name: str) -> None:
