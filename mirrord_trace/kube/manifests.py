@@ -36,12 +36,7 @@ from mirrord_trace.kube.targets import ResolvedTarget
 from mirrord_trace.protocol.handshake import token_digest
 
 AGENT_CONTAINER = "mirrord-trace-agent"
-<<<<<<< HEAD
-AGENT_CAPABILITIES = ("NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN")
 TOKEN_SHA256_ENV = "MIRRORD_TRACE_AGENT_TOKEN_SHA256"
-=======
-TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
->>>>>>> main
 MANAGED_BY = {
     "app.kubernetes.io/name": AGENT_CONTAINER,
     "app.kubernetes.io/managed-by": "mirrord-trace",
