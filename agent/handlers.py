@@ -42,7 +42,16 @@ def _env(session: SessionContext, fields: Fields) -> Fields:
 
 
 def _stats(session: SessionContext, fields: Fields) -> Fields:
-    return {"session": dict(session.counts), "total": dict(session.server.totals)}
+    return {
+        "session": dict(session.counts),
+        "total": dict(session.server.totals),
+        "bytes": dict(session.byte_counts),
+    }
+
+
+def _count_bytes(session: SessionContext, what: str, amount: int) -> None:
+    """File data moved for the client (the "bytes" of stats): what a change cost."""
+    session.byte_counts[what] += amount
 
 
 def _open_read(session: SessionContext, fields: Fields) -> Fields:
@@ -60,9 +69,11 @@ def _open_read(session: SessionContext, fields: Fields) -> Fields:
 def _read(session: SessionContext, fields: Fields) -> Fields:
     if fields["size"] < 0 or fields["offset"] < 0:
         raise InvalidRequest(errno.EINVAL, "offset and size must not be negative")
-    return reads.read(
+    reply = reads.read(
         session.handles, fields["handle"], fields["offset"], fields["size"], fields["close"]
     )
+    _count_bytes(session, "read", len(reply["data"]))
+    return reply
 
 
 def _close(session: SessionContext, fields: Fields) -> Fields:
@@ -89,14 +100,22 @@ def _listdir(session: SessionContext, fields: Fields) -> Fields:
 
 
 def _open_write(session: SessionContext, fields: Fields) -> Fields:
-    return writes.open_write(
-        session.root, session.handles, fields["path"], fields["flags"], fields["mode"]
+    reply = writes.open_write(
+        session.root,
+        session.handles,
+        fields["path"],
+        fields["flags"],
+        fields["mode"],
+        content=fields["content"],
     )
+    _count_bytes(session, "read", len(reply["content"]))
+    return reply
 
 
 def _pwrite(session: SessionContext, fields: Fields) -> Fields:
     if fields["offset"] < 0:
         raise InvalidRequest(errno.EINVAL, "offset must not be negative")
+    _count_bytes(session, "written", len(fields["data"]))
     return writes.pwrite(
         session.handles,
         fields["handle"],

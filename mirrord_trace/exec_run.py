@@ -137,8 +137,13 @@ def run_exec(
         )
         from mirrord_trace.supervisor import ProgramNotFound, TracingUnavailable, run
 
+        watch = None
+        if agent is not None:
+            from mirrord_trace.agent_loss import AgentLossWatch
+
+            watch = AgentLossWatch(agent)
         try:
-            return run(
+            status = run(
                 list(program),
                 env=program_env,
                 config=cfg,
@@ -148,6 +153,11 @@ def run_exec(
                 exit_with_program=exit_with_program,
                 engine=engine if engine is not None else cfg.engine,
             )
+            if watch is not None and watch.lost is not None:
+                from mirrord_trace.agent_loss import EXIT_AGENT_LOST
+
+                return EXIT_AGENT_LOST  # the line saying why was printed when it happened
+            return status
         except KeyboardInterrupt:
             raise UserError(
                 "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED

@@ -36,6 +36,7 @@ from mirrord_trace.protocol import (
     encode_frame,
     encode_vectored,
     new_token,
+    token_digest,
 )
 from mirrord_trace.protocol.framing import HEADER_SIZE
 from mirrord_trace.protocol.requests import InvalidRequest, validate_request
@@ -210,10 +211,14 @@ def test_granting_beyond_the_window_is_a_violation() -> None:
 
 def test_handshake_checks_version_then_token() -> None:
     token = new_token()
-    assert check_hello(Hello(PROTOCOL_VERSION, token), token) is None
-    rejected = check_hello(Hello(PROTOCOL_VERSION, new_token()), token)
+    digest = token_digest(token)
+    assert check_hello(Hello(PROTOCOL_VERSION, token), digest) is None
+    rejected = check_hello(Hello(PROTOCOL_VERSION, new_token()), digest)
     assert rejected is not None and rejected.reason == REJECT_BAD_TOKEN
-    rejected = check_hello(Hello(PROTOCOL_VERSION + 1, token), token)
+    # What the agent knows (the digest, e.g. read from a pod spec) is not a token.
+    rejected = check_hello(Hello(PROTOCOL_VERSION, digest), digest)
+    assert rejected is not None and rejected.reason == REJECT_BAD_TOKEN
+    rejected = check_hello(Hello(PROTOCOL_VERSION + 1, token), digest)
     assert rejected is not None and rejected.reason == REJECT_BAD_VERSION
     assert str(PROTOCOL_VERSION) in rejected.message
 

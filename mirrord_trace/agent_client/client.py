@@ -27,14 +27,19 @@ from typing import Any
 
 from mirrord_trace.agent_client.errors import AgentLost, RemoteError
 from mirrord_trace.agent_client.handed_over import HandedOver
-from mirrord_trace.agent_client.handshake import RECEIVE_SIZE, connect_socket, hello
+from mirrord_trace.agent_client.handshake import (
+    RECEIVE_SIZE,
+    connect_socket,
+    connect_unix_socket,
+    hello,
+)
 from mirrord_trace.agent_client.local_stream import AgentStream
 from mirrord_trace.agent_client.pump import StreamPump
 from mirrord_trace.agent_client.relay_end import RelayEnd
 from mirrord_trace.agent_client.streams import ClientStreams
 from mirrord_trace.protocol import (
-    KEEPALIVE_INTERVAL,
-    PEER_SILENCE_TIMEOUT,
+    AGENT_SILENCE_TIMEOUT,
+    CLIENT_KEEPALIVE_INTERVAL,
     ErrorReply,
     Message,
     MessageDecoder,
@@ -93,8 +98,8 @@ class AgentClient(ClientStreams):
         decoder: MessageDecoder,
         session_info: dict[str, Any],
         *,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> None:
         self.session_info = session_info
         self.keepalive_interval = keepalive_interval
@@ -157,8 +162,8 @@ class AgentClient(ClientStreams):
         token: str,
         *,
         timeout: float = 5.0,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session; raises AgentConnectError (HandshakeRejected) with a clear message.
 
@@ -176,6 +181,26 @@ class AgentClient(ClientStreams):
         )
 
     @classmethod
+    def connect_unix(
+        cls,
+        path: str,
+        token: str,
+        *,
+        timeout: float = 5.0,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
+    ) -> AgentClient:
+        """Open a session with an agent on this machine through its Unix socket."""
+        return cls.over_socket(
+            connect_unix_socket(path, timeout),
+            token,
+            where=path,
+            timeout=timeout,
+            keepalive_interval=keepalive_interval,
+            silence_timeout=silence_timeout,
+        )
+
+    @classmethod
     def over_socket(
         cls,
         sock: socket.socket,
@@ -183,8 +208,8 @@ class AgentClient(ClientStreams):
         *,
         where: str,
         timeout: float = 5.0,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session over a connected stream socket (e.g. one end of a Kubernetes
         port-forward); the client owns `sock` from now on, and closes it on failure."""

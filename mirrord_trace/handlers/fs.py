@@ -62,6 +62,7 @@ def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
         FD_CHANGE_SYSCALLS,
         FS_WRITE_SYSCALLS,
         FSYNC_SYSCALLS,
+        RESIZE_SYSCALLS,
         ChangeHandlers,
     )
     from mirrord_trace.handlers.fs_remote import GETCWD, RemoteFs, report_agent_loss
@@ -101,6 +102,7 @@ def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
     ]
     if policy.can_write_remotely:
         traps += [Trap(shape, serialized(handlers.fsync)) for shape in FSYNC_SYSCALLS]
+        traps += [Trap(shape, serialized(handlers.resize)) for shape in RESIZE_SYSCALLS]
         traps += [Trap(shape, serialized(handlers.fd_change)) for shape in FD_CHANGE_SYSCALLS]
     return _with_mapping(traps, context.config.feature.fs.mapping, handlers)
 

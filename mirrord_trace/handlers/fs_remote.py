@@ -152,12 +152,12 @@ class RemoteHandlers(PathHandlers):
         if flags & O_TMPFILE_BIT:
             return Emulate(-errno.EOPNOTSUPP, why=f"remote: {rule}: no O_TMPFILE in the target")
         remote.writers.poll()
-        local = remote.writers.shared_copy(path)
         # The agent followed (or refused) symlinks already; stand-ins are never symlinks but
         # may be /proc magic links, which O_NOFOLLOW would refuse.
         local_flags = flags & ~os.O_NOFOLLOW
         release = None
         try:
+            local = remote.writers.shared_copy(path, append_only=append_only(flags))
             if local is not None:
                 local_flags &= ~(os.O_CREAT | os.O_EXCL)  # it exists: it is open for writing
                 if flags & os.O_CREAT and flags & os.O_EXCL:
@@ -339,6 +339,11 @@ class RemoteHandlers(PathHandlers):
         if len(data) > call.args[1]:
             return Emulate(-errno.ERANGE, why="remote working directory")
         return Emulate(len(data), ((call.args[0], data),), why="remote working directory")
+
+
+def append_only(flags: int) -> bool:
+    """An open that can only append: its copy needs none of the file's old content."""
+    return flags & os.O_ACCMODE == os.O_WRONLY and bool(flags & os.O_APPEND)
 
 
 def report_agent_loss(error: AgentLost) -> None:

@@ -12,6 +12,8 @@ Why each setting is there:
   even when the local side could not delete them; backoffLimit 0: a failed agent is not retried.
 - mesh opt-out annotations/labels: an injected istio/linkerd sidecar would intercept the
   agent's port-forwarded traffic and keep the Job from finishing.
+- the session token appears only as its SHA-256 (MIRRORD_TRACE_AGENT_TOKEN_SHA256): whoever
+  may read pods or Jobs in the namespace learns nothing that lets them connect to the agent.
 - terminationMessagePolicy FallbackToLogsOnError: when the agent fails, its last log lines
   (its one-line error) appear in the pod status, so the local side can show them.
 
@@ -31,9 +33,10 @@ from typing import Any
 
 from mirrord_trace.config.model import AGENT_CAPABILITIES, AgentConfig
 from mirrord_trace.kube.targets import ResolvedTarget
+from mirrord_trace.protocol.handshake import token_digest
 
 AGENT_CONTAINER = "mirrord-trace-agent"
-TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
+TOKEN_SHA256_ENV = "MIRRORD_TRACE_AGENT_TOKEN_SHA256"
 MANAGED_BY = {
     "app.kubernetes.io/name": AGENT_CONTAINER,
     "app.kubernetes.io/managed-by": "mirrord-trace",
@@ -67,7 +70,7 @@ class AgentLaunch:
     image: str
     image_pull_policy: str
     port: int  # the agent listens on 127.0.0.1:port in its pod's network namespace
-    token: str
+    token: str  # stays on this side: the manifest carries only its digest
     ttl: int  # ttlSecondsAfterFinished
     privileged: bool
     idle_ttl: int  # the agent exits after this many seconds without a client
@@ -115,7 +118,7 @@ def _container_base(launch: AgentLaunch) -> dict[str, Any]:
         "image": launch.image,
         "imagePullPolicy": launch.image_pull_policy,
         "command": launch.command(),
-        "env": [{"name": TOKEN_ENV, "value": launch.token}],
+        "env": [{"name": TOKEN_SHA256_ENV, "value": token_digest(launch.token)}],
         "securityContext": _security_context(launch),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }

@@ -49,3 +49,12 @@ def stopped_for(previous_tick: float, now: float, tick_period: float) -> float:
     """
     gap = now - previous_tick
     return gap if gap > 2 * tick_period + 1.0 else 0.0
+
+
+# The client's side is stricter: it pings an agent it has not heard from for a second and gives
+# it up after four seconds of silence (counted, like above, only while the client runs), so a
+# hung (stopped, wedged) agent is noticed within 5 s instead of holding the program's calls
+# (issue #20: a SIGSTOPped agent blocked open() for 30 s). An agent that answers anything at
+# all, even slowly under load, is never given up.
+AGENT_SILENCE_TIMEOUT = min(4.0, PEER_SILENCE_TIMEOUT)
+CLIENT_KEEPALIVE_INTERVAL = min(1.0, AGENT_SILENCE_TIMEOUT / 4)

@@ -7,8 +7,9 @@ sending, so a programming mistake fails where it is made.
 Replies (fields of Reply):
   noop              {}
   env               {"env": {name: value}}            the target's /proc/<pid>/environ
-  stats             {"session": {kind: n}, "total": {kind: n}}   requests received, this one
-                                                       included; "total" covers every session
+  stats             {"session": {kind: n}, "total": {kind: n}, "bytes": {"read": n,
+                    "written": n}}   requests received, this one included; "total" covers
+                    every session; "bytes": file data this session read and wrote
   fs.open_read      {"stat": STAT, "content": bytes, ["handle": int]}
                     regular files: the first INLINE_READ_LIMIT bytes inline; "handle" is
                     present when there is more (continue with fs.read at len(content)).
@@ -30,7 +31,8 @@ Replies (fields of Reply):
   fs.open_write     {"stat": STAT, "content": bytes, "handle": int, "created": bool}
                     opens (O_CREAT, O_EXCL, O_TRUNC as given; "mode" for a new file, exact)
                     a regular file for reading and writing; content as in fs.open_read, the
-                    handle stays open for fs.read/fs.pwrite until fs.close
+                    handle stays open for fs.read/fs.pwrite until fs.close; with
+                    "content": false, no content (a copy that will only be appended to)
   fs.pwrite         {"written": int}                   then ftruncate to "size" if >= 0,
                                                        then fsync if "sync"
   fs.mkdir          {}                                 "mode" exact (no umask applied)
@@ -139,7 +141,9 @@ REQUESTS: dict[str, RequestSpec] = {
     "fs.access": RequestSpec({"path": str, "mode": int}, {"follow": (bool, True)}),
     "fs.readlink": RequestSpec({"path": str}),
     "fs.listdir": RequestSpec({"path": str}, {"offset": (int, 0), "limit": (int, 0)}),
-    "fs.open_write": RequestSpec({"path": str, "flags": int}, {"mode": (int, 0o644)}),
+    "fs.open_write": RequestSpec(
+        {"path": str, "flags": int}, {"mode": (int, 0o644), "content": (bool, True)}
+    ),
     "fs.pwrite": RequestSpec(
         {"handle": int, "offset": int, "data": bytes}, {"size": (int, -1), "sync": (bool, False)}
     ),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mirrord_trace.agent_client import AgentClient, HandshakeRejected
 from tests.cluster import certs, kubeconfig, layout
 from tests.conftest import example_binary
 from tests.e2e_cluster.agent_image import pushed_agent_image
@@ -516,4 +517,44 @@ def test_restricted_namespace_agent_namespace_works(
     result = _exec_restricted(target, "-f", str(config))
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{SECRET}\n"
+
+
+def test_a_reader_of_the_agents_spec_cannot_connect_to_it(target: Target) -> None:
+    """Whoever may read Jobs and port-forward to pods in the namespace finds only the token's
+    digest in the agent's spec, and the agent refuses it as a token (issue #20, item 9)."""
+    session = target.start("sleep", "60")
+    forward = None
+    try:
+        job = wait_for(
+            lambda: (target.kube.json("get", "jobs", "-n", NAMESPACE)["items"] or [None])[0],
+            timeout=60,
+            what="the agent's Job",
+        )
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        (env,) = container["env"]
+        assert env["name"] == "MIRRORD_TRACE_AGENT_TOKEN_SHA256"
+        digest = env["value"]
+        port = container["command"][container["command"].index("--listen") + 1].rsplit(":", 1)[1]
+        (pod,) = wait_for(target.agent_pods, timeout=60, what="the agent's pod")
+        target.kube.wait(NAMESPACE, f"pod/{pod}", "condition=Ready")
+        forward = subprocess.Popen(
+            [str(layout.KUBE), "kubectl", "--kubeconfig", str(target.kube.kubeconfig),
+             "port-forward", "-n", NAMESPACE, f"pod/{pod}", f":{port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert forward.stdout is not None
+        line = forward.stdout.readline()  # Forwarding from 127.0.0.1:LOCAL -> PORT
+        local = int(line.split("127.0.0.1:", 1)[1].split()[0])
+        with pytest.raises(HandshakeRejected) as refused:
+            AgentClient.connect("127.0.0.1", local, digest, timeout=30)
+        assert refused.value.reason == "bad-token"
+        assert session.poll() is None  # the real session goes on
+    finally:
+        if forward is not None:
+            forward.terminate()
+            forward.wait(timeout=10)
+        session.terminate()
+        session.communicate(timeout=60)
     assert_agent_gone(target)
