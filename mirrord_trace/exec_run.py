@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from mirrord_trace.config import Config, ConfigError, FsMode, load_config
 from mirrord_trace.env import build_program_env
 from mirrord_trace.signal_mask import termination_interrupts
-from mirrord_trace.targets import DeploymentTarget, PidTarget, PodTarget, Target
+from mirrord_trace.targets import KubernetesTarget, PidTarget, Target
 
 if TYPE_CHECKING:
     from mirrord_trace.trace_sink import TraceSink
@@ -196,7 +196,7 @@ def start_session(
     target: Target, cfg: Config, stack: ExitStack
 ) -> tuple[Any | None, dict[str, str]]:
     """-> (agent client or None, the target's environment). The agent stops with `stack`."""
-    if isinstance(target, PodTarget | DeploymentTarget):
+    if isinstance(target, KubernetesTarget):
         return _start_kube_session(target, cfg, stack)
     if not isinstance(target, PidTarget):
         return None, {}
@@ -241,7 +241,7 @@ def _split_advice(message: str, target: PidTarget) -> tuple[str, str]:
 
 
 def _start_kube_session(
-    target: PodTarget | DeploymentTarget, cfg: Config, stack: ExitStack
+    target: KubernetesTarget, cfg: Config, stack: ExitStack
 ) -> tuple[Any, dict[str, str]]:
     """Kubernetes targets: an agent pod (or ephemeral container) next to the target, reached
     through the API server's port-forward; removed with `stack`, also on Ctrl-C."""

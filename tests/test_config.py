@@ -26,7 +26,13 @@ from mirrord_trace.config import (
     load_config,
     parse_config,
 )
-from mirrord_trace.targets import DeploymentTarget, PidTarget, PodTarget, Targetless
+from mirrord_trace.targets import (
+    DeploymentTarget,
+    PidTarget,
+    PodTarget,
+    RolloutTarget,
+    Targetless,
+)
 
 
 @pytest.fixture
@@ -117,6 +123,9 @@ def test_null_means_default() -> None:
         ({"path": "pod/web", "namespace": "shop"}, PodTarget("web"), "shop"),
         ({"path": {"pod": "web", "container": "app"}}, PodTarget("web", "app"), None),
         ({"path": {"deployment": "api"}, "namespace": "a-b"}, DeploymentTarget("api"), "a-b"),
+        ("rollout/canary", RolloutTarget("canary"), None),
+        ({"path": {"rollout": "canary", "container": "app"}}, RolloutTarget("canary", "app"), None),
+        ({"rollout": "canary"}, RolloutTarget("canary"), None),
         ({"namespace": "shop"}, Targetless(), "shop"),
     ],
 )
@@ -284,7 +293,7 @@ ERROR_CASES: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"agent": {"image": ""}}, "agent.image", ["empty"]),
     ({"agent": {"image_pull_policy": "Sometimes"}}, "agent.image_pull_policy", ["Never"]),
     ({"target": "foo/bar"}, "target", ["'foo/bar'", "pod/NAME"]),
-    ({"target": "rollout/web"}, "target", ["not supported", "deployment/NAME"]),
+    ({"target": "statefulset/web"}, "target", ["not supported", "rollout/NAME"]),
     ({"target": "pid/0"}, "target", ["positive"]),
     ({"target": "pod/Web"}, "target", ["'Web'"]),
     ({"target": {"path": "pod/a/b"}}, "target.path", ["pod/NAME/container/C"]),

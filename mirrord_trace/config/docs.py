@@ -38,7 +38,8 @@ def _what(key: str, documented: set[str]) -> str:
     if entry.status is Status.WORKS:
         if key in documented:
             return f"see [`{key}`]({_anchor(key)})"
-        if key.startswith("target.") and key.split(".")[-1] in ("pod", "deployment", "container"):
+        fields = ("pod", "deployment", "rollout", "container")
+        if key.startswith("target.") and key.split(".")[-1] in fields:
             return "a field of the target path (see [`target.path`](#targetpath))"
         parent = key.rsplit(".", 1)[0]
         while parent not in documented and "." in parent:

@@ -288,10 +288,7 @@ KEYS: dict[str, KeyInfo] = {
 # A target is a path (`target.path.pod`) or, as mirrord also accepts, the path's fields
 # directly under `target` (`target.pod`).
 for _prefix in ("target", "target.path"):
-    KEYS.update(_group(_prefix, "pod deployment container", W))
-    KEYS[f"{_prefix}.rollout"] = KeyInfo(
-        Status.REJECTED, "rollout targets are not supported by mirrord-trace yet"
-    )
+    KEYS.update(_group(_prefix, "pod deployment rollout container", W))
     KEYS.update(
         _group(_prefix, "cron_job job labels replica_set service stateful_set", _OPERATOR_TARGET)
     )

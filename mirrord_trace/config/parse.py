@@ -66,7 +66,7 @@ from mirrord_trace.targets import (
 T = TypeVar("T")
 
 # The fields of a target path, which mirrord also accepts directly under `target`.
-TARGET_PATH_FIELDS = ("pod", "deployment", "container", "pid")
+TARGET_PATH_FIELDS = ("pod", "deployment", "rollout", "container", "pid")
 
 # Every key each section accepts; anything else is an error. docs/configuration.md has a
 # heading per dotted key (tests/test_config_docs.py keeps the two in step).

@@ -16,10 +16,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from mirrord_trace.config.errors import ConfigError
-from mirrord_trace.targets import DeploymentTarget, PidTarget, PodTarget, Target, Targetless
+from mirrord_trace.targets import (
+    DeploymentTarget,
+    PidTarget,
+    PodTarget,
+    RolloutTarget,
+    Target,
+    Targetless,
+)
 
 # The kinds of target mirrord-trace can run against (mirrord's TargetType names).
-COMPATIBLE_TARGET_TYPES = ("targetless", "pod", "deployment")
+COMPATIBLE_TARGET_TYPES = ("targetless", "pod", "deployment", "rollout")
 
 
 def verify_config(
@@ -51,6 +58,8 @@ def _target_json(target: Target) -> Any:
         return {"pod": target.name, "container": target.container}
     if isinstance(target, DeploymentTarget):
         return {"deployment": target.name, "container": target.container}
+    if isinstance(target, RolloutTarget):
+        return {"rollout": target.name, "container": target.container}
     if isinstance(target, PidTarget):
         return {"pid": target.pid}
     return str(target)

@@ -558,3 +558,53 @@ def test_a_reader_of_the_agents_spec_cannot_connect_to_it(target: Target) -> Non
         session.terminate()
         session.communicate(timeout=60)
     assert_agent_gone(target)
+
+
+# Argo Rollouts' custom resource as its CRD declares it (the schema kept open): no Argo
+# controller runs here, so the Rollouts select the pods of the app's Deployment, as a Rollout
+# that took over a Deployment (workloadRef) or whose pods carry the same labels does.
+ROLLOUT_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "rollouts.argoproj.io"},
+    "spec": {
+        "group": "argoproj.io",
+        "scope": "Namespaced",
+        "names": {"kind": "Rollout", "listKind": "RolloutList", "plural": "rollouts",
+                  "singular": "rollout", "shortNames": ["ro"]},
+        "versions": [{
+            "name": "v1alpha1", "served": True, "storage": True,
+            "schema": {"openAPIV3Schema": {"type": "object",
+                                           "x-kubernetes-preserve-unknown-fields": True}},
+        }],
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rollouts(target: Target) -> Iterator[None]:
+    kube = target.kube
+    kube.apply(ROLLOUT_CRD)
+    try:
+        kube.run("wait", "--for=condition=Established", "crd/rollouts.argoproj.io",
+                 "--timeout=60s")
+        rollout = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                   "metadata": {"namespace": NAMESPACE}}
+        kube.apply(
+            {**rollout, "metadata": {**rollout["metadata"], "name": "by-selector"},
+             "spec": {"selector": {"matchLabels": {"app": "app"}}}},
+            {**rollout, "metadata": {**rollout["metadata"], "name": "by-workload-ref"},
+             "spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                      "name": "app"}}},
+        )  # fmt: skip
+        yield
+    finally:
+        kube.run("delete", "crd", "rollouts.argoproj.io", "--ignore-not-found")
+
+
+@pytest.mark.parametrize("rollout", ["by-selector", "by-workload-ref"])
+def test_rollout_target(target: Target, rollouts: None, rollout: str) -> None:
+    result = target.exec(*probe("env", "APP_SECRET"), to=f"rollout/{rollout}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{SECRET}\n"
+    assert_agent_gone(target)
