@@ -4,6 +4,7 @@ environment, files, cluster DNS and network, and receives its incoming traffic."
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import subprocess
@@ -61,12 +62,15 @@ def _deployment(name: str, command: str, env: list[dict] | None = None) -> dict:
     }
 
 
-def _service(name: str) -> dict:
+def _service(name: str, protocol: str = "TCP", port: int = 80, target_port: int = 8080) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+        "spec": {
+            "selector": {"app": name},
+            "ports": [{"port": port, "targetPort": target_port, "protocol": protocol}],
+        },
     }
 
 
@@ -121,8 +125,19 @@ def _workloads() -> list[dict]:
         _service("app"),
         _deployment("backend", backend),
         _service("backend"),
+        _udp_echo(),
+        _service("udp-echo", "UDP", 9000, 9000),
         client,
     ]
+
+
+def _udp_echo() -> dict:
+    """A Deployment whose pod answers each UDP datagram on :9000 with its source address."""
+    deployment = _deployment("udp-echo", "exec probe-go udp-echo :9000")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container["ports"] = [{"containerPort": 9000, "protocol": "UDP"}]
+    del container["readinessProbe"]  # nothing listens on TCP
+    return deployment
 
 
 class Target:
@@ -184,7 +199,7 @@ def target(kube: Kube, cli_env: dict[str, str], tmp_path_factory) -> Iterator[Ta
         # the agent pod needs hostPID and capabilities
         kube.run("label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=privileged")
         kube.apply(*_workloads())
-        for name in ("app", "backend"):
+        for name in ("app", "backend", "udp-echo"):
             kube.wait(NAMESPACE, f"deployment/{name}", "condition=Available")
         for pod in ("client", "duo"):
             kube.wait(NAMESPACE, f"pod/{pod}", "condition=Ready")
@@ -271,6 +286,58 @@ def test_outgoing_to_a_cluster_ip_service_and_a_pod_ip(target: Target) -> None:
         # busybox httpd listens on IPv6 ([::ffff:a.b.c.d] for an IPv4 peer)
         peer = result.stdout.strip().removeprefix("peer=").strip("[]").removeprefix("::ffff:")
         assert peer == app_ip, url
+
+
+def test_outgoing_udp_to_a_cluster_ip_service_and_a_pod_ip(target: Target) -> None:
+    """Datagrams of the static Go probe leave from the app pod's network: the echo server sees
+    the pod's address (through kube-proxy's UDP rules for the Service's ClusterIP)."""
+    app_ip = target.app_pod["status"]["podIP"]
+    (echo_pod,) = target.kube.json("get", "pods", "-n", NAMESPACE, "-l", "app=udp-echo")["items"]
+    for address in ("udp-echo:9000", f"{echo_pod['status']['podIP']}:9000"):
+        result = target.exec(*probe("udp-ask", address, "ping"))
+        assert result.returncode == 0, (address, result.stderr)
+        assert result.stdout == f"from={app_ip} data=ping\n", address
+    assert_agent_gone(target)
+
+
+def test_filtered_steal_takes_only_the_matching_requests(target: Target, tmp_path: Path) -> None:
+    """With an HTTP header filter, requests sent by another pod through the app's Service that
+    carry the header reach the local program; the others are answered by the pod's own app."""
+    config = tmp_path / "mirrord.json"
+    config.write_text(json.dumps({"feature": {"network": {"incoming": {
+        "mode": "steal", "http_filter": {"header_filter": "^x-session: mine$"}}}}}))
+    process = target.start(*probe("serve", ":8080"), options=("-f", str(config)))
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()
+        if not line.startswith("listening"):
+            process.kill()
+            pytest.fail(f"the program did not listen ({line!r}): {process.stderr.read()}")
+        url = f"http://app.{NAMESPACE}/from-client"
+
+        def matching() -> str:
+            try:
+                return target.kube.run("exec", "-n", NAMESPACE, "client", "--", "wget",
+                                       "--header", "X-Session: mine", "-qO-", url)
+            except AssertionError as error:  # the steal may not be in place yet
+                return str(error)
+
+        deadline = time.monotonic() + 60
+        while not (body := matching()).startswith("hello from probe-go"):
+            assert time.monotonic() < deadline, f"no matching request was stolen: {body!r}"
+            time.sleep(1)
+        assert body.startswith("hello from probe-go\nGET /from-client HTTP/1.1")
+        assert target.from_client(url).strip() == "answered by app"
+        assert matching().startswith("hello from probe-go")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert_agent_gone(target)
+    assert _pod_nat_rules(target) == []
 
 
 def _serve_and_request(target: Target, options: tuple[str, ...]) -> tuple[str, str]:
