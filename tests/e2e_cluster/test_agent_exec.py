@@ -119,8 +119,16 @@ def _workloads() -> list[dict]:
             ],
         },
     }
+    duo_deployment = _deployment("duo-deployment", "sleep 3600")
+    template = duo_deployment["spec"]["template"]["spec"]
+    template["containers"] = [
+        {**container, "name": name, "env": [{"name": "WHICH", "value": f"container {name}"}]}
+        for name in ("first", "second")
+        for container in duo["spec"]["containers"][:1]
+    ]
     return [
         duo,
+        duo_deployment,
         _deployment("app", app, [{"name": "APP_SECRET", "value": SECRET}]),
         _service("app"),
         _deployment("backend", backend),
@@ -199,7 +207,7 @@ def target(kube: Kube, cli_env: dict[str, str], tmp_path_factory) -> Iterator[Ta
         # the agent pod needs hostPID and capabilities
         kube.run("label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=privileged")
         kube.apply(*_workloads())
-        for name in ("app", "backend", "udp-echo"):
+        for name in ("app", "backend", "udp-echo", "duo-deployment"):
             kube.wait(NAMESPACE, f"deployment/{name}", "condition=Available")
         for pod in ("client", "duo"):
             kube.wait(NAMESPACE, f"pod/{pod}", "condition=Ready")
@@ -238,6 +246,39 @@ def test_deployment_target(target: Target) -> None:
     result = target.exec(*probe("env", "APP_SECRET"), to="deployment/app")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{SECRET}\n"
+    assert_agent_gone(target)
+
+
+@pytest.mark.parametrize("container", ["first", "second"])
+def test_one_container_of_a_two_container_deployment(target: Target, container: str) -> None:
+    to = f"deployment/duo-deployment/container/{container}"
+    result = target.exec(*probe("env", "WHICH"), to=to)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"container {container}\n"
+    assert_agent_gone(target)
+
+
+def test_file_modes_write_local_and_local_with_overrides(target: Target, tmp_path: Path) -> None:
+    pod = target.app_pod["metadata"]["name"]
+    # write: the file is created in the pod
+    result = target.exec(*probe("write", "/app/written.txt", "from the local program"),
+                         options=("--fs-mode", "write"))
+    assert result.returncode == 0, result.stderr
+    in_pod = target.kube.run("exec", "-n", NAMESPACE, pod, "--", "cat", "/app/written.txt")
+    assert in_pod == "from the local program"
+    # local: the pod's files are not read at all
+    result = target.exec(*probe("cat", "/app/data.txt"), options=("--fs-mode", "local"))
+    assert result.returncode != 0
+    assert result.stdout == ""
+    # localwithoverrides: local, except what read_only names
+    config = tmp_path / "mirrord.json"
+    config.write_text(json.dumps({"feature": {"fs": {
+        "mode": "localwithoverrides", "read_only": ["^/app/data\\.txt$"]}}}))
+    result = target.exec(*probe("cat", "/app/data.txt"), options=("-f", str(config)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == DATA
+    result = target.exec(*probe("cat", "/app/written.txt"), options=("-f", str(config)))
+    assert result.returncode != 0  # not named: read locally, where it does not exist
     assert_agent_gone(target)
 
 
