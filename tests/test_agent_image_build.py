@@ -154,7 +154,7 @@ def test_agent_image_steals_with_its_own_iptables(bundle: Path) -> None:
     """The agent's steal rules (nat REDIRECT with the tcp, addrtype, mark and comment matches)
     go in and come out again with the image's iptables, in the container's network namespace."""
     probe = (
-        "from agent.incoming_rules import IPV4, RuleBook, agent_tag, saved_rules\n"
+        "from agent.incoming.rules import IPV4, RuleBook, agent_tag, saved_rules\n"
         "book = RuleBook(agent_tag())\n"
         "book.redirect(80, 8080)\n"
         "print(sum('REDIRECT' in rule for rule in saved_rules(IPV4)))\n"

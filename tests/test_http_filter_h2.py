@@ -300,3 +300,34 @@ def test_grpc_by_metadata_header_with_a_live_bidirectional_stream(
         plain = stub.Say(pb2.Message(text="x"), timeout=20).text
     assert outgoing == ["program:a", "program:b", "program:c"]
     assert plain == "target:x"
+
+
+def test_a_body_filter_never_stalls_a_streaming_call(
+    loop: asyncio.AbstractEventLoop,
+    grpc_servers: tuple[int, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bidirectional call waits for each answer before it sends more: its body never ends
+    while the filter waits. After the body timeout the stream is decided without its body
+    (a protobuf body is no JSON: the target's)."""
+    from agent.http import body
+
+    monkeypatch.setattr(body, "MAX_BODY_BUFFER_TIMEOUT", 0.2)
+    pb2, pb2_grpc = grpc_echo.stubs(tmp_path / "grpc-build")
+    wire = {"body": "json", "query": "$.user", "matches": "^alice$"}
+    proxy = start_proxy(loop, wire, *grpc_servers)
+    ready = threading.Event()
+
+    def requests() -> Iterator[Any]:
+        for text in ("a", "b"):
+            yield pb2.Message(text=text)
+            ready.wait(20)
+            ready.clear()
+
+    with grpc.insecure_channel(f"127.0.0.1:{proxy.port}") as channel:
+        answers = []
+        for answer in pb2_grpc.EchoStub(channel).Chat(requests(), timeout=30):
+            answers.append(answer.text)
+            ready.set()
+    assert answers == ["target:a", "target:b"]

@@ -59,17 +59,17 @@ def _noop_opener() -> Any:
     return never
 
 
-REQUESTS = st.lists(
-    st.tuples(st.booleans(), st.sampled_from([0, 1, 70_000, 300_000])), min_size=1, max_size=6
-)
+@dataclass
+class Request:
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
-@settings(max_examples=25, deadline=None)
-@given(REQUESTS)
-def test_concurrent_streams_reach_the_chosen_side_whole(requests: list[tuple[bool, int]]) -> None:
+def exchange(wire_filter: dict[str, Any], requests: list[Request]) -> tuple[Any, ...]:
+    """Send the requests as concurrent streams of one client connection through a router;
+    (the answers by stream in order, the router, the servers by side)."""
     routes = Routes(
-        ((PROGRAM, parse_filter({"header": "^x-user: me$"})),),
-        {PROGRAM: _noop_opener(), TARGET: _noop_opener()},
+        ((PROGRAM, parse_filter(wire_filter)),), {PROGRAM: _noop_opener(), TARGET: _noop_opener()}
     )
     router = H2Router(routes)
     router.start()
@@ -77,13 +77,13 @@ def test_concurrent_streams_reach_the_chosen_side_whole(requests: list[tuple[boo
     servers: dict[str, Server] = {}
     pending: dict[int, bytes] = {}
     answers: dict[int, dict[str, Any]] = {}
-    for n, (wanted, size) in enumerate(requests):
+    for n, request in enumerate(requests):
         sid = client.get_next_available_stream_id()
         headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"t"),
-                   (b":path", b"/%d" % n)] + ([(b"x-user", b"me")] if wanted else [])  # fmt: skip
-        client.send_headers(sid, headers, end_stream=size == 0)
-        if size:
-            pending[sid] = bytes([n]) * size
+                   (b":path", b"/%d" % n), *request.headers]  # fmt: skip
+        client.send_headers(sid, headers, end_stream=not request.body)
+        if request.body:
+            pending[sid] = request.body
         answers[sid] = {"data": b"", "trailers": None, "ended": False}
 
     for _ in range(10_000):
@@ -121,15 +121,48 @@ def test_concurrent_streams_reach_the_chosen_side_whole(requests: list[tuple[boo
                     answers[event.stream_id]["ended"] = True
         if not moved and not pending:
             break
+    return [answers[sid] for sid in sorted(answers)], router, servers
 
-    for n, ((wanted, size), sid) in enumerate(zip(requests, sorted(answers), strict=True)):
+
+REQUESTS = st.lists(
+    st.tuples(st.booleans(), st.sampled_from([0, 1, 70_000, 300_000])), min_size=1, max_size=6
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(REQUESTS)
+def test_concurrent_streams_reach_the_chosen_side_whole(requests: list[tuple[bool, int]]) -> None:
+    answers, router, servers = exchange(
+        {"header": "^x-user: me$"},
+        [
+            Request([(b"x-user", b"me")] if wanted else [], bytes([n]) * size)
+            for n, (wanted, size) in enumerate(requests)
+        ],
+    )
+    for n, ((wanted, size), answer) in enumerate(zip(requests, answers, strict=True)):
         side = PROGRAM if wanted else TARGET
-        assert answers[sid]["data"] == b"%s:/%d:%d" % (side.encode(), n, size)
-        assert answers[sid]["trailers"] == {b"grpc-status": b"0"}
-        assert answers[sid]["ended"]
+        assert answer["data"] == b"%s:/%d:%d" % (side.encode(), n, size)
+        assert answer["trailers"] == {b"grpc-status": b"0"}
+        assert answer["ended"]
     assert sorted(router.routed) == sorted(PROGRAM if w else TARGET for w, _ in requests)
     for server in servers.values():  # each body arrived whole at its server
         assert all(
             body == bytes([int(server.paths[sid][1:])]) * len(body)
             for sid, body in server.bodies.items()
         )
+
+
+def test_json_body_filter_decides_each_stream_once_its_bounded_body_is_in() -> None:
+    big = b'{"user": "alice", "pad": "' + b"x" * 200_000 + b'"}'  # past the 64 KiB bound
+    bodies = [b'{"user": "alice"}', b'{"user": "bob"}', b"not json", big, b""]
+    answers, _, servers = exchange(
+        {"body": "json", "query": "$.user", "matches": "^alice$"},
+        [Request([], body) for body in bodies],
+    )
+    sides = [answer["data"].split(b":")[0] for answer in answers]
+    assert sides == [b"program", b"target", b"target", b"target", b"target"]
+    assert [int(answer["data"].rsplit(b":", 1)[1]) for answer in answers] == [
+        len(body) for body in bodies
+    ]  # every body arrived whole, the big one streamed past the bound
+    assert big in servers[TARGET].bodies.values()  # byte for byte
+    assert list(servers[PROGRAM].bodies.values()) == [bodies[0]]

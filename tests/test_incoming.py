@@ -6,6 +6,7 @@ steal, port mapping, and the steal rules' clean-up however the session ends.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -29,6 +30,7 @@ from tests.test_incoming_support import (
     NSENTER,
     alive,
     http_request,
+    in_pod,
     nat_rules,
     raw_exchange,
     real_listening_ports,
@@ -338,6 +340,70 @@ def test_on_concurrent_steal_continue_and_override(pod: SandboxInfo, tmp_path: P
         overriding = config("override")
         with traced_server(pod, second, config=overriding, tmp_path=tmp_path, ready="Serving"):
             assert pod_get(pod, "/index.html") == (200, b"second session\n")
+
+
+NAMED_ECHO_SERVER = """
+import socket, sys, threading
+server = socket.create_server(("0.0.0.0", 7070))
+print("listening 7070", flush=True)
+def echo(connection):
+    while data := connection.recv(4096):
+        connection.sendall(sys.argv[1].encode() + b":" + data)
+while True:
+    threading.Thread(target=echo, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+@contextlib.contextmanager
+def tracked_connections(pod: SandboxInfo) -> Iterator[None]:
+    """The pod's namespace tracks its connections before the steal, as it does where any
+    netfilter rule uses conntrack there (a mesh sidecar's nat rules, a network policy): an
+    ACCEPT rule for established traffic. Without one, the kernel tracks nothing in a namespace
+    until the steal's nat rules come, and a connection opened before is picked up (and reset)
+    by its next packet whatever the setting."""
+    rule = ["INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED", "-m", "comment",
+            "--comment", "mirrord-trace-test", "-j", "ACCEPT"]  # fmt: skip
+    iptables = [NSENTER, f"--net={pod.netns_path}", "iptables", "-w", "10"]
+    subprocess.run([*iptables, "-A", *rule], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*iptables, "-D", *rule], check=True)
+
+
+def _was_cut(sock: socket.socket) -> bool:
+    """Whether a connection that worked is gone (reset, or closed) when used again."""
+    try:
+        sock.sendall(b"again")
+        return sock.recv(100) == b""
+    except OSError:
+        return True
+
+
+def test_flush_connections_cuts_what_was_open_before_the_steal(
+    pod: SandboxInfo, tmp_path: Path
+) -> None:
+    """Without agent.flush_connections a connection opened before the steal goes on with the
+    pod's server; with it, that connection is cut, and the client's next one is stolen."""
+    pod_echo = [sys.executable, "-c", NAMED_ECHO_SERVER, "pod"]
+    program = [sys.executable, "-c", NAMED_ECHO_SERVER, "program"]
+    steal = {"feature": {"network": {"incoming": "steal"}}}
+    with in_pod(pod, pod_echo, 7070), tracked_connections(pod):
+        for flush in (False, True):
+            before = socket.create_connection((pod.target_addr, 7070), timeout=10)
+            before.sendall(b"hi")
+            assert before.recv(100) == b"pod:hi"
+            config = {**steal, "agent": {"flush_connections": flush}}
+            with traced_server(pod, program, config=config, tmp_path=tmp_path):
+                if flush:
+                    assert _was_cut(before)
+                else:
+                    before.sendall(b"still")
+                    assert before.recv(100) == b"pod:still"  # REDIRECT: new connections only
+                with socket.create_connection((pod.target_addr, 7070), timeout=10) as new:
+                    new.sendall(b"x")
+                    assert new.recv(100) == b"program:x"
+            before.close()
 
 
 # ---- what the program sees -------------------------------------------------------------------

@@ -5,12 +5,9 @@ nghttp, a grpcio client) on this machine talk to the pod's address."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +16,7 @@ import pytest
 
 from mirrord_trace.sandbox import SandboxInfo
 from tests import grpc_echo
-from tests.conftest import ROOT
-from tests.test_incoming_support import NSENTER, nat_rules, traced_server, wait_until
+from tests.test_incoming_support import in_pod, traced_server
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nghttpd") is None or shutil.which("nghttp") is None,
@@ -28,29 +24,6 @@ pytestmark = pytest.mark.skipif(
 )
 H2_PORT = 8090
 GRPC_PORT = 50051
-
-
-@contextlib.contextmanager
-def in_pod(pod: SandboxInfo, argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A server of the pod's own, in its network namespace, listening on `port`."""
-    process = subprocess.Popen(
-        [NSENTER, f"--net={pod.netns_path}", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    try:
-
-        def listening() -> bool:
-            with socket.socket() as sock:
-                return sock.connect_ex((pod.target_addr, port)) == 0
-
-        wait_until(listening, 30, f"the pod's {argv[0]} on port {port}")
-        yield process
-    finally:
-        process.terminate()
-        process.wait(10)
-        assert not nat_rules(pod), "steal rules left behind in the pod"
 
 
 def docroot(tmp_path: Path, name: str, files: dict[str, str]) -> str:

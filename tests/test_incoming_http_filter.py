@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import h11
+import pytest
 
 from agent.http.connection import serve_filtered
 from agent.http.filter import Filter, parse_filter
@@ -54,6 +55,8 @@ class Upstream:
                         writer.write(data.upper())
                     return
                 answer = f"{self.name}:{request.target.decode()}:{len(body)}".encode()
+                if request.target.startswith(b"/huge"):
+                    answer *= 100_000  # megabytes: many reads and writes on each hop
                 headers = [("content-length", str(len(answer)))] if self.keep_alive else []
                 if not self.keep_alive:
                     headers.append(("connection", "close"))
@@ -407,6 +410,89 @@ def test_a_kept_alive_upstream_that_closed_while_idle_gets_the_request_again() -
         # second attempt, the 2nd and 3rd requests would have been answered 502).
         assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers)
         assert program.connections == 3
+        writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_large_answers_and_http_1_0_clients() -> None:
+    async def scenario() -> None:
+        proxy = await _proxy(ME)
+        # The program's 1.6 MB answer (Content-Length) and the target's 1.5 MB one
+        # (close-delimited, reaching the keep-alive client chunked), on one connection.
+        raw = (
+            b"GET /huge1 HTTP/1.1\r\nHost: t\r\nX-User: me\r\n\r\n"
+            b"GET /huge2 HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        answers = await _client_exchange(proxy.port, raw, 2)
+        assert answers == [
+            (200, b"program:/huge1:0" * 100_000),
+            (200, b"target:/huge2:0" * 100_000),
+        ]
+        # HTTP/1.0 without keep-alive: one answer, then the connection ends.
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET /old HTTP/1.0\r\nX-User: me\r\n\r\n")
+        whole = await asyncio.wait_for(reader.read(), 5)  # EOF comes: no hang
+        assert whole.startswith(b"HTTP/1.1 200 ") and whole.endswith(b"program:/old:0")
+        assert b"chunked" not in whole.lower()
+
+    asyncio.run(scenario())
+
+
+def test_a_protocol_whose_server_speaks_first_reaches_the_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that waits for the server's greeting (SMTP, MySQL...) sends nothing to detect:
+    after the detection timeout, the connection goes to the target as it is."""
+    from agent.http import connection
+
+    monkeypatch.setattr(connection, "HTTP_DETECTION_TIMEOUT", 0.2)
+
+    async def scenario() -> None:
+        async def greeter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 target ready\r\n")
+            writer.write((await reader.readline()).upper())
+            writer.close()
+
+        target = await asyncio.start_server(greeter, "127.0.0.1", 0)
+        target_port = target.sockets[0].getsockname()[1]
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await serve_filtered((reader, writer), ME, _opener(None), _opener(target_port))
+
+        proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", proxy.sockets[0].getsockname()[1]
+        )
+        assert await asyncio.wait_for(reader.readline(), 20) == b"220 target ready\r\n"
+        writer.write(b"helo me\r\n")
+        assert await asyncio.wait_for(reader.read(), 20) == b"HELO ME\r\n"
+        writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_body_slower_than_the_body_timeout_is_forwarded_as_it_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent.http import body
+
+    monkeypatch.setattr(body, "MAX_BODY_BUFFER_TIMEOUT", 0.2)
+
+    async def scenario() -> None:
+        proxy = await _proxy(parse_filter({"body": "json", "query": "$.u", "matches": "^me$"}))
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b'POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n{"u": ')
+
+        async def target_reached() -> None:  # the filter stopped waiting: the target's
+            while not proxy.target.connections:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(target_reached(), 10)
+        writer.write(b'"me"}')
+        answer = await asyncio.wait_for(reader.readuntil(b"target:/slow:11"), 10)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert proxy.target.requests == [(b"POST", b"/slow", b'{"u": "me"}')]
         writer.close()
 
     asyncio.run(scenario())

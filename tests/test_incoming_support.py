@@ -244,3 +244,26 @@ def raw_exchange(host: str, port: int, request: bytes, timeout: float = 30.0) ->
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def in_pod(pod: SandboxInfo, argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A server of the pod's own, in its network namespace, listening on `port`."""
+    process = subprocess.Popen(
+        [NSENTER, f"--net={pod.netns_path}", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex((pod.target_addr, port)) == 0
+
+        wait_until(listening, 30, f"the pod's {argv[0]} on port {port}")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+        assert not nat_rules(pod), "steal rules left behind in the pod"

@@ -1,10 +1,12 @@
 """Request bodies for body filters: a bounded collector and the JSON query.
 
 A body filter needs the whole body before it can decide. The body is collected up to
-MAX_BODY_BUFFER bytes (MIRRORD_TRACE_MAX_BODY_BUFFER_SIZE, default 64 KiB, mirrord's knob);
-a body longer than that, or one announced longer by its Content-Length, is not buffered past
-the bound: the body filter does not match it, and what was collected is forwarded first,
-then the rest as it comes. Nothing waits for an unbounded body.
+MAX_BODY_BUFFER bytes (MIRRORD_TRACE_MAX_BODY_BUFFER_SIZE, default 64 KiB, mirrord's knob)
+and for at most MAX_BODY_BUFFER_TIMEOUT seconds (MIRRORD_TRACE_MAX_BODY_BUFFER_TIMEOUT in
+milliseconds, default 1000, mirrord's); a body longer than that, announced longer by its
+Content-Length, or slower (a streaming call that waits for an answer before it sends more)
+does not match the body filter: what was collected is forwarded first, then the rest as it
+comes. Nothing waits for an unbounded or unending body.
 
 The JSON query is RFC 9535 JSONPath with mirrord's `typeof` (mirrord_trace.protocol.jsonpath).
 """
@@ -26,7 +28,18 @@ def _max_body_buffer() -> int:
     return int(raw) if raw.isdigit() else 64 * 1024
 
 
+def _max_body_buffer_timeout() -> float:
+    raw = os.environ.get("MIRRORD_TRACE_MAX_BODY_BUFFER_TIMEOUT", "")
+    return (int(raw) if raw.isdigit() else 1000) / 1000
+
+
 MAX_BODY_BUFFER = _max_body_buffer()
+MAX_BODY_BUFFER_TIMEOUT = _max_body_buffer_timeout()
+
+
+def collect_timeout() -> float:
+    """Seconds a body filter waits for a body (read when a collection starts)."""
+    return MAX_BODY_BUFFER_TIMEOUT
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,19 @@ sans-I/O routers.
 The first bytes tell: the HTTP/2 connection preface (h2c with prior knowledge, how gRPC talks)
 goes to agent.http.h2_router; a TLS ClientHello, or anything that is not HTTP, passes to the
 target untouched (the agent cannot read HTTPS: it is never filtered, never stolen); the rest is
-HTTP/1.x (agent.http.h1), which may switch to HTTP/2 by `Upgrade: h2c`.
+HTTP/1.x (agent.http.h1), which may switch to HTTP/2 by `Upgrade: h2c`. A client that sends
+nothing for HTTP_DETECTION_TIMEOUT seconds (MIRRORD_TRACE_HTTP_DETECTION_TIMEOUT, default 2,
+mirrord's) is passed to the target too: a protocol whose server speaks first still works.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 
+from agent.http.body import collect_timeout
 from agent.http.filter import Filter
 from agent.http.h1 import FilteredConnection, H2cUpgrade
 from agent.http.h2_router import CLIENT, H2Router
@@ -22,6 +26,18 @@ from agent.http.routes import TARGET, Routes
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # An HTTP/1.x request line starts with a method token and a space.
 _HTTP1_START = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32} ")
+_TOKEN_SO_FAR = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
+
+
+def _detection_timeout() -> float:
+    raw = os.environ.get("MIRRORD_TRACE_HTTP_DETECTION_TIMEOUT", "")
+    try:
+        return float(raw) if raw else 2.0
+    except ValueError:
+        return 2.0
+
+
+HTTP_DETECTION_TIMEOUT = _detection_timeout()
 
 
 async def serve_filtered(
@@ -57,14 +73,26 @@ async def _serve_upgraded(client: Streams, routes: Routes, up: H2cUpgrade) -> li
 
 
 async def _sniff(reader: asyncio.StreamReader) -> bytes:
-    """The first bytes: enough to tell HTTP/2's preface from the rest."""
-    data = await reader.read(READ_SIZE)
-    while data and len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
-        more = await reader.read(READ_SIZE)
-        if not more:
-            break
-        data += more
+    """The first bytes: enough to tell HTTP/2's preface, an HTTP/1.x request line and the
+    rest apart (b"" when the client sent nothing in time, or closed)."""
+    data = b""
+    try:
+        async with asyncio.timeout(HTTP_DETECTION_TIMEOUT):
+            while not data or _undecided(data):
+                more = await reader.read(READ_SIZE)
+                if not more:
+                    break
+                data += more
+    except TimeoutError:
+        pass
     return data
+
+
+def _undecided(data: bytes) -> bool:
+    """A prefix of the HTTP/2 preface, or of a request line's method, and nothing more yet."""
+    if len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+        return True
+    return _TOKEN_SO_FAR.fullmatch(data) is not None
 
 
 async def _pass_to_target(client: Streams, open_target: Opener, first: bytes) -> None:
@@ -84,6 +112,7 @@ class H2Driver:
         self.openers = routes.openers
         self.writers = {CLIENT: client[1]}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.timers: list[asyncio.TimerHandle] = []
 
     async def run(self, first: bytes) -> None:
         router, reader = self.router, self.client[0]
@@ -101,6 +130,8 @@ class H2Driver:
         except (ConnectionError, OSError):
             pass
         finally:
+            for timer in self.timers:
+                timer.cancel()
             for task in self.tasks:
                 task.cancel()
             for writer in self.writers.values():
@@ -108,6 +139,15 @@ class H2Driver:
 
     def flush(self) -> None:
         router = self.router
+        if router.new_collections:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            self.timers = [timer for timer in self.timers if timer.when() > now]
+            for stream_id in router.new_collections:
+                self.timers.append(
+                    loop.call_later(collect_timeout(), self._give_up_collecting, stream_id)
+                )
+            router.new_collections.clear()
         for endpoint, writer in list(self.writers.items()):
             data = router.data_to_send(endpoint)
             if data:
@@ -115,6 +155,11 @@ class H2Driver:
         for side in router.wanted():
             router.connecting_to(side)
             self._spawn(self._connect(side))
+
+    def _give_up_collecting(self, stream_id: int) -> None:
+        self.router.give_up_collecting(stream_id)
+        with contextlib.suppress(ConnectionError, OSError):
+            self.flush()
 
     def _spawn(self, work: object) -> None:
         task = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]

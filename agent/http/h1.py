@@ -20,9 +20,10 @@ not match it and is forwarded as it comes.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
-from agent.http.body import BodyCollector
+from agent.http.body import BodyCollector, collect_timeout
 from agent.http.filter import RequestHead
 from agent.http.h1_messages import (
     END,
@@ -185,18 +186,22 @@ class FilteredConnection:
         collector = BodyCollector(head.length)
         if collector.too_big:
             return None, events
-        while True:
-            event = await self.client_reader.next()
-            if isinstance(event, Body):
-                events.append(event)
-                if not collector.add(event.data):
-                    return None, events
-            elif event == END:
-                events.append(event)
-                collector.finish()
-                return collector.body, events
-            else:
-                raise ProtocolError("the request body ended early")
+        try:
+            async with asyncio.timeout(collect_timeout()):
+                while True:
+                    event = await self.client_reader.next()
+                    if isinstance(event, Body):
+                        events.append(event)
+                        if not collector.add(event.data):
+                            return None, events
+                    elif event == END:
+                        events.append(event)
+                        collector.finish()
+                        return collector.body, events
+                    else:
+                        raise ProtocolError("the request body ended early")
+        except TimeoutError:
+            return None, events  # too slow to wait for: no match, forwarded as it comes
 
     async def _forward_body(self, head: Head, upstream: Upstream, early: list[Body | str]) -> bool:
         """Relay the request body; False when the client went away in the middle."""

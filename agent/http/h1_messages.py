@@ -221,13 +221,14 @@ def end_to_end(headers: list[tuple[bytes, bytes]], keep_upgrade: bool) -> list[t
 
 
 def request_bytes(head: Head) -> bytes:
-    """The request head for an upstream (HTTP/1.1, keep-alive, the client's framing)."""
+    """The request head for an upstream: the client's version (an HTTP/1.0 request may have
+    no Host, which 1.1 requires) and framing; keep-alive is each hop's own."""
     extra = []
     if head.chunked:
         extra.append(b"Transfer-Encoding: chunked\r\n")
     elif head.length is not None:
         extra.append(b"Content-Length: %d\r\n" % head.length)
-    start = head.method + b" " + head.target + b" HTTP/1.1\r\n"
+    start = b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.version.encode())
     return _head_lines(start, end_to_end(head.headers, head.upgrade), extra)
 
 

@@ -93,6 +93,7 @@ class H2Router:
         self.gone: set[str] = set()  # upstreams that cannot be had (the program's session)
         self.routed: list[str] = []  # where each stream went, in order (tests, logs)
         self.client_closed = False
+        self.new_collections: list[int] = []  # streams whose body a filter waits for (timers)
 
     @staticmethod
     def _new_conn(client_side: bool) -> h2.connection.H2Connection:
@@ -200,6 +201,13 @@ class H2Router:
             if not exchange.finished:
                 self._fail(exchange, f"the {side} did not answer\n".encode())
 
+    def give_up_collecting(self, stream_id: int) -> None:
+        """The body filter waited long enough for this stream's body (the driver's timer): the
+        stream is decided without it (no body match) and what came is forwarded."""
+        exchange = self.exchanges.get(stream_id)
+        if exchange is not None and exchange.side is None and exchange.collector is not None:
+            self._decide(exchange, None)
+
     @property
     def done(self) -> bool:
         return self.client_closed
@@ -222,6 +230,7 @@ class H2Router:
                 exchange.request_ended = True
             if self.routes.needs_body and not ended:
                 exchange.collector = BodyCollector(exchange.content_length())
+                self.new_collections.append(event.stream_id)
             else:
                 self._decide(exchange, None)
             return

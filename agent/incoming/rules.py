@@ -221,3 +221,29 @@ def remove_rules(
 def remove_abandoned_rules() -> int:
     """Delete the rules of agents that are gone (killed together with their guardian)."""
     return remove_rules(lambda comment: not owner_is_alive(comment))
+
+
+def flush_connections(port: int) -> int:
+    """Cut the namespace's open TCP connections to `port` (mirrord's agent.flush_connections):
+    their conntrack entries go, so the next packet of each is NATed anew -- to the steal
+    listener, which knows no such connection and resets it; the client reconnects and is
+    stolen. Returns how many entries went. RuleError when conntrack is missing or fails."""
+    if shutil.which("conntrack") is None:
+        raise RuleError(
+            "agent.flush_connections needs the conntrack tool in the agent's environment "
+            "(apt-get install conntrack)"
+        )
+    flushed = 0
+    for family in ("ipv4", "ipv6"):
+        argv = ["conntrack", "-D", "-f", family, "-p", "tcp", "--orig-port-dst", str(port)]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise RuleError(f"conntrack could not run: {error}") from None
+        # Exit status 1 with "0 flow entries" is "nothing to delete".
+        found = re.search(r"(\d+) flow entr", done.stderr + done.stdout)
+        if done.returncode != 0 and found is None:
+            message = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+            raise RuleError(f"conntrack -D ... --orig-port-dst {port}: {message}")
+        flushed += int(found.group(1)) if found else 0
+    return flushed

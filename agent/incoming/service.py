@@ -162,7 +162,9 @@ class IncomingService:
             if mode == "mirror":
                 self.mirror.add(port, subscription)
             else:
-                await self.steal.add(port, subscription, override=fields["override"])
+                await self.steal.add(
+                    port, subscription, override=fields["override"], flush=fields["flush"]
+                )
         except BaseException:
             state.subscriptions.pop(subscription.id, None)
             raise

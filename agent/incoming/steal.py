@@ -32,6 +32,7 @@ from agent.incoming.rules import (
     RuleBook,
     RuleError,
     agent_tag,
+    flush_connections,
     remove_abandoned_rules,
 )
 from agent.incoming.stolen import StolenConnection
@@ -122,9 +123,13 @@ class StealHub:
     def ports(self) -> set[int]:
         return set(self._receivers)
 
-    async def add(self, port: int, receiver: StealReceiver, override: bool = False) -> None:
+    async def add(
+        self, port: int, receiver: StealReceiver, override: bool = False, flush: bool = False
+    ) -> None:
         """Steal `port` for `receiver`; OSError(EADDRINUSE) when another session steals it,
-        unless `override` (mirrord's on_concurrent_steal): then new connections come here."""
+        unless `override` (mirrord's on_concurrent_steal): then new connections come here.
+        `flush`: the port's open connections are cut once the rules are in (they reconnect,
+        and are stolen)."""
         if port in self._receivers and not override:
             raise OSError(errno.EADDRINUSE, f"port {port} is already stolen by another session")
         self._receivers[port] = receiver
@@ -132,9 +137,13 @@ class StealHub:
             if not self._servers:
                 await self._start()
             await asyncio.to_thread(self.rules.redirect, port, self.listen_port, override)
+            if flush:
+                flushed = await asyncio.to_thread(flush_connections, port)
+                self._log(f"port {port}: {flushed} open connections cut (flush_connections)")
         except (RuleError, GuardianError, OSError) as error:
             if self._receivers.get(port) is receiver:
                 del self._receivers[port]
+                self.rules.release(port)  # a flush that failed after the rules went in
             code = errno.EADDRINUSE if isinstance(error, PortTaken) else errno.EACCES
             raise OSError(code, f"cannot steal port {port}: {error}") from None
         if port not in self._receivers:

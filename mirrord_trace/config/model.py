@@ -168,6 +168,8 @@ class AgentConfig:
     communication_timeout: int | None = None
     log_level: str = "info"
     network_interface: str | None = None
+    # Cut the target's open connections to a port when its steal starts (they reconnect).
+    flush_connections: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "communication_timeout",
         "log_level",
         "network_interface",
+        "flush_connections",
     ),
 }
 
@@ -384,6 +385,7 @@ def _agent(value: object, key: str) -> AgentConfig:
         communication_timeout=field("communication_timeout", _int_range(1, 65535), None),
         log_level=field("log_level", _choice(AGENT_LOG_LEVELS), "info"),
         network_interface=field("network_interface", expect_str, None),
+        flush_connections=field("flush_connections", expect_bool, False),
     )
 
 

@@ -138,6 +138,7 @@ class IncomingHandlers:
                 http_filter=dict(decision.http_filter or {}),
                 handover=decision.mode == "steal" and self.connector.takes_handovers,
                 override=decision.on_concurrent_steal == "override",
+                flush=decision.mode == "steal" and self.policy.flush_connections,
             )
         except RemoteError as error:
             if error.errno == errno.EADDRINUSE and decision.on_concurrent_steal == "continue":
@@ -256,7 +257,8 @@ def _calls_taking_over(
 
 def traps(context: SessionContext) -> list[Trap]:
 
-    policy = IncomingPolicy(context.config.feature.network.incoming)
+    config = context.config
+    policy = IncomingPolicy(config.feature.network.incoming, config.agent.flush_connections)
     if not policy.enabled or context.agent is None:
         return []  # targetless: there is no remote traffic to receive
     handlers = IncomingHandlers(policy, context.agent)

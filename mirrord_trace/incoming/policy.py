@@ -41,8 +41,9 @@ class PortDecision:
 
 
 class IncomingPolicy:
-    def __init__(self, config: IncomingConfig) -> None:
+    def __init__(self, config: IncomingConfig, flush_connections: bool = False) -> None:
         self.config = config
+        self.flush_connections = flush_connections  # agent.flush_connections
         self._remote = dict(config.port_mapping)
         self._local = dict(config.listen_ports)
 

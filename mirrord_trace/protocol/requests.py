@@ -58,7 +58,8 @@ Replies (fields of Reply):
                     the frame's bytes), info has HANDOVER: true, no stream message follows
                     for that id and the client owns the socket. Elsewhere the flag is ignored.
                     "override": true takes a port another session steals (its rules go; its
-                    connections carry on); otherwise that is EADDRINUSE.
+                    connections carry on); otherwise that is EADDRINUSE. "flush": true cuts
+                    the port's open connections when the steal starts (conntrack -D).
   incoming.unsubscribe {}                             stop; stolen traffic goes to the target again
 
 STAT is a map with the keys in STAT_FIELDS (times in nanoseconds); VERSION is the list
@@ -160,6 +161,7 @@ REQUESTS: dict[str, RequestSpec] = {
             "path_filter": (str, ""),
             "handover": (bool, False),
             "override": (bool, False),
+            "flush": (bool, False),
         },
     ),
     "incoming.unsubscribe": RequestSpec({"subscription": int}),
