@@ -6,9 +6,9 @@ BUILD := build
 STAMPS := $(BUILD)/stamps
 BIN := $(CURDIR)/$(BUILD)/bin
 APT_PACKAGES := golang-go gcc libc6-dev musl-tools busybox-static strace gdb iproute2 iptables \
-	dnsmasq-base curl wrk make python3-venv \
+	dnsmasq-base curl wrk make python3-venv rsync \
 	containerd runc containernetworking-plugins docker-registry openssl conntrack \
-	debootstrap skopeo nghttp2-client nghttp2-server
+	debootstrap skopeo nghttp2-client nghttp2-server git
 # HYPOTHESIS_PROFILE=long for the thorough property runs; the default profile keeps `make test` short.
 PYTEST_ARGS ?=
 
@@ -86,18 +86,25 @@ lint: venv
 CLUSTER_BIN := $(BUILD)/cluster-bin
 CLUSTER_GO ?= $(firstword $(wildcard /usr/local/go/bin/go) go)
 CLUSTER_GO_BUILD := env CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local \
-	$(CLUSTER_GO) build -trimpath -ldflags='-s -w'
+	$(CLUSTER_GO) build -trimpath
+
+# The release the binary reports (kubectl version, the node's kubeletVersion): stamped at link
+# time as upstream's build does; it must match k8s.io/kubernetes in cluster/go.mod.
+KUBE_RELEASE := v1.34.4
+KUBE_VERSION_PKG := k8s.io/component-base/version
+KUBE_LDFLAGS := -X $(KUBE_VERSION_PKG).gitVersion=$(KUBE_RELEASE) -X $(KUBE_VERSION_PKG).gitMajor=1 \
+	-X $(KUBE_VERSION_PKG).gitMinor=34 -X $(KUBE_VERSION_PKG).gitTreeState=clean
 
 cluster-bin: $(CLUSTER_BIN)/kube $(CLUSTER_BIN)/coredns $(CLUSTER_BIN)/pause
 
 $(CLUSTER_BIN)/kube: cluster/go.mod cluster/go.sum $(wildcard cluster/cmd/kube/*.go)
-	cd cluster && $(CLUSTER_GO_BUILD) -o $(CURDIR)/$@ ./cmd/kube
+	cd cluster && $(CLUSTER_GO_BUILD) -ldflags='-s -w $(KUBE_LDFLAGS)' -o $(CURDIR)/$@ ./cmd/kube
 
 $(CLUSTER_BIN)/pause: cluster/go.mod $(wildcard cluster/cmd/pause/*.go)
-	cd cluster && $(CLUSTER_GO_BUILD) -o $(CURDIR)/$@ ./cmd/pause
+	cd cluster && $(CLUSTER_GO_BUILD) -ldflags='-s -w' -o $(CURDIR)/$@ ./cmd/pause
 
 $(CLUSTER_BIN)/coredns: cluster/coredns/go.mod cluster/coredns/go.sum cluster/coredns/main.go
-	cd cluster/coredns && $(CLUSTER_GO_BUILD) -o $(CURDIR)/$@ .
+	cd cluster/coredns && $(CLUSTER_GO_BUILD) -ldflags='-s -w' -o $(CURDIR)/$@ .
 
 cluster: cluster-bin $(STAMPS)/venv
 	$(PY) -m tests.cluster.up

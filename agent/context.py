@@ -32,7 +32,7 @@ class ServerContext(Protocol):
 
     target_pid: int
     root: TargetRoot
-    token: str
+    token_digest: str  # SHA-256 of the session token: the agent never needs the token
     totals: Counter[str]
     malformed_frames: int
     mounts: MountWatch
@@ -41,7 +41,9 @@ class ServerContext(Protocol):
 
     def session_opened(self, session: Any) -> None: ...
 
-    def session_closed(self, session: Any) -> None: ...
+    def admit(self, session: Any) -> bool: ...
+
+    def session_closed(self, session: Any, authenticated: bool) -> None: ...
 
 
 class SessionContext(PacedStreamOwner, Protocol):
@@ -52,7 +54,10 @@ class SessionContext(PacedStreamOwner, Protocol):
     root: TargetRoot
     handles: FileHandles
     counts: Counter[str]
+    byte_counts: Counter[str]  # file data read and written for the client
     close_callbacks: list[Callable[[], None]]
+    suspend_callbacks: list[Callable[[], None]]
+    resume_callbacks: list[Callable[[], None]]
 
     @property
     def takes_descriptors(self) -> bool: ...

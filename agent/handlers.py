@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.context import SessionContext
-from agent.files import reads, writes
+from agent.files import attributes, reads, writes
 from agent.net import requests as net_requests
 from agent.net.streams import TcpStream, UdpStream
 from agent.target.process import read_credentials, read_environment
@@ -42,7 +42,16 @@ def _env(session: SessionContext, fields: Fields) -> Fields:
 
 
 def _stats(session: SessionContext, fields: Fields) -> Fields:
-    return {"session": dict(session.counts), "total": dict(session.server.totals)}
+    return {
+        "session": dict(session.counts),
+        "total": dict(session.server.totals),
+        "bytes": dict(session.byte_counts),
+    }
+
+
+def _count_bytes(session: SessionContext, what: str, amount: int) -> None:
+    """File data moved for the client (the "bytes" of stats): what a change cost."""
+    session.byte_counts[what] += amount
 
 
 def _open_read(session: SessionContext, fields: Fields) -> Fields:
@@ -60,9 +69,11 @@ def _open_read(session: SessionContext, fields: Fields) -> Fields:
 def _read(session: SessionContext, fields: Fields) -> Fields:
     if fields["size"] < 0 or fields["offset"] < 0:
         raise InvalidRequest(errno.EINVAL, "offset and size must not be negative")
-    return reads.read(
+    reply = reads.read(
         session.handles, fields["handle"], fields["offset"], fields["size"], fields["close"]
     )
+    _count_bytes(session, "read", len(reply["data"]))
+    return reply
 
 
 def _close(session: SessionContext, fields: Fields) -> Fields:
@@ -89,14 +100,22 @@ def _listdir(session: SessionContext, fields: Fields) -> Fields:
 
 
 def _open_write(session: SessionContext, fields: Fields) -> Fields:
-    return writes.open_write(
-        session.root, session.handles, fields["path"], fields["flags"], fields["mode"]
+    reply = writes.open_write(
+        session.root,
+        session.handles,
+        fields["path"],
+        fields["flags"],
+        fields["mode"],
+        content=fields["content"],
     )
+    _count_bytes(session, "read", len(reply["content"]))
+    return reply
 
 
 def _pwrite(session: SessionContext, fields: Fields) -> Fields:
     if fields["offset"] < 0:
         raise InvalidRequest(errno.EINVAL, "offset must not be negative")
+    _count_bytes(session, "written", len(fields["data"]))
     return writes.pwrite(
         session.handles,
         fields["handle"],
@@ -150,6 +169,33 @@ def _link(session: SessionContext, fields: Fields) -> Fields:
     return writes.link(session.root, fields["old"], fields["new"], fields["follow"])
 
 
+def _getxattr(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.getxattr(session.root, fields["path"], fields["name"], fields["follow"])
+
+
+def _listxattr(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.listxattr(session.root, fields["path"], fields["follow"])
+
+
+def _setxattr(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.setxattr(
+        session.root,
+        fields["path"],
+        fields["name"],
+        fields["value"],
+        fields["flags"],
+        fields["follow"],
+    )
+
+
+def _removexattr(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.removexattr(session.root, fields["path"], fields["name"], fields["follow"])
+
+
+def _statfs(session: SessionContext, fields: Fields) -> Fields:
+    return attributes.statfs(session.root, fields["path"])
+
+
 async def _dns_query(session: SessionContext, fields: Fields) -> Fields:
     return await net_requests.dns_query(fields)
 
@@ -163,6 +209,8 @@ async def _dns_getaddrinfo(session: SessionContext, fields: Fields) -> Fields:
 async def _connect(session: SessionContext, fields: Fields) -> Fields:
     stream_id: int = fields["stream"]
     family: int = fields["family"]
+    if family == socket.AF_UNIX:
+        return await _connect_unix(session, fields)
     address = net_requests.socket_address(family, fields["host"], fields["port"])
     session.reserve_stream(stream_id)
     try:
@@ -190,6 +238,24 @@ async def _connect(session: SessionContext, fields: Fields) -> Fields:
         "local": list(sock.getsockname()[:2]),
         "peer": list(sock.getpeername()[:2]),
     }
+
+
+async def _connect_unix(session: SessionContext, fields: Fields) -> Fields:
+    """net.connect to a Unix stream socket in the target (feature.network.outgoing.unix_streams)."""
+    stream_id: int = fields["stream"]
+    if fields["transport"] != "tcp":
+        raise InvalidRequest(errno.EPROTOTYPE, "only stream Unix sockets are connected")
+    session.reserve_stream(stream_id)
+    try:
+        sock = await net_requests.connect_unix(
+            session.root, fields["host"], float(fields["timeout"])
+        )
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+    except BaseException:
+        session.release_stream(stream_id)
+        raise
+    session.attach_stream(TcpStream(stream_id, reader, writer, session))
+    return {"stream": stream_id, "local": ["", 0], "peer": [fields["host"], 0]}
 
 
 async def _incoming_subscribe(session: SessionContext, fields: Fields) -> Fields:
@@ -226,6 +292,11 @@ HANDLERS: dict[str, Handler] = {
     "fs.utimens": Handler("thread", _utimens),
     "fs.symlink": Handler("thread", _symlink),
     "fs.link": Handler("thread", _link),
+    "fs.getxattr": Handler("thread", _getxattr),
+    "fs.listxattr": Handler("thread", _listxattr),
+    "fs.setxattr": Handler("thread", _setxattr),
+    "fs.removexattr": Handler("thread", _removexattr),
+    "fs.statfs": Handler("thread", _statfs),
     "dns.query": Handler("async", _dns_query),
     "dns.getaddrinfo": Handler("async", _dns_getaddrinfo),
     "net.connect": Handler("async", _connect),

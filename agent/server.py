@@ -21,20 +21,26 @@ from mirrord_trace.protocol import (
     STREAM_WINDOW,
 )
 
+# Connections that have not said Hello yet, at most: each holds at most PREAUTH_LIMIT bytes
+# for at most HANDSHAKE_TIMEOUT seconds, so strangers can make the agent hold at most
+# MAX_PENDING_HANDSHAKES * (PREAUTH_LIMIT + one receive) whatever they do; further
+# connections are closed at once.
+MAX_PENDING_HANDSHAKES = 16
+
 
 class AgentServer:
     def __init__(
         self,
         target_pid: int,
         root: TargetRoot,
-        token: str,
+        token_digest: str,
         idle_ttl: float,
         listener: socket.socket,
         session_socket: socket.socket | None = None,
     ) -> None:
         self.target_pid = target_pid
         self.root = root
-        self.token = token
+        self.token_digest = token_digest
         self.idle_ttl = idle_ttl
         self.totals: Counter[str] = Counter()
         self.malformed_frames = 0
@@ -44,6 +50,7 @@ class AgentServer:
         # Session: the agent can hand whole connections over it).
         self._session_socket = session_socket
         self._sessions: set[Session] = set()
+        self._pending: set[Session] = set()  # connected, no Hello yet
         self._next_session_id = 1
         self._stop: asyncio.Event | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -61,13 +68,29 @@ class AgentServer:
             "max_data_chunk": MAX_DATA_CHUNK,
         }
 
+    def admit(self, session: Session) -> bool:
+        """Whether a new connection may go on to its handshake: a Unix socket only from this
+        agent's own user (root), and never more than MAX_PENDING_HANDSHAKES at once."""
+        if session.peer_uid is not None and session.peer_uid != os.geteuid():
+            log(f"refused client {session.peer}: only uid {os.geteuid()} may connect")
+            return False
+        if len(self._pending) >= MAX_PENDING_HANDSHAKES:
+            log(f"refused client {session.peer}: {MAX_PENDING_HANDSHAKES} handshakes pending")
+            return False
+        self._pending.add(session)
+        return True
+
     def session_opened(self, session: Session) -> None:
+        self._pending.discard(session)
         self._sessions.add(session)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
 
-    def session_closed(self, session: Session) -> None:
+    def session_closed(self, session: Session, authenticated: bool) -> None:
+        self._pending.discard(session)
+        if not authenticated:
+            return
         self._sessions.discard(session)
         if not self._sessions:
             self._arm_idle_timer()

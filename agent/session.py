@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import errno
 import os
 import socket
+import struct
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -18,8 +20,9 @@ from typing import Any
 from agent.context import ServerContext, log
 from agent.files.reads import FileHandles
 from agent.handlers import HANDLERS, Fields, Handler
-from agent.net.streams import RECEIVE_BUFFER, Stream
+from agent.net.streams import Stream
 from mirrord_trace.protocol import (
+    MAX_DATA_CHUNK,
     PEER_SILENCE_TIMEOUT,
     PROTOCOL_VERSION,
     REQUESTS,
@@ -43,12 +46,32 @@ from mirrord_trace.protocol import (
     StreamReset,
     check_hello,
     encode,
+    encode_vectored,
     validate_request,
 )
-from mirrord_trace.protocol.handshake import HANDSHAKE_TIMEOUT
+from mirrord_trace.protocol.handshake import HANDSHAKE_TIMEOUT, PREAUTH_LIMIT
 
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# File requests of one session running in the thread pool at once, at most: each reply is up
+# to MAX_READ_SIZE, so this bounds what a session that does not read can make the agent hold.
+MAX_FILE_WORK = 16
+# Bytes of requests that wait while a session is congested before the agent stops reading it.
+STALLED_LIMIT = 1024 * 1024
+# A silent client over the network (its connection may hang without closing) is dropped after
+# this long; one on this machine (a Unix socket) only when its connection closes.
+SUSPENDED_SESSION_LIMIT = 24 * 3600.0
 # Queued frames are sent as soon as they add up to this much (see Session._write).
 _BATCH_LIMIT = 64 * 1024
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return None
+    pid, uid, _ = _UCRED.unpack(creds)
+    return pid, uid
 
 
 def error_reply(request_id: int, error: BaseException) -> ErrorReply:
@@ -75,7 +98,9 @@ class Session(asyncio.BufferedProtocol):
         self.root = server.root
         self.handles = FileHandles()
         self.counts: Counter[str] = Counter()
+        self.byte_counts: Counter[str] = Counter()
         self.peer = "?"
+        self.peer_uid: int | None = None  # of a client on a Unix socket (SO_PEERCRED)
         self._transport: asyncio.Transport | None = None
         # Kept: asyncio.get_running_loop() costs a getpid() system call each time, and the
         # data path needs the loop for every frame.
@@ -90,11 +115,20 @@ class Session(asyncio.BufferedProtocol):
         self._outgoing_size = 0
         self._writable = asyncio.Event()
         self._writable.set()
+        self._reading_paused = False  # by _process: too many requests wait
+        self._stalled: collections.deque[Request] = collections.deque()  # while congested
+        self._stalled_size = 0  # their frames' bytes
+        self._resume_scheduled = False
         self._last_heard = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         # Run when the client is gone, before its streams are dropped (e.g. incoming
         # subscriptions give their ports back).
         self.close_callbacks: list[Callable[[], None]] = []
+        # Run when the client has been silent for PEER_SILENCE_TIMEOUT with its connection
+        # open (stopped, asleep), and when it speaks again (stolen ports go back and forth).
+        self.suspended = False
+        self.suspend_callbacks: list[Callable[[], None]] = []
+        self.resume_callbacks: list[Callable[[], None]] = []
 
     # -- transport callbacks --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -107,39 +141,110 @@ class Session(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        if sock is not None and sock.family == socket.AF_UNIX:
+            credentials = peer_credentials(sock)
+            self.peer = f"pid {credentials[0]} (uid {credentials[1]})" if credentials else "?"
+            self.peer_uid = credentials[1] if credentials else None
+        if not self.server.admit(self):
+            transport.abort()
+            return
         loop = self._loop
         self._last_heard = loop.time()
         self._watchdog = loop.call_later(HANDSHAKE_TIMEOUT, self._check_silence)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return RECEIVE_BUFFER
+        # Straight into the decoder: a large frame's body (a stream's data, a file write)
+        # lands in the buffer it is decoded from, with no copy in between.
+        return self._decoder.get_buffer(MAX_DATA_CHUNK)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(RECEIVE_BUFFER[:nbytes])
+        self._decoder.buffer_updated(nbytes)
+        self.data_received(b"")
 
     def data_received(self, data: bytes | memoryview) -> None:
+        if self.suspended:
+            self._resumed()
         self._last_heard = self._loop.time()
         try:
             self._decoder.feed(data)
+        except FramingError as error:
+            self._violation(str(error))
+            self.close()
+            return
+        self._process()
+
+    def _process(self) -> None:
+        """Dispatch what the decoder holds. While the session is congested (the client does
+        not read its replies: the transport paused writing; or MAX_FILE_WORK file requests
+        are in flight) requests wait in arrival order, and once STALLED_LIMIT bytes of them
+        wait the transport stops reading, so the kernel pushes back on the client (issue
+        #20: 1,000 pipelined 1 MiB reads nobody read took the agent to 1 GiB). Stream
+        messages go on meanwhile: their windows bound them, and a client blocked sending
+        stream data while the agent stopped reading would never read again."""
+        decoder = self._decoder
+        try:
             while self._transport is not None:
+                if self._stalled_size >= STALLED_LIMIT:
+                    if not self._reading_paused:
+                        self._reading_paused = True
+                        self._transport.pause_reading()
+                    return
+                before = decoder.buffered
                 try:
-                    message = next(self._decoder)
+                    message = next(decoder)
                 except StopIteration:
+                    if not self._authenticated and decoder.buffered > PREAUTH_LIMIT:
+                        self._violation(f"more than {PREAUTH_LIMIT} bytes before the handshake")
+                    elif self._reading_paused:
+                        self._reading_paused = False
+                        self._transport.resume_reading()
                     return
                 except MalformedMessage as error:
                     self._violation(str(error))
+                    continue
+                if (
+                    self._authenticated
+                    and isinstance(message, Request)
+                    and (self._stalled or self._congested())
+                ):
+                    self._stalled.append(message)
+                    self._stalled_size += before - decoder.buffered
                     continue
                 self._dispatch(message)
         except FramingError as error:
             self._violation(str(error))
             self.close()
 
+    def _congested(self) -> bool:
+        return not self._writable.is_set() or len(self._thread_tasks) >= MAX_FILE_WORK
+
+    def _uncongested(self) -> None:
+        """Room again (the client read, or file work finished): serve the waiting requests;
+        from the event loop, never inside the transport's own callback."""
+        if self._stalled and not self._resume_scheduled and self._transport is not None:
+            self._resume_scheduled = True
+            self._loop.call_soon(self._serve_stalled)
+
+    def _serve_stalled(self) -> None:
+        self._resume_scheduled = False
+        while self._stalled and self._transport is not None and not self._congested():
+            self._on_request(self._stalled.popleft())
+        if not self._stalled:
+            self._stalled_size = 0
+        if self._reading_paused and not self._stalled:
+            self._process()  # what the decoder still holds, and reading again
+
     def pause_writing(self) -> None:
         self._writable.clear()
 
     def resume_writing(self) -> None:
         self._writable.set()
+        self._uncongested()
+
+    def _file_work_done(self, task: asyncio.Task[None]) -> None:
+        self._thread_tasks.discard(task)
+        self._uncongested()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -155,8 +260,7 @@ class Session(asyncio.BufferedProtocol):
             stream.abort()
         for task in self._tasks:
             task.cancel()
-        if self._authenticated:
-            self.server.session_closed(self)
+        self.server.session_closed(self, self._authenticated)
         # Thread-pool work cannot be cancelled: close the files only once it has finished, so
         # no fd number is closed (and reused) under a running read.
         if self._thread_tasks:
@@ -167,7 +271,20 @@ class Session(asyncio.BufferedProtocol):
 
     # -- used by streams --
     def send(self, message: Message) -> None:
-        self._write(encode(message))
+        parts = encode_vectored(message)
+        if len(parts) == 1:
+            self._write(parts[0])
+        else:
+            self._write_bulk(parts)
+
+    def _write_bulk(self, parts: list[bytes]) -> None:
+        """A frame carrying a large payload: its buffers are written as they are (a transport
+        write sends at once what the socket takes and copies only the rest)."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._flush()
+        for part in parts:
+            self._transport.write(part)
 
     def _write(self, frame: bytes) -> None:
         """Queue a frame; the small frames of one event-loop turn leave in one send() (each
@@ -271,13 +388,16 @@ class Session(asyncio.BufferedProtocol):
         if not isinstance(message, Hello):
             self._violation(f"the first message must be Hello, not {type(message).__name__}")
             return
-        rejection = check_hello(message, self.server.token)
+        rejection = check_hello(message, self.server.token_digest)
         if rejection is not None:
             log(f"rejected client {self.peer} ({rejection.reason}): {rejection.message}")
             self.send(rejection)
             self.close()
             return
         self._authenticated = True
+        if self._watchdog is not None:  # from now on the client's silence is what counts
+            self._watchdog.cancel()
+        self._watchdog = self._loop.call_later(PEER_SILENCE_TIMEOUT, self._check_silence)
         self.server.session_opened(self)
         self.send(HelloOk(PROTOCOL_VERSION, self.server.session_info()))
 
@@ -303,9 +423,12 @@ class Session(asyncio.BufferedProtocol):
                 self._send_reply(request.id, reply)
             return
         task = asyncio.create_task(self._serve(request.id, handler, fields))
-        tasks = self._thread_tasks if handler.mode == "thread" else self._tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        if handler.mode == "thread":
+            self._thread_tasks.add(task)
+            task.add_done_callback(self._file_work_done)
+        else:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, request_id: int, handler: Handler, fields: Fields) -> None:
         try:
@@ -323,11 +446,14 @@ class Session(asyncio.BufferedProtocol):
 
     def _send_reply(self, request_id: int, fields: dict[str, Any]) -> None:
         try:
-            frame = encode(Reply(request_id, fields))
+            parts = encode_vectored(Reply(request_id, fields))
         except ProtocolError as error:
             self.send(ErrorReply(request_id, errno.EMSGSIZE, f"reply does not fit: {error}"))
             return
-        self._write(frame)
+        if len(parts) == 1:
+            self._write(parts[0])
+        else:
+            self._write_bulk(parts)
 
     def _on_stream_message(
         self, message: StreamData | StreamCredit | StreamClose | StreamReset
@@ -353,8 +479,37 @@ class Session(asyncio.BufferedProtocol):
             self.abort()
             return
         silent_for = loop.time() - self._last_heard
-        if silent_for >= PEER_SILENCE_TIMEOUT:
+        if silent_for < PEER_SILENCE_TIMEOUT:
+            self._watchdog = loop.call_later(
+                PEER_SILENCE_TIMEOUT - silent_for, self._check_silence
+            )
+            return
+        # A silent client whose connection is open is most likely stopped (Ctrl-Z) or asleep:
+        # its session is kept, so that it carries on when it is back; a client that died
+        # closes its connection (connection_lost). Only a connection over the network, which
+        # can hang without closing, is given up after SUSPENDED_SESSION_LIMIT.
+        if not self.suspended:
+            self.suspended = True
+            log(
+                f"client {self.peer} silent for {silent_for:.0f} s (stopped or asleep?): "
+                "keeping its session; its stolen ports go back to the target until it is back"
+            )
+            self._run_callbacks(self.suspend_callbacks, "suspending")
+        if self._unix_socket is None and silent_for >= SUSPENDED_SESSION_LIMIT:
             log(f"dropped client {self.peer}: nothing heard for {silent_for:.0f} s")
             self.abort()
             return
-        self._watchdog = loop.call_later(PEER_SILENCE_TIMEOUT - silent_for, self._check_silence)
+        self._watchdog = loop.call_later(PEER_SILENCE_TIMEOUT, self._check_silence)
+
+    def _resumed(self) -> None:
+        """The first frame from a suspended client: it is back."""
+        self.suspended = False
+        log(f"client {self.peer} is back after {self._loop.time() - self._last_heard:.0f} s")
+        self._run_callbacks(self.resume_callbacks, "resuming")
+
+    def _run_callbacks(self, callbacks: list[Callable[[], None]], what: str) -> None:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as error:  # one failure must not skip the others
+                log(f"{what} client {self.peer} failed: {error!r}")

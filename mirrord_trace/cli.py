@@ -20,6 +20,7 @@ import click
 from mirrord_trace import __version__
 from mirrord_trace.config import CliOverrides, ConfigError, FsMode, load_config
 from mirrord_trace.env import EnvPatternError, split_patterns
+from mirrord_trace.exec_flags import flag_settings, mirrord_exec_options
 from mirrord_trace.exec_run import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -29,7 +30,10 @@ from mirrord_trace.exec_run import (
     fail,
     run_exec,
 )
+from mirrord_trace.ls_output import TARGET_TYPES as LS_TARGET_TYPES
 from mirrord_trace.targets import TARGET_FORMS, Target, TargetParseError, parse_target
+
+DEFAULT_CONFIG_FILE = "./.mirrord/mirrord.json"  # a bare -f, as in mirrord
 
 
 class _HintedBadParameter(click.BadParameter):
@@ -52,6 +56,10 @@ def _usage_message_and_hint(error: click.UsageError) -> tuple[str, str]:
 # are added on first use, so `exec` does not pay for them. name -> (module, attribute).
 _LAZY_COMMANDS = {
     "sandbox": ("mirrord_trace.sandbox.cli", "sandbox_group"),
+    "verify-config": ("mirrord_trace.config.commands", "verify_config_command"),
+    "port-forward": ("mirrord_trace.port_forward", "port_forward_command"),
+    "completions": ("mirrord_trace.completions", "completions_command"),
+    "dump": ("mirrord_trace.dump", "dump_command"),
     "agent-image": ("mirrord_trace.agent_image.cli", "agent_image_group"),
 }
 
@@ -147,15 +155,20 @@ def main() -> None:
 )
 @click.option("--context", "kube_context", help="Kubernetes context from the kubeconfig.")
 @click.option(
-    "-f", "--config-file", metavar="FILE", help="mirrord-style config (.json, .yaml, .toml)."
+    "-f",
+    "--config-file",
+    metavar="FILE",
+    is_flag=False,
+    flag_value=DEFAULT_CONFIG_FILE,
+    help=f"mirrord-style config (.json, .yaml, .toml; '-': stdin; alone: {DEFAULT_CONFIG_FILE}).",
 )
 @click.option(
     "--trace", "trace_path", metavar="FILE|-", help="Write a syscall trace ('-': stderr)."
 )
 @click.option(
     "--fs-mode",
-    type=click.Choice([mode.value for mode in FsMode]),
-    help="File operations: local, localwithoverrides, read or write.",
+    type=click.Choice([*(mode.value for mode in FsMode), "local-with-overrides"]),
+    help="File operations: local, localwithoverrides (local-with-overrides), read or write.",
 )
 @click.option(
     "-s",
@@ -179,11 +192,12 @@ def main() -> None:
 @click.option("--no-remote-dns", is_flag=True, help="Resolve names locally.")
 @click.option("--steal", is_flag=True, help="Steal incoming traffic instead of mirroring it.")
 @click.option(
-    "--ephemeral-container", is_flag=True, help="Run the agent as an ephemeral container."
+    "-e", "--ephemeral-container", is_flag=True, help="Run the agent as an ephemeral container."
 )
 @click.option(
     "--agent-ttl", type=click.IntRange(0, 65535), help="Seconds the agent pod stays after exit."
 )
+@mirrord_exec_options
 @click.option(
     "--exit-with-program",
     is_flag=True,
@@ -216,6 +230,10 @@ def exec_command(
     exit_with_program: bool,
     engine: str | None,
     program: tuple[str, ...],
+    key: str | None,
+    no_telemetry: bool,
+    disable_version_check: bool,
+    **mirrord_flags: Any,
 ) -> int:
     """Run PROGRAM [ARGS]... in the context of the target.
 
@@ -231,7 +249,7 @@ def exec_command(
         kube_context=kube_context,
         config_file=config_file,
         trace_path=trace_path,
-        fs_mode=fs_mode,
+        fs_mode=None if fs_mode is None else fs_mode.replace("-", ""),
         env_include=env_include,
         env_exclude=env_exclude,
         no_outgoing=no_outgoing,
@@ -241,6 +259,8 @@ def exec_command(
         steal=steal,
         ephemeral_container=ephemeral_container,
         agent_ttl=agent_ttl,
+        key=key,
+        settings=flag_settings(mirrord_flags),
         exit_with_program=exit_with_program,
         engine=engine,
     )
@@ -257,26 +277,49 @@ def exec_command(
 @click.option(
     "-f", "--config-file", metavar="FILE", help="mirrord-style config (kubeconfig, context)."
 )
+@click.option(
+    "-t",
+    "--target-type",
+    "target_types",
+    multiple=True,
+    type=click.Choice(LS_TARGET_TYPES),
+    help="Only targets of this type (repeatable).",
+)
 def ls_command(
-    namespace: str | None, kube_context: str | None, output: str, config_file: str | None
+    namespace: str | None,
+    kube_context: str | None,
+    output: str,
+    config_file: str | None,
+    target_types: tuple[str, ...],
 ) -> None:
-    """List the Kubernetes targets (pods, containers, deployments) you can pick."""
+    """List the Kubernetes targets (pods, containers, deployments) you can pick.
+
+    With MIRRORD_LS_RICH_OUTPUT=true, mirrord's JSON object (targets, namespaces).
+    """
+    from mirrord_trace.ls_output import LsError, kept, render, wanted_types
+
     try:
+        types = wanted_types(target_types)
         cfg = load_config(
             config_file, CliOverrides(target_namespace=namespace, kube_context=kube_context)
         )
     except ConfigError as error:
         raise UserError(str(error), error.hint) from None
+    except LsError as error:
+        raise UserError(str(error), 'give e.g. ["pod", "deployment"]') from None
     from mirrord_trace.kube import KubeError, connect, list_targets
+    from mirrord_trace.kube.listing import list_namespaces
 
     try:
-        cluster = connect(cfg.kubeconfig, cfg.kube_context)
-        targets = list_targets(cluster, cfg.target.namespace or cluster.default_namespace)
+        cluster = connect(
+            cfg.kubeconfig,
+            cfg.kube_context,
+            accept_invalid_certificates=cfg.accept_invalid_certificates,
+        )
+        in_namespace = cfg.target.namespace or cluster.default_namespace
+        targets = kept(list_targets(cluster, in_namespace), types)
+        text = render(targets, output, in_namespace, lambda: list_namespaces(cluster))
     except KubeError as error:
         raise UserError(error.message, error.hint, EXIT_FAILURE) from None
-    if output == "json":
-        import json  # not at the top: its regexes cost `exec` ~5 ms of start-up
-
-        click.echo(json.dumps(targets))
-    for line in targets if output == "text" else []:
-        click.echo(line)
+    if text:
+        click.echo(text)

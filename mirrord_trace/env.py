@@ -5,7 +5,10 @@ Order of operations:
   2. import the target's variables: all of them, or only those matching `include`; minus those
      matching `exclude`; never those in NEVER_IMPORTED (they describe the target's machine -
      paths, home, language installs - and would break the local program);
-  3. set `override` last: it wins over everything, including NEVER_IMPORTED names.
+     `mapping` then replaces the value of each imported variable whose name one of its regexes
+     finds (the first that does);
+  3. the variables of `env_file` (a .env file, read with python-dotenv) win over the target's;
+  4. set `override` last: it wins over everything, including NEVER_IMPORTED names.
 CLI -s/-x replace `include`/`exclude` from the file. `feature.env: false` imports nothing.
 
 Patterns are matched against the whole name, case-sensitively; `*` matches any run of
@@ -96,14 +99,50 @@ def build_program_env(
     *,
     cli_include: str | None,
     cli_exclude: str | None,
+    env_file_vars: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment the program is started with (see the module docstring for the rules)."""
+    """The environment the program is started with (see the module docstring for the rules).
+
+    `env_file_vars`: the variables of cfg.env_file (read_env_file), read before the agent
+    starts so that a missing file stops nothing half-way."""
     unset = {name.lower() for name in cfg.unset}
     env = {name: value for name, value in local.items() if name.lower() not in unset}
     if cfg.enabled and remote:
         include = split_patterns(cli_include) if cli_include is not None else cfg.include
         exclude = split_patterns(cli_exclude) if cli_exclude is not None else cfg.exclude
         selector = _Selector(include, exclude)
-        env.update((name, value) for name, value in remote.items() if selector.imports(name))
+        imported = {name: value for name, value in remote.items() if selector.imports(name)}
+        env.update(_remapped(imported, cfg.mapping))
+    env.update(env_file_vars or {})
     env.update(cfg.override)
     return env
+
+
+def _remapped(
+    variables: dict[str, str], mapping: tuple[tuple[re.Pattern[str], str], ...]
+) -> dict[str, str]:
+    for name in variables:
+        for pattern, value in mapping:
+            if pattern.search(name):
+                variables[name] = value
+                break
+    return variables
+
+
+class EnvFileError(ValueError):
+    """The env file cannot be read; str() is one line."""
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """The variables of a .env file (`NAME=value`, quotes, comments, `${OTHER}`)."""
+    from dotenv import dotenv_values
+
+    try:
+        with open(path, encoding="utf-8") as stream:
+            values = dotenv_values(stream=stream, interpolate=True)
+    except OSError as error:
+        raise EnvFileError(f"env file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise EnvFileError(f"env file {path}: not UTF-8 text (byte {error.start})") from None
+    # A bare `NAME` line (no '=') has no value: like an unset variable, it sets nothing.
+    return {name: value for name, value in values.items() if value is not None}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from mirrord_trace.config import Config, ConfigError, FsMode, load_config
 from mirrord_trace.env import build_program_env
 from mirrord_trace.signal_mask import termination_interrupts
-from mirrord_trace.targets import DeploymentTarget, PidTarget, PodTarget, Target
+from mirrord_trace.targets import KubernetesTarget, PidTarget, Target
 
 if TYPE_CHECKING:
     from mirrord_trace.trace_sink import TraceSink
@@ -74,6 +74,8 @@ def run_exec(
     steal: bool = False,
     ephemeral_container: bool = False,
     agent_ttl: int | None = None,
+    key: str | None = None,
+    settings: tuple[tuple[str, Any, str], ...] = (),
     exit_with_program: bool = False,
     engine: str | None = None,
 ) -> int:
@@ -93,10 +95,14 @@ def run_exec(
         "steal": steal,
         "ephemeral_container": ephemeral_container,
         "agent_ttl": agent_ttl,
+        "key": key,
+        "settings": settings,
     }
     # A flag not given changes nothing, so without any the overrides are not even imported.
     given = {
-        name: value for name, value in flags.items() if value is not None and value is not False
+        name: value
+        for name, value in flags.items()
+        if value is not None and value is not False and value != ()
     }
     overrides = None
     if given:
@@ -116,20 +122,28 @@ def run_exec(
             raise UserError(
                 "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
             ) from None
+        show_warnings(cfg.warnings)
+        env_file_vars = _read_env_file(cfg.feature.env.env_file)
         resolved = cfg.target.resolved
         trace = _open_trace(trace_path, stack)
-        agent, remote_env = _start_session(resolved, cfg, stack)
+        agent, remote_env = start_session(resolved, cfg, stack)
         program_env = build_program_env(
             os.environ,
             remote_env,
             cfg.feature.env,
             cli_include=env_include,
             cli_exclude=env_exclude,
+            env_file_vars=env_file_vars,
         )
         from mirrord_trace.supervisor import ProgramNotFound, TracingUnavailable, run
 
+        watch = None
+        if agent is not None:
+            from mirrord_trace.agent_loss import AgentLossWatch
+
+            watch = AgentLossWatch(agent)
         try:
-            return run(
+            status = run(
                 list(program),
                 env=program_env,
                 config=cfg,
@@ -139,6 +153,11 @@ def run_exec(
                 exit_with_program=exit_with_program,
                 engine=engine if engine is not None else cfg.engine,
             )
+            if watch is not None and watch.lost is not None:
+                from mirrord_trace.agent_loss import EXIT_AGENT_LOST
+
+                return EXIT_AGENT_LOST  # the line saying why was printed when it happened
+            return status
         except KeyboardInterrupt:
             raise UserError(
                 "interrupted during start-up", "the program was not started", EXIT_INTERRUPTED
@@ -153,11 +172,31 @@ def run_exec(
             raise UserError(message, hint or "run without a tracer attached", 1) from None
 
 
-def _start_session(
+def show_warnings(warnings: tuple[str, ...]) -> None:
+    """One line each on stderr: keys of the configuration that do nothing here."""
+    if warnings:
+        import click
+
+        for warning in warnings:
+            click.echo(f"{PROG}: warning: {warning}", err=True)
+
+
+def _read_env_file(path: str | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    from mirrord_trace.env import EnvFileError, read_env_file
+
+    try:
+        return read_env_file(path)
+    except EnvFileError as error:
+        raise UserError(str(error), "fix feature.env.env_file or --env-file") from None
+
+
+def start_session(
     target: Target, cfg: Config, stack: ExitStack
 ) -> tuple[Any | None, dict[str, str]]:
     """-> (agent client or None, the target's environment). The agent stops with `stack`."""
-    if isinstance(target, PodTarget | DeploymentTarget):
+    if isinstance(target, KubernetesTarget):
         return _start_kube_session(target, cfg, stack)
     if not isinstance(target, PidTarget):
         return None, {}
@@ -202,7 +241,7 @@ def _split_advice(message: str, target: PidTarget) -> tuple[str, str]:
 
 
 def _start_kube_session(
-    target: PodTarget | DeploymentTarget, cfg: Config, stack: ExitStack
+    target: KubernetesTarget, cfg: Config, stack: ExitStack
 ) -> tuple[Any, dict[str, str]]:
     """Kubernetes targets: an agent pod (or ephemeral container) next to the target, reached
     through the API server's port-forward; removed with `stack`, also on Ctrl-C."""

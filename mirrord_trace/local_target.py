@@ -6,20 +6,23 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
 from mirrord_trace.agent_client import AgentClient, AgentConnectError
-from mirrord_trace.protocol import new_token
+from mirrord_trace.protocol import new_token, token_digest
 from mirrord_trace.signal_mask import helper_threads_spared
 
 TOKEN_ENV = "MIRRORD_TRACE_AGENT_TOKEN"
+TOKEN_SHA256_ENV = "MIRRORD_TRACE_AGENT_TOKEN_SHA256"
 _STOP_GRACE = 3.0
 
 
@@ -30,9 +33,14 @@ class TargetError(Exception):
 class LocalAgent:
     """Starts `python -m agent` for local process `pid`; entering yields a connected client.
 
-    The token reaches the agent through its environment, which only root can read (it would
-    be visible to every user in argv). The agent's stderr is kept (see stderr_lines) so a
+    The token's digest reaches the agent through its environment, which only root can read
+    (it would be visible to every user in argv). The agent's stderr is kept (see stderr_lines) so a
     failure can be explained.
+
+    Nothing listens on the network: the session is a Unix socket pair, and further sessions
+    (`connect()`) go through a Unix socket in a 0700 directory of this user's, which the agent
+    also checks with SO_PEERCRED (issue #20: a TCP listener on 127.0.0.1 let every local user
+    make the root agent buffer their bytes).
     """
 
     def __init__(
@@ -51,7 +59,8 @@ class LocalAgent:
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.client: AgentClient | None = None
-        self.port: int | None = None
+        self.socket_path: str | None = None  # for further sessions: connect()
+        self._socket_dir: str | None = None
         self.token = new_token()  # callers may open further sessions with it
         self._stderr: deque[str] = deque(maxlen=200)
         self._stderr_reader: threading.Thread | None = None
@@ -67,12 +76,17 @@ class LocalAgent:
         # The session goes over a Unix socket pair, not the agent's TCP listener: no TCP
         # segments or ACKs per frame, and descriptors can travel over it (stolen connections
         # handed over whole, see HANDOVER in the protocol). The listener stays, for further
-        # sessions (`port`).
+        # sessions (`connect()`), on a Unix socket in a private directory.
+        self._socket_dir = tempfile.mkdtemp(prefix="mirrord-trace-agent-")  # mode 0700
+        socket_path = os.path.join(self._socket_dir, "agent.sock")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (ours, theirs):
+            _enlarge_send_buffer(end)
         try:
             self.process = subprocess.Popen(
-                self._agent_command(ready_write, theirs.fileno()),
-                env={**os.environ, TOKEN_ENV: token},
+                self._agent_command(ready_write, theirs.fileno(), socket_path),
+                # Only the digest: the agent checks tokens, it never needs to present one.
+                env={**os.environ, TOKEN_SHA256_ENV: token_digest(token)},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -82,6 +96,7 @@ class LocalAgent:
             )
         except BaseException:
             ours.close()
+            self._remove_socket_dir()
             raise
         finally:
             os.close(ready_write)
@@ -94,7 +109,7 @@ class LocalAgent:
                 self._stderr_reader.start()
             if self.meanwhile is not None:
                 self.meanwhile()
-            self.port = self._wait_until_ready(ready_read)
+            self.socket_path = self._wait_until_ready(ready_read)
         except BaseException:
             ours.close()
             self._stop_agent()
@@ -108,16 +123,22 @@ class LocalAgent:
             raise TargetError(f"cannot talk to the agent for process {self.pid}: {error}") from None
         return self.client
 
+    def connect(self, token: str | None = None) -> AgentClient:
+        """A further session with this agent (with another token, to test refusals)."""
+        if self.socket_path is None:
+            raise TargetError("the agent is not running")
+        return AgentClient.connect_unix(self.socket_path, token or self.token)
+
     def __exit__(self, *exc_info: object) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None
         self._stop_agent()
 
-    def _agent_command(self, ready_fd: int, session_fd: int) -> list[str]:
+    def _agent_command(self, ready_fd: int, session_fd: int, socket_path: str) -> list[str]:
         return [
             *(sys.executable, "-m", "agent", "--target-pid", str(self.pid)),
-            *("--listen", "127.0.0.1:0", "--idle-ttl", repr(self.idle_ttl)),
+            *("--listen", f"unix:{socket_path}", "--idle-ttl", repr(self.idle_ttl)),
             *("--ready-fd", str(ready_fd), "--session-fd", str(session_fd)),
         ]
 
@@ -148,7 +169,7 @@ class LocalAgent:
         detail = f": {last}" if last else " (it printed nothing)"
         return TargetError(f"the agent for process {self.pid} {what}{detail}")
 
-    def _wait_until_ready(self, ready_fd: int) -> int:
+    def _wait_until_ready(self, ready_fd: int) -> str:
         deadline = time.monotonic() + self.startup_timeout
         line = b""
         while not line.endswith(b"\n"):
@@ -160,7 +181,7 @@ class LocalAgent:
                 raise self._failure("failed to start")
             line += chunk
         try:
-            return int(json.loads(line)["port"])
+            return str(json.loads(line)["path"])
         except (ValueError, KeyError, TypeError):
             raise self._failure(f"announced an unreadable ready line {line!r}") from None
 
@@ -177,6 +198,12 @@ class LocalAgent:
             self._stderr_reader.join(timeout=2.0)
         if process.stderr is not None:
             process.stderr.close()
+        self._remove_socket_dir()
+
+    def _remove_socket_dir(self) -> None:
+        directory, self._socket_dir, self.socket_path = self._socket_dir, None, None
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _exited_within(process: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -203,3 +230,21 @@ def _exited_within(process: subprocess.Popen[bytes], timeout: float) -> bool:
         os.close(pidfd)
     process.wait()
     return True
+
+
+# A Unix socket's default send buffer (~208 KiB, net.core.wmem_max) holds a fifth of one 1 MiB
+# read reply: a remote file streamed in 1 MiB replies took five sends, five receives and five
+# wake-ups of each side per MiB.
+_SESSION_SEND_BUFFER = 4 * 1024 * 1024
+_SO_SNDBUFFORCE = 32  # Linux; not in Python's socket module
+
+
+def _enlarge_send_buffer(sock: socket.socket) -> None:
+    """Give the session's socket a send buffer of _SESSION_SEND_BUFFER (root may exceed
+    net.core.wmem_max with SO_SNDBUFFORCE; a local target needs root anyway)."""
+    for option in (_SO_SNDBUFFORCE, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, _SESSION_SEND_BUFFER)
+        except OSError:
+            continue
+        return

@@ -54,15 +54,32 @@ class DeploymentTarget:
         return _with_container(f"deployment/{self.name}", self.container)
 
 
-Target = Targetless | PidTarget | PodTarget | DeploymentTarget
-KubernetesTarget = PodTarget | DeploymentTarget
+@dataclass(frozen=True, slots=True)
+class RolloutTarget:
+    """An Argo Rollout (argoproj.io/v1alpha1): one of its pods is chosen when the session
+    starts, as for a deployment."""
 
-TARGET_FORMS = "targetless, pid/N, pod/NAME[/container/C], deployment/NAME[/container/C]"
+    name: str
+    container: str | None = None
+
+    def __str__(self) -> str:
+        return _with_container(f"rollout/{self.name}", self.container)
+
+
+# A workload whose pods a label selector finds (one running pod is picked).
+WorkloadTarget = DeploymentTarget | RolloutTarget
+Target = Targetless | PidTarget | PodTarget | DeploymentTarget | RolloutTarget
+KubernetesTarget = PodTarget | DeploymentTarget | RolloutTarget
+
+TARGET_FORMS = (
+    "targetless, pid/N, pod/NAME[/container/C], deployment/NAME[/container/C], "
+    "rollout/NAME[/container/C]"
+)
 
 # mirrord knows these kinds; naming them lets us say "not supported" rather than "unknown".
-_MIRRORD_ONLY_KINDS = frozenset(
-    {"rollout", "job", "cronjob", "statefulset", "service", "replicaset"}
-)
+_MIRRORD_ONLY_KINDS = frozenset({"job", "cronjob", "statefulset", "service", "replicaset"})
+_WORKLOAD_KINDS = {"deployment": DeploymentTarget, "deploy": DeploymentTarget,
+                   "rollout": RolloutTarget}
 # Kubernetes object names are DNS-1123 subdomains, container names DNS-1123 labels. Compiled
 # on first use (re caches them): most runs never name a pod, and start-up is benchmarked.
 _OBJECT_NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
@@ -70,7 +87,7 @@ _CONTAINER_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 
 
 def parse_target(text: str) -> Target:
-    """Parse `targetless`, `pid/N`, `pod/NAME[/container/C]` or `deployment/NAME[/container/C]`.
+    """Parse `targetless`, `pid/N`, or `KIND/NAME[/container/C]` for pod, deployment, rollout.
 
     `deploy/` is accepted for `deployment/`, as mirrord does.
     """
@@ -79,23 +96,25 @@ def parse_target(text: str) -> Target:
     kind, _, rest = text.partition("/")
     if kind == "pid":
         return PidTarget(_parse_pid(rest, text))
-    if kind in ("pod", "deployment", "deploy"):
+    if kind == "pod" or kind in _WORKLOAD_KINDS:
         name, container = _split_name_and_container(kind, rest, text)
         if kind == "pod":
             return PodTarget(name, container)
-        return DeploymentTarget(name, container)
+        return _WORKLOAD_KINDS[kind](name, container)
     if kind in _MIRRORD_ONLY_KINDS:
         raise TargetParseError(f"{kind} targets are not supported by mirrord-trace ({text!r})")
     raise TargetParseError(f"{text!r} is not a target of a known kind")
 
 
 def target_from_mapping(value: dict[str, object]) -> Target:
-    """mirrord's long form of a path: `{"pod": NAME, "container": C}` (or `deployment`)."""
-    kinds = [key for key in ("pod", "deployment", "pid") if key in value]
-    extra = sorted(set(value) - {"pod", "deployment", "pid", "container"})
+    """mirrord's long form of a path: `{"pod": NAME, "container": C}` (or `deployment`,
+    `rollout`)."""
+    kinds = [key for key in ("pod", "deployment", "rollout", "pid") if key in value]
+    extra = sorted(set(value) - {"pod", "deployment", "rollout", "pid", "container"})
     if len(kinds) != 1 or extra:
         raise TargetParseError(
-            f"{value!r} must have exactly one of pod, deployment, pid (and optionally container)"
+            f"{value!r} must have exactly one of pod, deployment, rollout, pid (and optionally "
+            "container)"
         )
     kind = kinds[0]
     name = value[kind]

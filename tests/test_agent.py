@@ -275,8 +275,8 @@ def test_many_requests_in_flight_get_their_own_replies(client: AgentClient, targ
 
 
 def test_stats_count_requests_by_kind(agent: LocalAgent) -> None:
-    assert agent.port is not None
-    with AgentClient.connect("127.0.0.1", agent.port, agent.token) as fresh:
+    assert agent.socket_path is not None
+    with agent.connect() as fresh:
         for _ in range(17):
             fresh.request("noop")
         for _ in range(5):

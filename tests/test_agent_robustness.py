@@ -56,8 +56,10 @@ def agent(target: Target) -> Iterator[LocalAgent]:
 class RawConnection:
     """A hand-driven connection, to send the agent exactly what a test wants."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
         self.decoder = MessageDecoder()
 
     def send(self, data: bytes) -> None:
@@ -94,17 +96,17 @@ def agent_log(agent: LocalAgent, needle: str, timeout: float = 5.0) -> str:
 
 
 def test_a_wrong_token_is_refused_clearly_on_both_sides(agent: LocalAgent) -> None:
-    assert agent.port is not None
+    assert agent.socket_path is not None
     with pytest.raises(HandshakeRejected) as caught:
-        AgentClient.connect("127.0.0.1", agent.port, "0" * 64)
+        agent.connect("0" * 64)
     assert caught.value.reason == "bad-token"
     assert "token" in str(caught.value)
     assert "bad-token" in agent_log(agent, "rejected client")
 
 
 def test_a_wrong_version_is_refused_clearly_on_both_sides(agent: LocalAgent) -> None:
-    assert agent.port is not None
-    raw = RawConnection(agent.port)
+    assert agent.socket_path is not None
+    raw = RawConnection(agent.socket_path)
     raw.send(encode(Hello(PROTOCOL_VERSION + 41, agent.token)))
     answer = raw.next_message()
     assert isinstance(answer, HelloRejected) and answer.reason == "bad-version"
@@ -115,8 +117,8 @@ def test_a_wrong_version_is_refused_clearly_on_both_sides(agent: LocalAgent) -> 
 
 
 def test_garbage_before_the_handshake_is_dropped(agent: LocalAgent) -> None:
-    assert agent.port is not None
-    raw = RawConnection(agent.port)
+    assert agent.socket_path is not None
+    raw = RawConnection(agent.socket_path)
     raw.send(encode(Request(1, "env", {})))
     answer = raw.next_message()
     assert isinstance(answer, ProtocolViolation) and "Hello" in answer.message
@@ -151,12 +153,12 @@ def _malformed_frame(rng: random.Random) -> bytes:
 
 
 def test_ten_thousand_malformed_frames_leave_the_agent_serving(agent: LocalAgent) -> None:
-    assert agent.port is not None
+    assert agent.socket_path is not None
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     frames_per_connection = 1000
     for connection in range(10):
-        raw = RawConnection(agent.port)
+        raw = RawConnection(agent.socket_path)
         raw.send(encode(Hello(PROTOCOL_VERSION, agent.token)))
         assert isinstance(raw.next_message(), HelloOk)
         burst = b"".join(_malformed_frame(rng) for _ in range(frames_per_connection))
@@ -177,7 +179,7 @@ def test_ten_thousand_malformed_frames_leave_the_agent_serving(agent: LocalAgent
                 assert isinstance(message, ProtocolViolation | ErrorReply | Reply)
         raw.close()
     assert agent.process is not None and agent.process.poll() is None
-    with AgentClient.connect("127.0.0.1", agent.port, agent.token) as fresh:
+    with agent.connect() as fresh:
         assert fresh.request("env")["env"]["GREETING"] == "hello from the target"
         assert fresh.request("noop") == {}
 
@@ -302,9 +304,9 @@ def test_an_agent_that_fails_to_start_is_explained(target: Target) -> None:
 
 
 def test_pings_keep_an_idle_session_alive(agent: LocalAgent) -> None:
-    assert agent.port is not None
-    with AgentClient.connect(
-        "127.0.0.1", agent.port, agent.token, keepalive_interval=0.2, silence_timeout=1.0
+    assert agent.socket_path is not None
+    with AgentClient.connect_unix(
+        agent.socket_path, agent.token, keepalive_interval=0.2, silence_timeout=1.0
     ) as idle:
         time.sleep(2.5)  # idle for more than twice the silence timeout
         assert not idle.lost
@@ -312,9 +314,9 @@ def test_pings_keep_an_idle_session_alive(agent: LocalAgent) -> None:
 
 
 def test_a_frozen_agent_counts_as_lost_after_the_silence_timeout(agent: LocalAgent) -> None:
-    assert agent.port is not None and agent.process is not None
-    with AgentClient.connect(
-        "127.0.0.1", agent.port, agent.token, keepalive_interval=0.2, silence_timeout=1.0
+    assert agent.socket_path is not None and agent.process is not None
+    with AgentClient.connect_unix(
+        agent.socket_path, agent.token, keepalive_interval=0.2, silence_timeout=1.0
     ) as watched:
         losses: list[AgentLost] = []
         watched.on_lost = losses.append

@@ -50,8 +50,12 @@ def test_quick_run_reports_medians_for_every_variant_and_placement(bins, tmp_pat
         assert row.keys() >= REQUIRED_KEYS
     expected_variants = {
         "untrapped": {"native", "floor", "mirrord-trace", "mirrord-trace notify"},
-        "startup": {"native", "mirrord-trace", "mirrord-trace notify",
-                    "mirrord-trace (local target)"},
+        "startup": {
+            "native",
+            "mirrord-trace",
+            "mirrord-trace notify",
+            "mirrord-trace (local target)",
+        },
     }
     found = {(row["scenario"], row["placement"], row["variant"]) for row in rows}
     assert found == {

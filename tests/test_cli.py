@@ -97,7 +97,7 @@ USAGE_ERRORS = [
     (["frobnicate"], "'frobnicate'"),
     (["exec", "-t", "foo/bar", "--", "true"], "'foo/bar' is not a target"),
     (["exec", "-t", "pid/abc", "--", "true"], "pid must be a positive integer"),
-    (["exec", "-t", "rollout/web", "--", "true"], "not supported"),
+    (["exec", "-t", "statefulset/web", "--", "true"], "not supported"),
     (["exec", "-t"], "'-t' requires an argument"),
     (["exec", "-n", "Not_A_Namespace", "--", "true"], "'Not_A_Namespace'"),
     (["exec", "--fs-mode", "reed", "--", "true"], "'reed'"),

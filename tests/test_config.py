@@ -26,7 +26,13 @@ from mirrord_trace.config import (
     load_config,
     parse_config,
 )
-from mirrord_trace.targets import DeploymentTarget, PidTarget, PodTarget, Targetless
+from mirrord_trace.targets import (
+    DeploymentTarget,
+    PidTarget,
+    PodTarget,
+    RolloutTarget,
+    Targetless,
+)
 
 
 @pytest.fixture
@@ -57,7 +63,7 @@ def test_an_empty_configuration_has_mirrords_defaults() -> None:
     assert network.incoming.http_filter.ports is None
     assert network.outgoing.tcp and network.outgoing.udp and network.outgoing.filter is None
     assert network.dns.enabled and network.dns.filter is None
-    assert (cfg.agent.ttl, cfg.agent.startup_timeout, cfg.agent.log_level) == (1, 60, "info")
+    assert (cfg.agent.ttl, cfg.agent.startup_timeout) == (1, 60)
     assert not cfg.agent.ephemeral and not cfg.agent.privileged
 
 
@@ -117,6 +123,9 @@ def test_null_means_default() -> None:
         ({"path": "pod/web", "namespace": "shop"}, PodTarget("web"), "shop"),
         ({"path": {"pod": "web", "container": "app"}}, PodTarget("web", "app"), None),
         ({"path": {"deployment": "api"}, "namespace": "a-b"}, DeploymentTarget("api"), "a-b"),
+        ("rollout/canary", RolloutTarget("canary"), None),
+        ({"path": {"rollout": "canary", "container": "app"}}, RolloutTarget("canary", "app"), None),
+        ({"rollout": "canary"}, RolloutTarget("canary"), None),
         ({"namespace": "shop"}, Targetless(), "shop"),
     ],
 )
@@ -246,7 +255,6 @@ def test_agent_section() -> None:
                 "ephemeral": True,
                 "privileged": True,
                 "startup_timeout": 360,
-                "log_level": "debug",
                 "communication_timeout": 30,
                 "image_pull_policy": "Always",
                 "network_interface": "eth0",
@@ -255,7 +263,7 @@ def test_agent_section() -> None:
     ).agent
     assert (agent.image, agent.namespace, agent.ttl) == ("registry.local/agent:1", "mirrord", 30)
     assert agent.ephemeral and agent.privileged
-    assert (agent.startup_timeout, agent.log_level) == (360, "debug")
+    assert agent.startup_timeout == 360
     assert (agent.communication_timeout, agent.image_pull_policy) == (30, "Always")
 
 
@@ -279,14 +287,13 @@ ERROR_CASES: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"agent": {"ttl": 65536}}, "agent.ttl", ["65536", "0 to 65535"]),
     ({"agent": {"ttl": True}}, "agent.ttl", ["true", "0 to 65535"]),
     ({"agent": {"ttl": "30"}}, "agent.ttl", ["'30'", "integer"]),
-    ({"agent": {"startup_timeout": 0}}, "agent.startup_timeout", ["0", "1 to 3600"]),
-    ({"agent": {"log_level": "loud"}}, "agent.log_level", ["'loud'", "trace, debug, info"]),
+    ({"agent": {"startup_timeout": 0}}, "agent.startup_timeout", ["0", "1 to 4294967295"]),
     ({"agent": {"ephemeral": "yes"}}, "agent.ephemeral", ["'yes'", "true, false"]),
     ({"agent": {"namespace": "Has_Caps"}}, "agent.namespace", ["'Has_Caps'", "lowercase"]),
     ({"agent": {"image": ""}}, "agent.image", ["empty"]),
     ({"agent": {"image_pull_policy": "Sometimes"}}, "agent.image_pull_policy", ["Never"]),
     ({"target": "foo/bar"}, "target", ["'foo/bar'", "pod/NAME"]),
-    ({"target": "rollout/web"}, "target", ["not supported", "deployment/NAME"]),
+    ({"target": "statefulset/web"}, "target", ["not supported", "rollout/NAME"]),
     ({"target": "pid/0"}, "target", ["positive"]),
     ({"target": "pod/Web"}, "target", ["'Web'"]),
     ({"target": {"path": "pod/a/b"}}, "target.path", ["pod/NAME/container/C"]),
@@ -304,7 +311,7 @@ ERROR_CASES: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"feature": {"env": {"include": ["A", 1]}}}, "feature.env.include", ["1"]),
     ({"feature": {"env": {"exclude": "A=B"}}}, "feature.env.exclude", ["'A=B'", "no '='"]),
     ({"feature": {"env": {"override": {"A": 1}}}}, "feature.env.override.A", ["1"]),
-    ({"feature": {"env": {"load": True}}}, "feature.env.load", ["include, override"]),
+    ({"feature": {"env": {"load": True}}}, "feature.env.load", ["exclude, include, mapping"]),
     (
         {"feature": {"fs": {"read_only": ["ok", "(unclosed"]}}},
         "feature.fs.read_only",

@@ -15,13 +15,13 @@ import pytest
 import yaml
 
 from mirrord_trace.cli import exec_command
-from mirrord_trace.config import Config, parse_config
+from mirrord_trace.config import Config, load_config, parse_config
 from mirrord_trace.config.parse import all_keys
 from mirrord_trace.env import NEVER_IMPORTED
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 TEXT = DOC.read_text()
-KEY_HEADING = re.compile(r"^### `([a-z_.]+)`$", re.MULTILINE)
+KEY_HEADING = re.compile(r"^### `([a-z0-9_.]+)`$", re.MULTILINE)
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
@@ -73,12 +73,21 @@ def test_each_key_has_an_example_that_uses_it(key: str) -> None:
             value = value[name]
 
 
-def test_every_example_in_every_format_is_a_valid_configuration() -> None:
+def test_every_example_in_every_format_is_a_valid_configuration(tmp_path: Path) -> None:
     loaders = {"json": json.loads, "yaml": yaml.safe_load, "toml": tomllib.loads}
     parsed: dict[str, list[Config]] = {name: [] for name in loaders}
+    templates = 0
     for lang, body in FENCE.findall(TEXT):
-        if lang in loaders:
+        if lang == "json" and "{{" in body:
+            # A template is valid once rendered, as in mirrord: load it as a file.
+            path = tmp_path / f"template{templates}.json"
+            path.write_text(body)
+            cfg = load_config(path, environ={"MIRRORD_BRANCH_NAME": "main"})
+            assert cfg.key == "main" and str(cfg.target.path) == "pod/fallback"
+            templates += 1
+        elif lang in loaders:
             parsed[lang].append(parse_config(loaders[lang](body)))
+    assert templates == 1
     assert all(parsed.values())
     # The complete example is given in all three formats, and they mean the same.
     assert parsed["json"][0] == parsed["yaml"][0] == parsed["toml"][0]

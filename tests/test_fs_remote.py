@@ -262,8 +262,13 @@ def test_trace_names_the_rule_for_each_path(sandbox) -> None:
 
 ROUND_TRIP_CHILD = """
 import json, os, sys
+from mirrord_trace.config import parse_config
 from mirrord_trace.local_target import LocalAgent
 from mirrord_trace.supervisor import run
+
+# Go's runtime calls uname at start-up, which reads the target's host name once
+# (feature.hostname): off here, so that only file requests are counted.
+config = parse_config({"feature": {"hostname": False}})
 
 target, argv = int(sys.argv[1]), sys.argv[2:]
 with LocalAgent(target) as client:
@@ -271,7 +276,7 @@ with LocalAgent(target) as client:
         saved = os.dup(1)
         os.dup2(devnull.fileno(), 1)
         try:
-            code = run(argv, env=dict(os.environ), agent=client)
+            code = run(argv, env=dict(os.environ), agent=client, config=config)
         finally:
             os.dup2(saved, 1)
     counts = client.request("stats")["session"]

@@ -3,6 +3,8 @@ Kubernetes minor version (strict: unknown fields are errors), for any launch par
 
 from __future__ import annotations
 
+import json
+
 import kubernetes_validate
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,9 +14,11 @@ from mirrord_trace.kube.manifests import (
     AgentLaunch,
     agent_job,
     ephemeral_agent_container,
+    ephemeral_containers_patch,
     new_agent_name,
 )
 from mirrord_trace.kube.targets import ResolvedTarget
+from mirrord_trace.protocol import token_digest
 from tests.kube_standin.cluster import schema_problem
 from tests.kube_standin.schemas import KUBERNETES_VERSION
 
@@ -119,3 +123,18 @@ def test_kube_agent_names_are_valid_and_distinct() -> None:
         assert schema_problem(job, "Job") is None
         # The job controller puts the Job's name in a label value: at most 63 characters.
         assert len(name) <= 63
+
+
+@given(token=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64))
+def test_kube_specs_hold_only_the_tokens_digest(token: str) -> None:
+    """Whoever may read pods or Jobs in the namespace must not learn the session token (issue
+    #20): the specs carry its SHA-256 only, which the agent checks and no client can present."""
+    chosen = launch(token=token)
+    for manifest in (agent_job(chosen), ephemeral_containers_patch(chosen)):
+        text = json.dumps(manifest)
+        assert token not in text
+        assert token_digest(token) in text
+    container = agent_job(chosen)["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"] == [
+        {"name": "MIRRORD_TRACE_AGENT_TOKEN_SHA256", "value": token_digest(token)}
+    ]

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mirrord_trace import protocol
 from mirrord_trace.protocol import (
     MAX_FRAME_SIZE,
     MESSAGE_TYPES,
@@ -33,7 +34,9 @@ from mirrord_trace.protocol import (
     check_hello,
     encode,
     encode_frame,
+    encode_vectored,
     new_token,
+    token_digest,
 )
 from mirrord_trace.protocol.framing import HEADER_SIZE
 from mirrord_trace.protocol.requests import InvalidRequest, validate_request
@@ -208,10 +211,14 @@ def test_granting_beyond_the_window_is_a_violation() -> None:
 
 def test_handshake_checks_version_then_token() -> None:
     token = new_token()
-    assert check_hello(Hello(PROTOCOL_VERSION, token), token) is None
-    rejected = check_hello(Hello(PROTOCOL_VERSION, new_token()), token)
+    digest = token_digest(token)
+    assert check_hello(Hello(PROTOCOL_VERSION, token), digest) is None
+    rejected = check_hello(Hello(PROTOCOL_VERSION, new_token()), digest)
     assert rejected is not None and rejected.reason == REJECT_BAD_TOKEN
-    rejected = check_hello(Hello(PROTOCOL_VERSION + 1, token), token)
+    # What the agent knows (the digest, e.g. read from a pod spec) is not a token.
+    rejected = check_hello(Hello(PROTOCOL_VERSION, digest), digest)
+    assert rejected is not None and rejected.reason == REJECT_BAD_TOKEN
+    rejected = check_hello(Hello(PROTOCOL_VERSION + 1, token), digest)
     assert rejected is not None and rejected.reason == REJECT_BAD_VERSION
     assert str(PROTOCOL_VERSION) in rejected.message
 
@@ -246,3 +253,44 @@ def test_invalid_requests_carry_an_errno(kind, fields, code, complaint) -> None:
 
 def test_request_defaults_are_filled_in() -> None:
     assert validate_request("fs.stat", {"path": "/etc"}) == {"path": "/etc", "follow": True}
+
+
+# Large payloads take the zero-copy paths: frames built around the payload (encode_vectored)
+# and bodies received into their own buffer (get_buffer); both must give back exactly what was
+# sent, whichever way the bytes were split on the way.
+large_messages = st.one_of(
+    st.builds(
+        protocol.StreamData,
+        st.integers(0, 2**64 - 1),
+        st.binary(min_size=16 * 1024, max_size=300_000),
+    ),
+    st.builds(
+        protocol.Reply,
+        st.integers(0, 2**64 - 1),
+        st.fixed_dictionaries(
+            {"stat": st.just({"size": 1}), "data": st.binary(min_size=16 * 1024, max_size=300_000)}
+        ),
+    ),
+)
+
+
+@given(st.lists(st.one_of(messages, large_messages), max_size=6), st.data())
+def test_large_payloads_survive_any_split_received_either_way(batch, data) -> None:
+    wire = b"".join(b"".join(encode_vectored(message)) for message in batch)
+    assert wire == b"".join(encode(message) for message in batch)
+    decoder = MessageDecoder()
+    decoded = []
+    position = 0
+    while position < len(wire):
+        size = data.draw(st.integers(1, 400_000))
+        if data.draw(st.booleans()):
+            decoder.feed(wire[position : position + size])
+        else:  # as a recv_into / BufferedProtocol reader does
+            room = decoder.get_buffer(size)
+            size = min(len(room), size, len(wire) - position)
+            room[:size] = wire[position : position + size]
+            decoder.buffer_updated(size)
+        position += size
+        decoded.extend(decoder)
+    assert decoded == batch
+    assert decoder.buffered == 0

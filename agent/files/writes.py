@@ -48,9 +48,15 @@ def _parent(root: TargetRoot, path: str) -> Iterator[tuple[int, str]]:
 
 
 def open_write(
-    root: TargetRoot, handles: FileHandles, path: str, flags: int, mode: int
+    root: TargetRoot,
+    handles: FileHandles,
+    path: str,
+    flags: int,
+    mode: int,
+    content: bool = True,
 ) -> dict[str, Any]:
-    """Open (maybe create) a regular file for the program to read and write through a copy."""
+    """Open (maybe create) a regular file for the program to read and write through a copy;
+    without `content` the reply carries none (a program that only appends needs none)."""
     base = _BASE_FLAGS | (flags & _LOOKUP_FLAGS)
     truncate = flags & os.O_TRUNC
     created = False
@@ -76,7 +82,10 @@ def open_write(
         os.close(fd)
         raise
     reply: dict[str, Any] = {"stat": stat_dict(info), "created": created}
-    reply.update(first_content(handles, fd, keep_open=True))
+    if content:
+        reply.update(first_content(handles, fd, keep_open=True))
+    else:
+        reply.update({"content": b"", "handle": handles.add(fd)})
     return reply
 
 
@@ -207,7 +216,15 @@ def symlink(root: TargetRoot, target: str, path: str) -> dict[str, Any]:
 
 
 def link(root: TargetRoot, old: str, new: str, follow: bool) -> dict[str, Any]:
-    with _parent(root, old) as (old_fd, old_name), _parent(root, new) as (new_fd, new_name):
-        os.link(old_name, new_name, src_dir_fd=old_fd, dst_dir_fd=new_fd,
-                follow_symlinks=follow)
+    """linkat(2). `old` is resolved inside the root first (following its last symlink when
+    `follow`) and linked through the agent's /proc magic link for that fd: linkat's own
+    AT_SYMLINK_FOLLOW would resolve an absolute symlink from the agent's root, outside the
+    target's (issue #20: `ln -L` of a link to a host file hard-linked the host file)."""
+    with _parent(root, new) as (new_fd, new_name):
+        if new_name in (".", ".."):
+            raise OSError(errno.EEXIST, "File exists", new)
+        with root.opened(old, os.O_PATH | (0 if follow else os.O_NOFOLLOW)) as old_fd:
+            # Following the magic link lands on the inode the fd holds (the symlink itself
+            # when not following), never on anything resolved again.
+            os.link(f"/proc/self/fd/{old_fd}", new_name, dst_dir_fd=new_fd, follow_symlinks=True)
     return {}

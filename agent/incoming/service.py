@@ -136,6 +136,7 @@ class IncomingService:
         self.mirror = MirrorHub(log)
         self.steal = StealHub(log)
         self._sessions: WeakKeyDictionary[SessionContext, SessionIncoming] = WeakKeyDictionary()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def _for(self, session: SessionContext) -> SessionIncoming:
         state = self._sessions.get(session)
@@ -143,7 +144,37 @@ class IncomingService:
             state = SessionIncoming(session)
             self._sessions[session] = state
             session.close_callbacks.append(lambda: self.session_closed(session))
+            session.suspend_callbacks.append(lambda: self.session_suspended(session))
+            session.resume_callbacks.append(lambda: self.session_resumed(session))
         return state
+
+    def session_suspended(self, session: SessionContext) -> None:
+        """The client went silent (stopped, asleep): its stolen ports go back to the target,
+        whose own server answers meanwhile, instead of connections waiting for nobody."""
+        state = self._sessions.get(session)
+        for subscription in list(state.subscriptions.values()) if state else ():
+            if subscription.mode == "steal":
+                self.steal.remove(subscription.port, subscription)
+                self._log(f"port {subscription.port} given back to the target meanwhile")
+
+    def session_resumed(self, session: SessionContext) -> None:
+        """The client is back: the ports it stole are stolen again."""
+        state = self._sessions.get(session)
+        for subscription in list(state.subscriptions.values()) if state else ():
+            if subscription.mode == "steal":
+                task = asyncio.ensure_future(self._steal_again(subscription))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _steal_again(self, subscription: Subscription) -> None:
+        if subscription.owner.closed or subscription.id not in subscription.owner.subscriptions:
+            return
+        try:
+            await self.steal.add(subscription.port, subscription)
+        except OSError as error:  # another session took the port meanwhile
+            self._log(f"port {subscription.port} could not be stolen again: {error.strerror}")
+            return
+        self._log(f"port {subscription.port} stolen again")
 
     async def subscribe(self, session: SessionContext, fields: dict[str, Any]) -> dict[str, Any]:
         port: int = fields["port"]

@@ -148,3 +148,25 @@ async def _receive_exactly(sock: socket.socket, size: int) -> bytes:
             raise OSError(errno.ECONNRESET, "the DNS server closed the connection early")
         data += chunk
     return bytes(data)
+
+
+async def connect_unix(root: Any, path: str, timeout: float) -> socket.socket:
+    """A non-blocking stream socket connected to the Unix socket at `path` in the target's
+    root: the path is resolved inside the root (openat2, like every file request), and the
+    socket is reached through the O_PATH descriptor's /proc/self/fd entry, so neither `..`
+    nor a symlink can lead out of the target."""
+    if not path.startswith("/"):
+        raise InvalidRequest(errno.EINVAL, f"{path!r} is not an absolute path")
+    with root.opened(path, os.O_PATH) as fd:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.get_running_loop().sock_connect(sock, f"/proc/self/fd/{fd}")
+        except TimeoutError:
+            sock.close()
+            raise OSError(errno.ETIMEDOUT, f"connecting to {path} timed out") from None
+        except BaseException:
+            sock.close()
+            raise
+    return sock

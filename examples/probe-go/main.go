@@ -61,6 +61,8 @@ func init() {
 		"echo-load":  {cmdEchoLoad, "CONNECTIONS BYTES HOST:PORT"},
 		"fetch":      {cmdFetch, "URL"},
 		"dial-loop":  {cmdDialLoop, "N HOST:PORT"},
+		"udp-echo":   {cmdUDPEcho, "ADDR (e.g. :9000)"},
+		"udp-ask":    {cmdUDPAsk, "HOST:PORT TEXT"},
 		"help":       {cmdHelp, ""},
 	}
 }

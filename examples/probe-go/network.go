@@ -130,3 +130,53 @@ func cmdServe(args []string) int {
 	err = http.Serve(listener, http.HandlerFunc(serveRequest))
 	return fail("serve", args[0], err)
 }
+
+// cmdUDPEcho answers every datagram with where it came from and what it held, so a client can
+// tell which network its datagram left from.
+func cmdUDPEcho(args []string) int {
+	if len(args) != 1 {
+		return usage("udp-echo needs ADDR (e.g. :9000)")
+	}
+	conn, err := net.ListenPacket("udp", args[0])
+	if err != nil {
+		return networkFailure("udp-echo", args[0], err)
+	}
+	fmt.Printf("listening %d\n", conn.LocalAddr().(*net.UDPAddr).Port)
+	buffer := make([]byte, 65536)
+	for {
+		n, peer, err := conn.ReadFrom(buffer)
+		if err != nil {
+			return fail("udp-echo", args[0], err)
+		}
+		host, _, _ := net.SplitHostPort(peer.String())
+		reply := fmt.Sprintf("from=%s data=%s", host, buffer[:n])
+		if _, err := conn.WriteTo([]byte(reply), peer); err != nil {
+			return fail("udp-echo", args[0], err)
+		}
+	}
+}
+
+// cmdUDPAsk sends one datagram and prints the one reply.
+func cmdUDPAsk(args []string) int {
+	if len(args) != 2 {
+		return usage("udp-ask needs HOST:PORT TEXT")
+	}
+	conn, err := net.DialTimeout("udp", args[0], networkTimeout)
+	if err != nil {
+		return networkFailure("udp-ask", args[0], err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(networkTimeout)); err != nil {
+		return fail("udp-ask", args[0], err)
+	}
+	if _, err := conn.Write([]byte(args[1])); err != nil {
+		return networkFailure("udp-ask", args[0], err)
+	}
+	buffer := make([]byte, 65536)
+	n, err := conn.Read(buffer)
+	if err != nil {
+		return networkFailure("udp-ask", args[0], err)
+	}
+	fmt.Printf("%s\n", buffer[:n])
+	return 0
+}

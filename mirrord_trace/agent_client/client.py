@@ -27,14 +27,19 @@ from typing import Any
 
 from mirrord_trace.agent_client.errors import AgentLost, RemoteError
 from mirrord_trace.agent_client.handed_over import HandedOver
-from mirrord_trace.agent_client.handshake import RECEIVE_SIZE, connect_socket, hello
+from mirrord_trace.agent_client.handshake import (
+    RECEIVE_SIZE,
+    connect_socket,
+    connect_unix_socket,
+    hello,
+)
 from mirrord_trace.agent_client.local_stream import AgentStream
 from mirrord_trace.agent_client.pump import StreamPump
 from mirrord_trace.agent_client.relay_end import RelayEnd
 from mirrord_trace.agent_client.streams import ClientStreams
 from mirrord_trace.protocol import (
-    KEEPALIVE_INTERVAL,
-    PEER_SILENCE_TIMEOUT,
+    AGENT_SILENCE_TIMEOUT,
+    CLIENT_KEEPALIVE_INTERVAL,
     ErrorReply,
     Message,
     MessageDecoder,
@@ -50,8 +55,10 @@ from mirrord_trace.protocol import (
     StreamOpen,
     StreamReset,
     encode,
+    encode_vectored,
     validate_request,
 )
+from mirrord_trace.protocol.keepalive import stopped_for
 from mirrord_trace.protocol.requests import InvalidRequest
 from mirrord_trace.signal_mask import helper_threads_spared
 
@@ -64,6 +71,7 @@ _FD_SIZE = array.array("i").itemsize
 # frames (up to 256 KiB each) and then their concatenation, hundreds of MiB, before sending
 # any of it (tests/test_outgoing_load.py measured the supervisor at ~250 MB).
 _QUEUE_LIMIT = 64 * 1024
+_MAX_IOVECS = 512  # well under IOV_MAX (1024)
 
 
 def _resolve(
@@ -90,8 +98,8 @@ class AgentClient(ClientStreams):
         decoder: MessageDecoder,
         session_info: dict[str, Any],
         *,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> None:
         self.session_info = session_info
         self.keepalive_interval = keepalive_interval
@@ -125,6 +133,7 @@ class AgentClient(ClientStreams):
         self._closing = False
         self._last_heard = time.monotonic()
         self._last_sent = self._last_heard
+        self._last_tick = self._last_heard  # the I/O loop's last round (see _keepalive)
         self._selector = selectors.DefaultSelector()
         # I/O thread only: what it receives is decoded or passed on before the next receive.
         self.receive_buffer = memoryview(bytearray(RECEIVE_SIZE))
@@ -153,8 +162,8 @@ class AgentClient(ClientStreams):
         token: str,
         *,
         timeout: float = 5.0,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session; raises AgentConnectError (HandshakeRejected) with a clear message.
 
@@ -172,6 +181,26 @@ class AgentClient(ClientStreams):
         )
 
     @classmethod
+    def connect_unix(
+        cls,
+        path: str,
+        token: str,
+        *,
+        timeout: float = 5.0,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
+    ) -> AgentClient:
+        """Open a session with an agent on this machine through its Unix socket."""
+        return cls.over_socket(
+            connect_unix_socket(path, timeout),
+            token,
+            where=path,
+            timeout=timeout,
+            keepalive_interval=keepalive_interval,
+            silence_timeout=silence_timeout,
+        )
+
+    @classmethod
     def over_socket(
         cls,
         sock: socket.socket,
@@ -179,8 +208,8 @@ class AgentClient(ClientStreams):
         *,
         where: str,
         timeout: float = 5.0,
-        keepalive_interval: float = KEEPALIVE_INTERVAL,
-        silence_timeout: float = PEER_SILENCE_TIMEOUT,
+        keepalive_interval: float = CLIENT_KEEPALIVE_INTERVAL,
+        silence_timeout: float = AGENT_SILENCE_TIMEOUT,
     ) -> AgentClient:
         """Open a session over a connected stream socket (e.g. one end of a Kubernetes
         port-forward); the client owns `sock` from now on, and closes it on failure."""
@@ -276,10 +305,13 @@ class AgentClient(ClientStreams):
         """Send at once (callers' requests: the latency-critical path)."""
         self._send_bytes(encode(message))
 
-    def _send_bytes(self, data: bytes) -> None:
+    def _send_bytes(self, data: bytes | list[bytes]) -> None:
         try:
             with self._send_lock:
-                self._write_all(data)
+                if isinstance(data, list):
+                    self._write_all_vectored(data)
+                else:
+                    self._write_all(data)
         except OSError as error:
             lost = self._mark_lost(
                 error.errno or errno.EIO, f"sending to the agent failed: {error}"
@@ -295,15 +327,33 @@ class AgentClient(ClientStreams):
             try:
                 view = view[self._sock.send(view) :]
             except BlockingIOError:
-                fd = self._sock.fileno()
-                if fd < 0:  # closed meanwhile by the I/O thread (the session ended)
-                    raise OSError(errno.EBADF, "the connection to the agent is closed") from None
-                poller = select.poll()
-                poller.register(fd, select.POLLOUT)
-                if not poller.poll(self.silence_timeout * 1000):
-                    raise TimeoutError(
-                        errno.ETIMEDOUT, f"the agent took nothing for {self.silence_timeout:g} s"
-                    ) from None
+                self._wait_writable()
+
+    def _wait_writable(self) -> None:
+        fd = self._sock.fileno()
+        if fd < 0:  # closed meanwhile by the I/O thread (the session ended)
+            raise OSError(errno.EBADF, "the connection to the agent is closed") from None
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not poller.poll(self.silence_timeout * 1000):
+            raise TimeoutError(
+                errno.ETIMEDOUT, f"the agent took nothing for {self.silence_timeout:g} s"
+            ) from None
+
+    def _write_all_vectored(self, buffers: list[bytes]) -> None:
+        """_write_all of the buffers one after the other, in as few sendmsg calls as the
+        socket allows (no joining: a data frame's payload is not copied again)."""
+        views = [memoryview(buffer) for buffer in buffers]
+        while views:
+            try:
+                sent = self._sock.sendmsg(views[:_MAX_IOVECS])
+            except BlockingIOError:
+                self._wait_writable()
+                continue
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if sent:
+                views[0] = views[0][sent:]
 
     def send_quietly(self, message: Message) -> None:
         """Send from the I/O thread; a failure is reported through the lost path. The
@@ -313,9 +363,9 @@ class AgentClient(ClientStreams):
             with contextlib.suppress(AgentLost):
                 self._send(message)
             return
-        frame = encode(message)
-        self._queued.append(frame)
-        self._queued_size += len(frame)
+        for part in encode_vectored(message):
+            self._queued.append(part)
+            self._queued_size += len(part)
         if self._queued_size >= _QUEUE_LIMIT:
             self._send_queued()
 
@@ -323,7 +373,7 @@ class AgentClient(ClientStreams):
         if self._queued:
             frames, self._queued, self._queued_size = self._queued, [], 0
             with contextlib.suppress(AgentLost):
-                self._send_bytes(frames[0] if len(frames) == 1 else b"".join(frames))
+                self._send_bytes(frames[0] if len(frames) == 1 else frames)
 
     def _mark_lost(self, code: int, message: str) -> AgentLost:
         with self._state_lock:
@@ -389,6 +439,14 @@ class AgentClient(ClientStreams):
 
     def _keepalive(self) -> None:
         now = time.monotonic()
+        stopped = stopped_for(self._last_tick, now, self.keepalive_interval / 2)
+        self._last_tick = now
+        if stopped:
+            # This process was stopped (Ctrl-Z, SIGSTOP) or the machine slept: the agent was
+            # not heard because nobody listened. It gets a full timeout from now, and a ping
+            # at once tells it this side is back (it gave stolen ports back meanwhile).
+            self._last_heard = now
+            self._last_sent = now - self.keepalive_interval
         if now - self._last_heard >= self.silence_timeout:
             silent = now - self._last_heard
             self._mark_lost(errno.ETIMEDOUT, f"no word from the agent for {silent:.0f} s")
@@ -396,28 +454,33 @@ class AgentClient(ClientStreams):
             self.send_quietly(Ping(int(now * 1000)))
 
     def _receive(self) -> None:
+        # Straight into the decoder: a large frame's body lands where it is decoded from.
+        buffer = self._decoder.get_buffer(RECEIVE_SIZE)
         try:
             if self._takes_descriptors:
-                size = self._receive_with_descriptors()
+                size = self._receive_with_descriptors(buffer)
             else:
-                size = self._sock.recv_into(self.receive_buffer)
+                size = self._sock.recv_into(buffer)
         except (BlockingIOError, TimeoutError):
+            self._decoder.buffer_updated(0)
             return
         except OSError as error:
+            self._decoder.buffer_updated(0)
             self._mark_lost(
                 error.errno or errno.ECONNRESET, f"the connection to the agent broke: {error}"
             )
             return
+        self._decoder.buffer_updated(size)
         if not size:
             self._mark_lost(errno.ECONNRESET, "the agent closed the connection")
             return
         self._last_heard = time.monotonic()
-        self._handle_incoming(self.receive_buffer[:size])
+        self._handle_incoming(b"")
 
-    def _receive_with_descriptors(self) -> int:
+    def _receive_with_descriptors(self, buffer: memoryview) -> int:
         space = socket.CMSG_SPACE(_MAX_FDS_PER_RECEIVE * _FD_SIZE)
         size, ancillary, flags, _ = self._sock.recvmsg_into(
-            [self.receive_buffer], space, socket.MSG_CMSG_CLOEXEC
+            [buffer], space, socket.MSG_CMSG_CLOEXEC
         )
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -37,6 +37,19 @@ def connect_socket(host: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
+def connect_unix_socket(path: str, timeout: float) -> socket.socket:
+    """A connection to a local agent's Unix socket; AgentConnectError saying why there is none."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except OSError as error:
+        sock.close()
+        reason = error.strerror or str(error) or type(error).__name__
+        raise AgentConnectError(f"cannot reach the agent at {path}: {reason}") from None
+    return sock
+
+
 def hello(
     sock: socket.socket, token: str, where: str, timeout: float
 ) -> tuple[MessageDecoder, dict[str, Any]]:

@@ -27,22 +27,24 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # not their recommendations):
 # - python3: the agent is `python3 -m agent` (Debian 12: Python 3.11, as the local side's).
 # - python3-msgpack: the wire protocol's framing. python3-click: the agent's command line.
-# - python3-h11: the HTTP/1 parser of filtered stealing.
 # - python3-scapy: builds and parses the DNS messages of the agent's resolver.
 # - python3-ptrace: its syscall-number table, read by the BPF assembler package (seccomp) that
 #   the agent's packet-capture filter is assembled with.
 # - iptables: the redirect rules of stealing (the nft backend, Debian's default, as kube-proxy
 #   and today's nodes use); iproute2: `ip`/`ss`, for looking into a target's network namespace
-#   from `kubectl exec` into the agent.
+#   from `kubectl exec` into the agent; conntrack: cuts connections opened before a steal
+#   (agent.flush_connections).
+# The agent's pure-PyPI dependencies (HTTP/2, httptools, JSONPath) are in its own layer
+# (agent_tree.py).
 PACKAGES = (
     "python3",
     "python3-msgpack",
     "python3-click",
-    "python3-h11",
     "python3-scapy",
     "python3-ptrace",
     "iptables",
     "iproute2",
+    "conntrack",
 )
 # Removed from the tree: manuals, translations, apt's package lists and caches, logs, and
 # the documentation except each package's copyright file (the image is redistributed). Also

@@ -11,6 +11,7 @@ and the allowed values, and whose `.hint` says what to do.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mirrord_trace.config.errors import ConfigError, ConfigFileError
@@ -93,22 +94,13 @@ __all__ = [
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, overrides: CliOverrides | None = None
+    path: str | os.PathLike[str] | None = None,
+    overrides: CliOverrides | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """The configuration from `path` (defaults if None) with the command-line flags applied."""
-    cfg = Config()
-    if path is not None:
-        from mirrord_trace.config.files import read_config_file
-        from mirrord_trace.config.parse import parse_config
+    """The configuration from `path` (defaults if None), the MIRRORD_* variables of `environ`
+    (default: this process's) and the command-line flags: mirrord_trace.config.loader."""
+    from mirrord_trace.config.loader import load_config as load
 
-        raw = read_config_file(path)
-        try:
-            cfg = parse_config(raw)
-        except ConfigError as error:
-            error.source = os.fspath(path)
-            raise
-    if overrides is None:
-        return cfg
-    from mirrord_trace.config.overrides import apply_overrides
-
-    return apply_overrides(cfg, overrides)
+    return load(path, overrides, environ=environ)

@@ -34,7 +34,11 @@ class ConfigFileError(ConfigError):
         super().__init__("", f"{path}: {reason}")
         self.path = path
         self._hint = hint
+        # Set when the path came from somewhere else than -f (MIRRORD_CONFIG_FILE).
+        self.source_hint: str | None = None
 
     @property
     def hint(self) -> str:
+        if self.source_hint is not None and self._hint.startswith("check the path"):
+            return self.source_hint
         return self._hint

@@ -1,8 +1,10 @@
 """Reading a configuration file: JSON, YAML or TOML, chosen by the file's extension.
 
 A file without an extension is read as JSON, as mirrord does (heredocs, process
-substitution). PyYAML is imported only when a YAML file is read: it is slow to import and the
-common path (no config file) must start fast.
+substitution); `-` is standard input, also JSON. The text is a template (see
+mirrord_trace.config.templating), rendered between reading and parsing. PyYAML is imported
+only when a YAML file is read: it is slow to import and the common path (no config file) must
+start fast.
 """
 
 from __future__ import annotations
@@ -17,9 +19,20 @@ FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ""
 _FILE_HINT = "check the path given to -f/--config-file"
 
 
+STDIN = "-"
+
+
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the file's top-level mapping; ConfigFileError (one line) on any problem."""
+    """Return the file's top-level mapping (not rendered); ConfigFileError on any problem."""
+    text, kind = read_config_text(path)
+    return parse_document(text, kind, os.fspath(path))
+
+
+def file_kind(path: str | os.PathLike[str]) -> str:
+    """json, yaml or toml, from the extension; ConfigFileError for any other."""
     shown = os.fspath(path)
+    if shown == STDIN:
+        return "json"
     suffix = Path(shown).suffix.lower()
     kind = FORMATS.get(suffix)
     if kind is None:
@@ -28,6 +41,22 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"unknown file type {suffix!r}",
             "use a .json, .yaml, .yml or .toml file",
         )
+    return kind
+
+
+def read_config_text(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """-> (the file's text, its kind); `-` reads standard input."""
+    shown = os.fspath(path)
+    kind = file_kind(path)
+    if shown == STDIN:
+        import sys
+
+        try:
+            return sys.stdin.read(), kind
+        except UnicodeDecodeError as error:
+            raise ConfigFileError(
+                "standard input", f"not UTF-8 text (byte {error.start})", "send UTF-8 text"
+            ) from None
     try:
         text = Path(shown).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -42,7 +71,17 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         ) from None
     except OSError as error:
         raise ConfigFileError(shown, error.strerror or str(error), _FILE_HINT) from None
-    document = _PARSERS[kind](text, shown)
+    return text, kind
+
+
+def parse_document(text: str, kind: str, shown: str) -> dict[str, Any]:
+    """The top-level mapping of a JSON, YAML or TOML text."""
+    try:
+        document = _PARSERS[kind](text, shown)
+    except RecursionError:
+        raise ConfigFileError(
+            shown, f"invalid {kind.upper()}: nested too deeply", "flatten the configuration"
+        ) from None
     if document is None and kind == "yaml":
         document = {}  # an empty YAML file is an empty configuration
     if not isinstance(document, dict):

@@ -48,8 +48,9 @@ class FilterSide(StrEnum):
     LOCAL = "local"
 
 
-AGENT_LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 IMAGE_PULL_POLICIES = ("IfNotPresent", "Always", "Never")
+# What the agent adds to the runtime's defaults (agent.disabled_capabilities takes some away).
+AGENT_CAPABILITIES = ("NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN")
 
 
 def _empty_mapping() -> Mapping[str, str]:
@@ -66,6 +67,10 @@ class EnvConfig:
     exclude: tuple[str, ...] = ()
     override: Mapping[str, str] = field(default_factory=_empty_mapping)
     unset: tuple[str, ...] = ()
+    # A .env file whose variables win over the target's (override still wins over it).
+    env_file: str | None = None
+    # (regex on the name, new value): the first match replaces a target variable's value.
+    mapping: tuple[tuple[re.Pattern[str], str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ class FsConfig:
     read_only: tuple[re.Pattern[str], ...] = ()
     local: tuple[re.Pattern[str], ...] = ()
     not_found: tuple[re.Pattern[str], ...] = ()
+    # (regex, replacement in re.sub's syntax): the path the program names is rewritten first.
+    mapping: tuple[tuple[re.Pattern[str], str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +134,8 @@ class OutgoingConfig:
     udp: bool = True
     ignore_localhost: bool = False
     filter: TrafficFilter | None = None
+    # Unix stream socket paths (regexes, searched) connected to in the target.
+    unix_streams: tuple[re.Pattern[str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +151,7 @@ class NetworkConfig:
     incoming: IncomingConfig = IncomingConfig()
     outgoing: OutgoingConfig = OutgoingConfig()
     dns: DnsConfig = DnsConfig()
+    ipv6: bool = True  # false: socket(AF_INET6, ...) fails with EAFNOSUPPORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +159,7 @@ class FeatureConfig:
     env: EnvConfig = EnvConfig()
     fs: FsConfig = FsConfig()
     network: NetworkConfig = NetworkConfig()
+    hostname: bool = True  # the program sees the target's host name (uname)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +177,20 @@ class AgentConfig:
     privileged: bool = False
     startup_timeout: int = 60
     communication_timeout: int | None = None
-    log_level: str = "info"
     network_interface: str | None = None
     # Cut the target's open connections to a port when its steal starts (they reconnect).
     flush_connections: bool = False
+    # The agent pod (a Job's pod; an ephemeral container has no pod of its own). Kubernetes
+    # values are in the API's shape. tolerations=None: tolerate every taint of the node.
+    labels: Mapping[str, str] = field(default_factory=_empty_mapping)
+    annotations: Mapping[str, str] = field(default_factory=_empty_mapping)
+    tolerations: tuple[Mapping[str, object], ...] | None = None
+    resources: Mapping[str, object] | None = None
+    priority_class: str | None = None
+    service_account: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    security_context: Mapping[str, object] | None = None
+    disabled_capabilities: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +207,8 @@ class TargetConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """`warnings`: one line per key of the file that does nothing here (not compared)."""
+
     target: TargetConfig = TargetConfig()
     kubeconfig: str | None = None
     kube_context: str | None = None
@@ -193,3 +216,11 @@ class Config:
     engine: str | None = None
     feature: FeatureConfig = FeatureConfig()
     agent: AgentConfig = AgentConfig()
+    key: str | None = None  # mirrord's session key (also `{{ key }}` in templates)
+    # Processes that run untouched (mirrord_trace.skipped_processes).
+    skip_processes: tuple[str, ...] = ()
+    skip_build_tools: bool = True
+    skip_extra_build_tools: tuple[str, ...] = ()
+    # None: as the kubeconfig says; True: do not verify the API server's certificate.
+    accept_invalid_certificates: bool | None = None
+    warnings: tuple[str, ...] = field(default=(), compare=False)

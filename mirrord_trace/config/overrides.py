@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from mirrord_trace.config.model import Config, FsMode, IncomingMode
 from mirrord_trace.targets import Target
@@ -26,6 +27,10 @@ class CliOverrides:
     steal: bool = False  # --steal                       -> incoming.mode = steal
     ephemeral_container: bool = False  # --ephemeral-container -> agent.ephemeral = true
     agent_ttl: int | None = None  # --agent-ttl          -> agent.ttl
+    key: str | None = None  # -k/--key                   -> key (also {{ key }} in templates)
+    # The other flags, as mirrord's CLI passes them on: (dotted key, value, flag), set over
+    # the file's keys and the MIRRORD_* variables before validation (one code path for all).
+    settings: tuple[tuple[str, Any, str], ...] = ()
 
 
 def apply_overrides(cfg: Config, flags: CliOverrides) -> Config:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from mirrord_trace.config.agent_section import AGENT_KEYS
+from mirrord_trace.config.agent_section import parse_agent as _agent
 from mirrord_trace.config.errors import ConfigError
 from mirrord_trace.config.filters import (
     DNS_FILTER_SYNTAX,
@@ -20,8 +22,6 @@ from mirrord_trace.config.filters import (
 )
 from mirrord_trace.config.http_filter import HTTP_FILTER_KEYS, parse_http_filter
 from mirrord_trace.config.model import (
-    AGENT_LOG_LEVELS,
-    IMAGE_PULL_POLICIES,
     AgentConfig,
     ConcurrentSteal,
     Config,
@@ -39,11 +39,12 @@ from mirrord_trace.config.model import (
     TargetConfig,
     TrafficFilter,
 )
+from mirrord_trace.config.triage import triage
 from mirrord_trace.config.values import (
     check_keys,
+    compile_regex,
     expect_bool,
     expect_choice,
-    expect_int,
     expect_mapping,
     expect_port_list,
     expect_port_pairs,
@@ -64,15 +65,30 @@ from mirrord_trace.targets import (
 
 T = TypeVar("T")
 
+# The fields of a target path, which mirrord also accepts directly under `target`.
+TARGET_PATH_FIELDS = ("pod", "deployment", "rollout", "container", "pid")
+
 # Every key each section accepts; anything else is an error. docs/configuration.md has a
 # heading per dotted key (tests/test_config_docs.py keeps the two in step).
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("target", "kubeconfig", "kube_context", "engine", "feature", "agent"),
-    "target": ("path", "namespace"),
-    "feature": ("env", "fs", "network"),
-    "feature.env": ("include", "exclude", "override", "unset"),
-    "feature.fs": ("mode", "read_write", "read_only", "local", "not_found"),
-    "feature.network": ("incoming", "outgoing", "dns"),
+    "": (
+        "target",
+        "kubeconfig",
+        "kube_context",
+        "engine",
+        "accept_invalid_certificates",
+        "feature",
+        "agent",
+        "key",
+        "skip_processes",
+        "skip_build_tools",
+        "skip_extra_build_tools",
+    ),
+    "target": ("path", "namespace", *TARGET_PATH_FIELDS),
+    "feature": ("env", "fs", "network", "hostname"),
+    "feature.env": ("include", "exclude", "override", "unset", "env_file", "mapping"),
+    "feature.fs": ("mode", "read_write", "read_only", "local", "not_found", "mapping"),
+    "feature.network": ("incoming", "outgoing", "dns", "ipv6"),
     "feature.network.incoming": (
         "mode",
         "http_filter",
@@ -84,29 +100,23 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "on_concurrent_steal",
     ),
     "feature.network.incoming.http_filter": HTTP_FILTER_KEYS,
-    "feature.network.outgoing": ("tcp", "udp", "ignore_localhost", "filter"),
+    "feature.network.outgoing": ("tcp", "udp", "ignore_localhost", "filter", "unix_streams"),
     "feature.network.outgoing.filter": ("remote", "local"),
     "feature.network.dns": ("enabled", "filter"),
     "feature.network.dns.filter": ("remote", "local"),
-    "agent": (
-        "image",
-        "image_pull_policy",
-        "namespace",
-        "ttl",
-        "ephemeral",
-        "privileged",
-        "startup_timeout",
-        "communication_timeout",
-        "log_level",
-        "network_interface",
-        "flush_connections",
-    ),
+    "agent": AGENT_KEYS,
 }
 
 
 def all_keys() -> list[str]:
-    """Every dotted key the configuration accepts, sections included."""
-    return [join(section, name) for section, names in SECTION_KEYS.items() for name in names]
+    """Every dotted key the configuration accepts, sections included (the fields of a target
+    path that mirrord also takes directly under `target` are documented under target.path)."""
+    return [
+        join(section, name)
+        for section, names in SECTION_KEYS.items()
+        for name in names
+        if not (section == "target" and name in TARGET_PATH_FIELDS)
+    ]
 
 
 # Kubernetes namespaces are DNS-1123 labels.
@@ -114,16 +124,31 @@ _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def parse_config(raw: Mapping[str, Any]) -> Config:
-    """Validate a whole configuration document (the top-level mapping of the file)."""
-    raw = expect_mapping(raw, "")
+    """Validate a whole configuration document (the top-level mapping of the file).
+
+    mirrord's keys that do nothing here are taken out first, each with a warning
+    (Config.warnings); see mirrord_trace.config.triage.
+    """
+    raw, warnings = triage(expect_mapping(raw, ""))
     check_keys(raw, "", SECTION_KEYS[""])
+    agent, agent_warnings = _optional(raw, "agent", "agent", _agent, (AgentConfig(), ()))
     return Config(
+        warnings=warnings + agent_warnings,
+        key=_optional(raw, "key", "key", expect_str, None),
+        skip_processes=_optional(raw, "skip_processes", "skip_processes", _names, ()),
+        skip_build_tools=_optional(raw, "skip_build_tools", "skip_build_tools", expect_bool, True),
+        skip_extra_build_tools=_optional(
+            raw, "skip_extra_build_tools", "skip_extra_build_tools", _names, ()
+        ),
+        accept_invalid_certificates=_optional(
+            raw, "accept_invalid_certificates", "accept_invalid_certificates", expect_bool, None
+        ),
+        agent=agent,
         target=_optional(raw, "target", "target", _target, TargetConfig()),
         kubeconfig=_optional(raw, "kubeconfig", "kubeconfig", expect_str, None),
         kube_context=_optional(raw, "kube_context", "kube_context", expect_str, None),
         engine=_optional(raw, "engine", "engine", _engine, None),
         feature=_optional(raw, "feature", "feature", _feature, FeatureConfig()),
-        agent=_optional(raw, "agent", "agent", _agent, AgentConfig()),
     )
 
 
@@ -147,8 +172,12 @@ def _target(value: object, key: str) -> TargetConfig:
         return TargetConfig(path=_target_path(value, key))
     section = expect_mapping(value, key)
     check_keys(section, key, SECTION_KEYS[key])
+    inline = {name: section[name] for name in TARGET_PATH_FIELDS if name in section}
+    if inline and section.get("path") is not None:
+        raise ConfigError(key, "give the target either as path or as its fields, not both")
+    path = _target_path(inline, key) if inline else None
     return TargetConfig(
-        path=_optional(section, "path", join(key, "path"), _target_path, None),
+        path=_optional(section, "path", join(key, "path"), _target_path, path),
         namespace=_optional(section, "namespace", join(key, "namespace"), parse_namespace, None),
     )
 
@@ -180,6 +209,7 @@ def _feature(value: object, key: str) -> FeatureConfig:
         env=_optional(section, "env", join(key, "env"), _env, EnvConfig()),
         fs=_optional(section, "fs", join(key, "fs"), _fs, FsConfig()),
         network=_optional(section, "network", join(key, "network"), _network, NetworkConfig()),
+        hostname=_optional(section, "hostname", join(key, "hostname"), expect_bool, True),
     )
 
 
@@ -204,6 +234,16 @@ def _env(value: object, key: str) -> EnvConfig:
         exclude=_optional(section, "exclude", join(key, "exclude"), env_pattern_list, ()),
         override=MappingProxyType(override),
         unset=_optional(section, "unset", join(key, "unset"), env_pattern_list, ()),
+        env_file=_optional(section, "env_file", join(key, "env_file"), expect_str, None),
+        mapping=_optional(section, "mapping", join(key, "mapping"), _env_mapping, ()),
+    )
+
+
+def _env_mapping(value: object, key: str) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """`{NAME_REGEX: VALUE}`: a target variable whose name the regex finds gets VALUE."""
+    return tuple(
+        (compile_regex(pattern, join(key, pattern)), replacement)
+        for pattern, replacement in expect_str_map(value, key).items()
     )
 
 
@@ -228,14 +268,46 @@ def _fs(value: object, key: str) -> FsConfig:
     if isinstance(value, str):
         return FsConfig(mode=_fs_mode(value, key))
     section = expect_mapping(value, key)
-    lists = SECTION_KEYS[key][1:]  # all but "mode"
+    lists = ("read_write", "read_only", "local", "not_found")
     check_keys(section, key, SECTION_KEYS[key])
     patterns = {
         name: _optional(section, name, join(key, name), _path_regexes, ()) for name in lists
     }
     return FsConfig(
-        mode=_optional(section, "mode", join(key, "mode"), _fs_mode, FsMode.READ), **patterns
+        mode=_optional(section, "mode", join(key, "mode"), _fs_mode, FsMode.READ),
+        mapping=_optional(section, "mapping", join(key, "mapping"), _path_mapping, ()),
+        **patterns,
     )
+
+
+def _path_mapping(value: object, key: str) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """`{REGEX: REPLACEMENT}`, in mirrord's (Rust regex) replacement syntax: `$1`, `${name}`,
+    `$$`; kept as Python's (`\\g<1>`, `\\g<name>`, `$`)."""
+    entries = []
+    for pattern, replacement in expect_str_map(value, key).items():
+        at = join(key, pattern)
+        regex = compile_regex(pattern, at)
+        entries.append((regex, rust_replacement(replacement, regex, at)))
+    return tuple(entries)
+
+
+_RUST_GROUP = re.compile(r"\$(\$|\{([^}]*)\}|([0-9A-Za-z_]+))")
+
+
+def rust_replacement(text: str, regex: re.Pattern[str], key: str) -> str:
+    """Rust regex's `$1`/`${name}`/`$$` -> Python's `\\g<1>`/`\\g<name>`/`$`; a group the
+    regex does not have is an error here (Rust would put nothing there, silently)."""
+
+    def group(match: re.Match[str]) -> str:
+        if match.group(1) == "$":
+            return "$"
+        name = match.group(2) if match.group(2) is not None else match.group(3)
+        known = (name.isdigit() and int(name) <= regex.groups) or name in regex.groupindex
+        if not known:
+            raise ConfigError(key, f"{show(text)} names group {name!r}, which the regex lacks")
+        return f"\\g<{name}>"
+
+    return _RUST_GROUP.sub(group, text.replace("\\", "\\\\"))
 
 
 def _fs_mode(value: object, key: str) -> FsMode:
@@ -246,13 +318,32 @@ def _path_regexes(value: object, key: str) -> tuple[re.Pattern[str], ...]:
     return expect_regex_list(value, key, re.IGNORECASE)
 
 
+def _names(value: object, key: str) -> tuple[str, ...]:
+    """A name or a list of names (process names)."""
+    names = expect_str_list(value, key, semicolons=True)
+    for name in names:
+        if "/" in name or "\0" in name:
+            raise ConfigError(key, f"{show(name)} is not a process name (no '/')")
+    return names
+
+
 def _network(value: object, key: str) -> NetworkConfig:
-    section = expect_mapping(value, key)
+    if isinstance(value, bool):
+        # mirrord: true is the defaults; false turns incoming, outgoing and remote DNS off.
+        if value:
+            return NetworkConfig()
+        return NetworkConfig(
+            incoming=IncomingConfig(mode=IncomingMode.OFF),
+            outgoing=OutgoingConfig(tcp=False, udp=False),
+            dns=DnsConfig(enabled=False),
+        )
+    section = _toggle_section(value, key)
     check_keys(section, key, SECTION_KEYS[key])
     return NetworkConfig(
         incoming=_optional(section, "incoming", join(key, "incoming"), _incoming, IncomingConfig()),
         outgoing=_optional(section, "outgoing", join(key, "outgoing"), _outgoing, OutgoingConfig()),
         dns=_optional(section, "dns", join(key, "dns"), _dns, DnsConfig()),
+        ipv6=_optional(section, "ipv6", join(key, "ipv6"), expect_bool, True),
     )
 
 
@@ -324,6 +415,9 @@ def _outgoing(value: object, key: str) -> OutgoingConfig:
             section, "ignore_localhost", join(key, "ignore_localhost"), expect_bool, False
         ),
         filter=_optional(section, "filter", join(key, "filter"), _outgoing_filter, None),
+        unix_streams=_optional(
+            section, "unix_streams", join(key, "unix_streams"), expect_regex_list, ()
+        ),
     )
 
 
@@ -365,38 +459,3 @@ def _traffic_filter(value: object, key: str, *, with_protocol: bool) -> TrafficF
                 side_key, f"{show(text)} is not a valid filter: {error}; expected {syntax}"
             ) from None
     return TrafficFilter(side=FilterSide(side), entries=tuple(entries))
-
-
-def _agent(value: object, key: str) -> AgentConfig:
-    section = expect_mapping(value, key)
-    check_keys(section, key, SECTION_KEYS[key])
-
-    def field(name: str, reader: Callable[[Any, str], T], default: T) -> T:
-        return _optional(section, name, join(key, name), reader, default)
-
-    return AgentConfig(
-        image=field("image", expect_str, None),
-        image_pull_policy=field("image_pull_policy", _choice(IMAGE_PULL_POLICIES), "IfNotPresent"),
-        namespace=field("namespace", parse_namespace, None),
-        ttl=field("ttl", parse_agent_ttl, 1),
-        ephemeral=field("ephemeral", expect_bool, False),
-        privileged=field("privileged", expect_bool, False),
-        startup_timeout=field("startup_timeout", _int_range(1, 3600), 60),
-        communication_timeout=field("communication_timeout", _int_range(1, 65535), None),
-        log_level=field("log_level", _choice(AGENT_LOG_LEVELS), "info"),
-        network_interface=field("network_interface", expect_str, None),
-        flush_connections=field("flush_connections", expect_bool, False),
-    )
-
-
-def parse_agent_ttl(value: object, key: str) -> int:
-    """Seconds the agent pod stays after the agent exits (mirrord: a u16)."""
-    return expect_int(value, key, 0, 65535)
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
-    return lambda value, key: expect_choice(value, key, choices)
-
-
-def _int_range(low: int, high: int) -> Callable[[Any, str], int]:
-    return lambda value, key: expect_int(value, key, low, high)

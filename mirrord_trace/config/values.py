@@ -45,7 +45,16 @@ def check_keys(mapping: Mapping[str, Any], key: str, allowed: Collection[str]) -
         if name not in allowed:
             import difflib  # only on this error path: it is slow to import
 
-            close = difflib.get_close_matches(name, allowed, n=1)
+            from mirrord_trace.config.keys import KEYS
+
+            # mirrord's keys of this section that only warn are close matches too.
+            prefix = f"{key}." if key else ""
+            siblings = {
+                known[len(prefix) :]
+                for known in KEYS
+                if known.startswith(prefix) and "." not in known[len(prefix) :]
+            }
+            close = difflib.get_close_matches(name, [*allowed, *sorted(siblings)], n=1)
             guess = f"did you mean {close[0]}? " if close else ""
             raise ConfigError(
                 join(key, name), f"unknown key ({guess}allowed: {', '.join(sorted(allowed))})"
@@ -118,7 +127,13 @@ def expect_port_pairs(value: object, key: str) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
+# mirrord's regexes are Rust's, whose named groups are also written `(?<name>...)`; Python
+# spells them `(?P<name>...)` (look-behinds, `(?<=` and `(?<!`, are the same in both).
+_RUST_NAMED_GROUP = re.compile(r"(?<!\\)\(\?<(?=[A-Za-z_])")
+
+
 def compile_regex(pattern: str, key: str, flags: int = 0) -> re.Pattern[str]:
+    pattern = _RUST_NAMED_GROUP.sub("(?P<", pattern)
     try:
         return re.compile(pattern, flags)
     except re.error as error:

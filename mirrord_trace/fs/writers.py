@@ -10,6 +10,14 @@ copy's data goes back to the target (whole, then truncated to the local size):
   - before any other remote operation on the same path (stat, open, rename...);
   - when the session ends.
 
+Only what changed travels back: the write-back sends the copy's data extents (SEEK_DATA /
+SEEK_HOLE), not the whole file. A file opened write-only with O_APPEND (`>>`, Python's "a")
+is not copied in at all: its copy is a sparse file of the remote size, with only the last
+partial page filled in (the page an append starts in), so appending 3 lines to a 1 GiB file
+moves those 3 lines and at most one page each way. Such a copy is filled in from the target
+(`materialise`) before anything could make its holes matter: another open of the path that
+may read it, or the program resizing it (ftruncate, fallocate).
+
 While a writer is open, later opens of the same path share its copy, so the program sees its
 own writes as it would on one file. Pending inotify events are read before each remote
 operation, so everything the program did before a syscall is in the target before that
@@ -19,6 +27,8 @@ syscall runs.
 from __future__ import annotations
 
 import contextlib
+import errno
+import mmap
 import os
 import sys
 from collections import deque
@@ -42,6 +52,8 @@ from mirrord_trace.protocol.requests import MAX_READ_SIZE
 # The open(2) flags the agent applies in the target; the others only concern the local copy.
 TARGET_OPEN_FLAGS = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOFOLLOW
 _WATCHED = IN_OPEN | IN_MODIFY | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
+# Holes and data extents of the copy are tracked by the kernel in pages.
+_PAGE = mmap.PAGESIZE
 # Added to a writer's open count when inotify dropped events: it then never drops to zero.
 _UNCOUNTABLE = 1 << 40
 
@@ -56,6 +68,8 @@ class Writer:
     synced: tuple[int, int]  # (size, ctime_ns) of the copy when it last matched the target
     opens: int = 0  # descriptions of the copy open in the program
     dirty: bool = False
+    # Append-only copy: the target's bytes below `hole_end` are holes here, not copied in.
+    hole_end: int = 0
 
 
 def _state(fd: int) -> tuple[int, int]:
@@ -74,20 +88,34 @@ class Writers:
         self._by_local: dict[str, Writer] = {}
 
     # -- opening --
-    def shared_copy(self, remote: str) -> str | None:
-        """The copy of a path the program has open for writing, to share it."""
+    def shared_copy(self, remote: str, append_only: bool = False) -> str | None:
+        """The copy of a path the program has open for writing, to share it (filled in first
+        unless the new description can only append too). RemoteError."""
         writer = self._by_remote.get(remote)
-        return writer.local if writer is not None else None
+        if writer is None:
+            return None
+        if not append_only:
+            self.materialise(writer)
+        return writer.local
 
     def open(self, remote: str, flags: int, mode: int) -> str:
         """Open `remote` for writing in the target; -> the local copy's path. RemoteError."""
+        append_only = flags & os.O_ACCMODE == os.O_WRONLY and bool(flags & os.O_APPEND)
         reply = self.client.request(
-            "fs.open_write", path=remote, flags=flags & TARGET_OPEN_FLAGS, mode=mode
+            "fs.open_write",
+            path=remote,
+            flags=flags & TARGET_OPEN_FLAGS,
+            mode=mode,
+            content=not append_only,
         )
         handle: int = reply["handle"]
         local, fd = self.cache.new_file(remote)
+        hole_end = 0
         try:
-            fill_copy(self.client, fd, reply, close_handle=False)
+            if append_only:
+                hole_end = _sparse_copy(self.client, fd, handle, reply["stat"]["size"])
+            else:
+                fill_copy(self.client, fd, reply, close_handle=False)
             apply_metadata(fd, reply["stat"])
             reader_fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
         except BaseException:
@@ -100,7 +128,7 @@ class Writers:
         if self._inotify is None:
             self._inotify = Inotify()
         wd = self._inotify.watch(local, _WATCHED)
-        writer = Writer(remote, handle, local, reader_fd, wd, _state(reader_fd))
+        writer = Writer(remote, handle, local, reader_fd, wd, _state(reader_fd), hole_end=hole_end)
         self._by_wd[wd] = writer
         self._by_remote[remote] = writer
         self._by_local[local] = writer
@@ -145,6 +173,26 @@ class Writers:
         writer = self._by_remote.get(remote)
         if writer is not None:
             self._write_back(writer)
+
+    def materialise(self, writer: Writer) -> None:
+        """Fill an append-only copy's holes with the target's bytes: from now on it is a
+        whole copy (its write-backs then send whatever is data in it). RemoteError."""
+        if not writer.hole_end:
+            return
+        for start, end in _holes(writer.reader_fd, writer.hole_end):
+            fd = os.open(writer.local, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                _copy_range(self.client, fd, writer.handle, start, end)
+            finally:
+                os.close(fd)
+        writer.hole_end = 0
+
+    def before_resize(self, local: str) -> None:
+        """ftruncate/fallocate of a copy: an append-only one must have no holes first (a
+        shrunk, re-grown copy would make them indistinguishable from written zeros)."""
+        writer = self._by_local.get(local)
+        if writer is not None:
+            self.materialise(writer)
 
     def remote_of(self, local: str) -> str | None:
         """The remote path (as renamed since) of a copy open for writing."""
@@ -199,26 +247,29 @@ class Writers:
         return 0
 
     def _send(self, writer: Writer, size: int, sync: bool) -> None:
-        """The copy's first `size` bytes to the target, then its size; the last chunk (which
-        truncates, and fsyncs when asked) only once every other chunk has landed."""
+        """The copy's data extents below `size` to the target, then its size; the last chunk
+        (which truncates, and fsyncs when asked) only once every other chunk has landed."""
+        chunks = [
+            (offset, min(MAX_READ_SIZE, end - offset))
+            for start, end in _extents(writer.reader_fd, size)
+            for offset in range(start, end, MAX_READ_SIZE)
+        ]
+        last_offset, last_length = chunks.pop() if chunks else (size, 0)
         pending: deque[Future[dict[str, Any]]] = deque()
-        offset = 0
-        last = max(0, size - 1) // MAX_READ_SIZE * MAX_READ_SIZE
-        while offset < last:
-            data = os.pread(writer.reader_fd, MAX_READ_SIZE, offset)
+        for offset, length in chunks:
+            data = os.pread(writer.reader_fd, length, offset)
             pending.append(
                 self.client.request_async(
                     "fs.pwrite", handle=writer.handle, offset=offset, data=data
                 )
             )
-            offset += MAX_READ_SIZE
             while len(pending) >= READ_AHEAD:
                 pending.popleft().result()
         while pending:
             pending.popleft().result()
-        data = os.pread(writer.reader_fd, size - last, last) if size else b""
+        data = os.pread(writer.reader_fd, last_length, last_offset) if last_length else b""
         self.client.request(
-            "fs.pwrite", handle=writer.handle, offset=last, data=data, size=size, sync=sync
+            "fs.pwrite", handle=writer.handle, offset=last_offset, data=data, size=size, sync=sync
         )
 
     def _finish(self, writer: Writer) -> None:
@@ -232,3 +283,64 @@ class Writers:
         self.cache.forget(writer.local)
         with contextlib.suppress(RemoteError):  # the agent is gone, and with it the handle
             self.client.request_async("fs.close", handle=writer.handle)
+
+
+def _extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """The (start, end) ranges below `size` that hold data (not holes) in file `fd`."""
+    found: list[tuple[int, int]] = []
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # only a hole from here on
+                break
+            raise
+        if start >= size:
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        found.append((start, end))
+        offset = end
+    return found
+
+
+def _holes(fd: int, size: int) -> list[tuple[int, int]]:
+    """The (start, end) ranges below `size` that are holes in file `fd`."""
+    holes: list[tuple[int, int]] = []
+    offset = 0
+    for start, end in _extents(fd, size):
+        if start > offset:
+            holes.append((offset, start))
+        offset = end
+    if offset < size:
+        holes.append((offset, size))
+    return holes
+
+
+def _copy_range(client: AgentClient, fd: int, handle: int, start: int, end: int) -> None:
+    """The target's bytes [start, end) of the file behind `handle` into `fd` at the same place."""
+    offset = start
+    while offset < end:
+        data: bytes = client.request(
+            "fs.read", handle=handle, offset=offset, size=min(MAX_READ_SIZE, end - offset)
+        )["data"]
+        if not data:
+            break
+        os.pwrite(fd, data, offset)
+        offset += len(data)
+
+
+def _sparse_copy(client: AgentClient, fd: int, handle: int, size: int) -> int:
+    """Make `fd` a copy for appending to a remote file of `size` bytes: that size, all holes
+    but the last partial page (appends land in it, so it must hold the target's bytes); ->
+    where the holes end."""
+    os.ftruncate(fd, size)
+    page_start = size // _PAGE * _PAGE
+    _copy_range(client, fd, handle, page_start, size)
+    # The filesystem may keep data in larger units (huge pages) or know no holes at all: all
+    # of an extent that the copied page made data must hold the target's bytes too.
+    for start, end in _extents(fd, size):
+        if start < page_start:
+            _copy_range(client, fd, handle, start, min(end, page_start))
+            page_start = min(page_start, start)
+    return page_start

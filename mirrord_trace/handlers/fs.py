@@ -35,8 +35,18 @@ def traps(context: SessionContext) -> list[Trap]:
         policy = PathPolicy(fs, targetless=True, where=where, explain=context.explain)
         handlers = PathHandlers(policy, explain=context.explain)
         # Allow or ENOENT only: decided through seccomp notifications, with no ptrace stop.
-        return [Trap(s, handlers.decide_only(s), notify=True) for s in FS_PATH_SYSCALLS.values()]
+        traps = [Trap(s, handlers.decide_only(s), notify=True) for s in FS_PATH_SYSCALLS.values()]
+        return _with_mapping(traps, fs.mapping, handlers)
     return remote_traps(context, PathPolicy(fs, where=where, explain=context.explain))
+
+
+def _with_mapping(traps: list[Trap], mapping: tuple, paths: PathHandlers) -> list[Trap]:
+    """feature.fs.mapping: the one-path calls rewrite their path first (handlers.fs_mapping)."""
+    if not mapping:
+        return traps
+    from mirrord_trace.handlers.fs_mapping import mapped_traps
+
+    return mapped_traps(traps, mapping, paths)
 
 
 _OPEN_NAMES = ("open", "openat", "openat2", "creat")
@@ -47,10 +57,12 @@ _ANSWERED_NAMES = frozenset(_STAT_NAMES + _ACCESS_NAMES + _READLINK_NAMES)
 
 
 def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
+    from mirrord_trace.handlers.fs_attributes import AttributeHandlers, attribute_traps
     from mirrord_trace.handlers.fs_changes import (
         FD_CHANGE_SYSCALLS,
         FS_WRITE_SYSCALLS,
         FSYNC_SYSCALLS,
+        RESIZE_SYSCALLS,
         ChangeHandlers,
     )
     from mirrord_trace.handlers.fs_remote import GETCWD, RemoteFs, report_agent_loss
@@ -82,10 +94,17 @@ def remote_traps(context: SessionContext, policy: PathPolicy) -> list[Trap]:
         build = handlers.two_path_handler if two_paths else handlers.change_handler
         traps.append(Trap(shape, serialized(build(shape))))
     traps.append(Trap(GETCWD, serialized(handlers.getcwd), notify=True))
+    # Extended attributes, statfs and inotify watches: answered (or refused) in one stop each.
+    attributes = AttributeHandlers(policy, remote, explain=context.explain)
+    traps += [
+        Trap(shape, serialized(handler), notify=True)
+        for shape, handler in attribute_traps(attributes)
+    ]
     if policy.can_write_remotely:
         traps += [Trap(shape, serialized(handlers.fsync)) for shape in FSYNC_SYSCALLS]
+        traps += [Trap(shape, serialized(handlers.resize)) for shape in RESIZE_SYSCALLS]
         traps += [Trap(shape, serialized(handlers.fd_change)) for shape in FD_CHANGE_SYSCALLS]
-    return traps
+    return _with_mapping(traps, context.config.feature.fs.mapping, handlers)
 
 
 class _Serialized:

@@ -47,6 +47,11 @@ FS_WRITE_SYSCALLS = (
     SyscallShape("linkat", ("dirfd", "path", "dirfd", "path", "atflags")),
 )
 FSYNC_SYSCALLS = (SyscallShape("fsync", ("fd",)), SyscallShape("fdatasync", ("fd",)))
+# Size changes through a descriptor: an append-only copy is filled in first (see Writers).
+RESIZE_SYSCALLS = (
+    SyscallShape("ftruncate", ("fd", "int")),
+    SyscallShape("fallocate", ("fd", "int", "int", "int")),
+)
 # Metadata changes through a descriptor: remote when the descriptor is a copy of a remote file.
 FD_CHANGE_SYSCALLS = (
     SyscallShape("fchmod", ("fd", "mode")),
@@ -201,6 +206,19 @@ class ChangeHandlers(RemoteHandlers):
         except RemoteError as error:
             return self.failed(error, rule)
         return Emulate(0, why=f"remote: {rule}")
+
+    def resize(self, call: SyscallCall) -> Action | None:
+        """ftruncate/fallocate of a copy open for appending only: fill in its holes first."""
+        remote = self.remote
+        try:
+            local = self.directory_of(call.tid, call.int_arg(0))
+        except OSError:
+            return None
+        try:
+            remote.writers.before_resize(local)
+        except RemoteError as error:
+            return Emulate(-error.errno, why="remote: the copy could not be filled in")
+        return None
 
     def fsync(self, call: SyscallCall) -> Action | None:
         """fsync/fdatasync of a remote file open for writing: write it back, fsync there."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from mirrord_trace.handlers.actions import ALLOW, Action, Allow, Emulate
 from mirrord_trace.handlers.call import SyscallCall
-from mirrord_trace.handlers.path_policy import NOT_FOUND, PathPolicy
+from mirrord_trace.handlers.path_policy import LOCAL, NOT_FOUND, PathPolicy
 from mirrord_trace.syscall_table import AT_FDCWD, SyscallShape
 
 Handler = Callable[[SyscallCall], "Action | None"]
@@ -75,9 +75,23 @@ class PathHandlers:
         return f"{base.rstrip('/')}/{path}"
 
     def decide(self, path: str, write: bool) -> tuple[str, str]:
-        """The policy's verdict on the path's normal form (patterns see no `//` or `/./`)."""
-        normal = os.path.normpath(path) if _needs_normalising(path) else path
-        return self.policy.decide(normal, write)
+        """The policy's verdict on the path's normal form (patterns see no `//` or `/./`).
+
+        A `..` is resolved by whoever owns the directory it climbs out of: when the path up to
+        its first `..` is remote, the whole path is the target's to resolve (after a symlink,
+        or across one of the target's mount points, `..` is not what the text says), so
+        `/app/..` is the target's root and `/app/../etc/x` the target's /etc/x, never this
+        machine's.
+        """
+        if not _needs_normalising(path):
+            return self.policy.decide(path, write)
+        parts = path.split("/")
+        if ".." in parts:
+            before = os.path.normpath("/".join(parts[: parts.index("..")]) or "/")
+            verdict, rule = self.policy.decide(before, write)
+            if verdict != LOCAL:
+                return verdict, f"{rule} (`..` after {before} is resolved in the target)"
+        return self.policy.decide(os.path.normpath(path), write)
 
     def local(self, verdict: str, rule: str) -> Action:
         if verdict == NOT_FOUND:

@@ -23,6 +23,7 @@ from mirrord_trace.fs.stat_struct import pack_stat, pack_statx
 from mirrord_trace.fs.writers import Writers
 from mirrord_trace.handlers.actions import ALLOW, Action, Emulate, OpenInstead, Rewrite
 from mirrord_trace.handlers.call import SyscallCall
+from mirrord_trace.handlers.fs_hints import ExistsHere
 from mirrord_trace.handlers.fs_paths import (
     AT_EMPTY_PATH,
     AT_SYMLINK_NOFOLLOW,
@@ -65,6 +66,7 @@ class RemoteFs:
         self.cache = LocalCache()
         self.files = RemoteFiles(client, self.cache)
         self.writers = Writers(client, self.cache, self.files)
+        self.exists_here = ExistsHere()  # one per session: its lines are rate-limited
 
     def close(self) -> None:
         try:
@@ -84,9 +86,16 @@ class RemoteHandlers(PathHandlers):
     ) -> None:
         super().__init__(policy, directory_of, explain, remote.cache.remote_path_of)
         self.remote = remote
+        self.exists_here = remote.exists_here
 
-    def failed(self, error: RemoteError, rule: str) -> Action:
-        return Emulate(-errno_of(error), why=f"remote: {rule}")
+    def failed(self, error: RemoteError, rule: str, path: str | None = None) -> Action:
+        """The program's answer for a failed remote operation; a lookup of `path` that the
+        target answered with ENOENT says so when this machine has that path."""
+        code = errno_of(error)
+        why = f"remote: {rule}"
+        if code == errno.ENOENT and path is not None:
+            why += self.exists_here.why(path, rule)
+        return Emulate(-code, why=why)
 
     def remote_path(
         self, call: SyscallCall, path_index: int, dirfd_index: int | None, write: bool
@@ -143,12 +152,12 @@ class RemoteHandlers(PathHandlers):
         if flags & O_TMPFILE_BIT:
             return Emulate(-errno.EOPNOTSUPP, why=f"remote: {rule}: no O_TMPFILE in the target")
         remote.writers.poll()
-        local = remote.writers.shared_copy(path)
         # The agent followed (or refused) symlinks already; stand-ins are never symlinks but
         # may be /proc magic links, which O_NOFOLLOW would refuse.
         local_flags = flags & ~os.O_NOFOLLOW
         release = None
         try:
+            local = remote.writers.shared_copy(path, append_only=append_only(flags))
             if local is not None:
                 local_flags &= ~(os.O_CREAT | os.O_EXCL)  # it exists: it is open for writing
                 if flags & os.O_CREAT and flags & os.O_EXCL:
@@ -161,7 +170,7 @@ class RemoteHandlers(PathHandlers):
                 stand_in = remote.files.open_for_read(path, flags, not flags & os.O_PATH)
                 local, release = stand_in.path, stand_in.release
         except RemoteError as error:
-            return self.failed(error, rule)
+            return self.failed(error, rule, path)
         except OSError as error:  # the local copy could not be made (disk full...)
             return Emulate(-(error.errno or errno.EIO), why=f"remote: {rule}: local copy failed")
         why = f"remote: {rule}"
@@ -238,7 +247,7 @@ class RemoteHandlers(PathHandlers):
                 remote.writers.sync_path(path)
                 st = remote.client.request("fs.stat", path=path, follow=follow)["stat"]
             except RemoteError as error:
-                return self.failed(error, rule)
+                return self.failed(error, rule, path)
             return Emulate(0, ((call.args[buffer_index], pack(st)),), why=f"remote: {rule}")
 
         return handle
@@ -265,7 +274,7 @@ class RemoteHandlers(PathHandlers):
                     "fs.access", path=path, mode=call.int_arg(mode_index) & 0o7, follow=follow
                 )
             except RemoteError as error:
-                return self.failed(error, rule)
+                return self.failed(error, rule, path)
             return Emulate(0, why=f"remote: {rule}")
 
         return handle
@@ -289,7 +298,7 @@ class RemoteHandlers(PathHandlers):
             try:
                 target = remote.client.request("fs.readlink", path=path)["target"]
             except RemoteError as error:
-                return self.failed(error, rule)
+                return self.failed(error, rule, path)
             data = os.fsencode(target)[:size]  # readlink(2) truncates silently, no NUL
             return Emulate(len(data), ((call.args[buffer_index], data),), why=f"remote: {rule}")
 
@@ -309,7 +318,7 @@ class RemoteHandlers(PathHandlers):
                 # The kernel's cwd becomes the skeleton standing for the remote directory.
                 skeleton = remote.files.open_for_read(path, os.O_DIRECTORY, list_entries=False)
             except RemoteError as error:
-                return self.failed(error, rule)
+                return self.failed(error, rule, path)
             return Rewrite({0: os.fsencode(skeleton.path) + b"\0"}, why=f"remote: {rule}")
 
         return handle
@@ -324,10 +333,17 @@ class RemoteHandlers(PathHandlers):
         remote_cwd = remote.cache.remote_path_of(cwd)
         if remote_cwd is None:
             return None
-        data = os.fsencode(remote_cwd) + b"\0"
+        # chdir("..") in a remote directory went where the target's `..` leads; the name
+        # drops the `..` the way a shell's `cd ..` does (see docs/fs.md, Limits).
+        data = os.fsencode(os.path.normpath(remote_cwd)) + b"\0"
         if len(data) > call.args[1]:
             return Emulate(-errno.ERANGE, why="remote working directory")
         return Emulate(len(data), ((call.args[0], data),), why="remote working directory")
+
+
+def append_only(flags: int) -> bool:
+    """An open that can only append: its copy needs none of the file's old content."""
+    return flags & os.O_ACCMODE == os.O_WRONLY and bool(flags & os.O_APPEND)
 
 
 def report_agent_loss(error: AgentLost) -> None:

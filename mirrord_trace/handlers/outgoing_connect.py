@@ -21,6 +21,7 @@ from mirrord_trace.net.policy import Route
 from mirrord_trace.net.relays import (
     loopback_socket,
     program_address_seen_from_loopback,
+    unix_relay_end,
 )
 from mirrord_trace.net.sockaddr import (
     MAX_SOCKADDR_SIZE,
@@ -41,6 +42,7 @@ CONNECT_TIMEOUT = 30.0
 _SOCKLEN = struct.Struct("=I")
 _INT = struct.Struct("=i")
 _AF_UNSPEC = 0
+_FAMILY_SIZE = 2  # sa_family_t
 
 # A failed connect whose errno the kernel reports at once even for non-blocking sockets (no
 # route, bad address); the others arrive later, through SO_ERROR, after EINPROGRESS.
@@ -48,6 +50,14 @@ _IMMEDIATE_CONNECT_ERRORS = frozenset(
     {errno.ENETUNREACH, errno.EACCES, errno.EPERM, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT,
      errno.EINVAL, errno.EBADF}
 )  # fmt: skip
+
+
+def unix_socket_path(raw: bytes) -> str | None:
+    """The path of a sockaddr_un; None for an abstract or unnamed one."""
+    name = raw[_FAMILY_SIZE:]
+    if not name or name[:1] == b"\0":
+        return None
+    return os.fsdecode(name.split(b"\0", 1)[0])
 
 
 def protocol_of(sock: socket.socket) -> Protocol | None:
@@ -104,6 +114,8 @@ class ConnectCalls:
         raw = call.memory.read(address, min(size, MAX_SOCKADDR_SIZE))
         destination = parse_sockaddr(raw)
         if destination is None:
+            if sockaddr_family(raw) == socket.AF_UNIX and self.net.unix_streams:
+                return self._connect_unix(call, raw)
             if sockaddr_family(raw) == _AF_UNSPEC and self.flows.connected:
                 self._forget_udp_peer(call, fd)  # connect(AF_UNSPEC): a UDP socket's disconnect
             return None
@@ -188,6 +200,47 @@ class ConnectCalls:
             return -errno.EINPROGRESS if nonblocking else 0
 
         return Wait(reply, finish, why=f"{why} ({destination}{'' if tcp else ', udp'})")
+
+    def _connect_unix(self, call: SyscallCall, raw: bytes) -> Action | None:
+        """feature.network.outgoing.unix_streams: a Unix stream socket whose path matches is
+        connected to the socket of that path in the target (through an agent stream)."""
+        path = unix_socket_path(raw)
+        if path is None or not any(pattern.search(path) for pattern in self.net.unix_streams):
+            return None
+        tgid, fd = call.tgid, call.int_arg(0)
+        try:
+            program = self.net.sockets.borrow(tgid, fd)
+        except OSError:
+            return None
+        with program:
+            if program.type != socket.SOCK_STREAM:
+                return None  # datagram Unix sockets stay local
+            inode = inode_of(program)
+        try:
+            stream_id, reply = self.net.client.start_stream(
+                family=socket.AF_UNIX, host=path, port=0, transport="tcp",
+                timeout=CONNECT_TIMEOUT,
+            )  # fmt: skip
+        except RemoteError as error:
+            return Emulate(-errno.ECONNREFUSED, why=f"no agent: {error}")
+        claim = self.net.expect_claim(stream_id)
+
+        def finish(done: Future[dict[str, Any]]) -> int:
+            claim()
+            try:
+                done.result()
+            except RemoteError as error:
+                return -errno_of(error)
+            try:
+                with self._reborrow(tgid, fd, inode) as program:
+                    end = unix_relay_end(program)
+            except OSError as error:
+                self.net.client.drop_stream(stream_id)
+                return -(error.errno or errno.EIO)
+            self.net.track_sending(self.net.client.attach_stream(stream_id, end))
+            return 0
+
+        return Wait(reply, finish, why=f"remote: unix socket {path} in the target (unix_streams)")
 
     def _tcp_local_end(
         self, program: socket.socket, inode: int, destination: InetAddress, tgid: int

@@ -170,10 +170,17 @@ def network_reason(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluster:
+def connect(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    accept_invalid_certificates: bool | None = None,
+) -> Cluster:
     """A client for the cluster of `context` (default: the kubeconfig's current context).
 
     Without a kubeconfig, inside a pod, the pod's service account is used.
+    `accept_invalid_certificates` (mirrord's key): True skips verifying the API server's
+    certificate, False verifies it, None does what the kubeconfig says.
     """
     configuration = client.Configuration()
     try:
@@ -202,6 +209,8 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluste
     # One attempt per request: a refused connection fails at once, a silent one in
     # CONNECT_TIMEOUT (urllib3 would otherwise retry three times).
     configuration.retries = False
+    if accept_invalid_certificates is not None:
+        configuration.verify_ssl = not accept_invalid_certificates
     return Cluster(client.ApiClient(configuration), configuration.host, used_context, namespace)
 
 

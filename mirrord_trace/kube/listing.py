@@ -38,3 +38,13 @@ def list_targets(cluster: Cluster, namespace: str) -> list[str]:
         if deployment.get("status", {}).get("readyReplicas", 0) > 0
     )
     return targets
+
+
+def list_namespaces(cluster: Cluster) -> list[str] | None:
+    """The cluster's namespaces (for `ls`'s rich output); None when the user may not list
+    them (a namespaced role is enough to pick targets)."""
+    try:
+        found = cluster.call(Action("list", "namespaces", None), "GET", "/api/v1/namespaces")
+    except Forbidden:
+        return None
+    return sorted(item["metadata"]["name"] for item in found["items"])

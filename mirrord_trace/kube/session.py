@@ -78,7 +78,11 @@ class KubeAgent:
     def _start(self) -> AgentClient:
         started = time.monotonic()
         agent_config = self.config.agent
-        self.cluster = connect(self.config.kubeconfig, self.config.kube_context)
+        self.cluster = connect(
+            self.config.kubeconfig,
+            self.config.kube_context,
+            accept_invalid_certificates=self.config.accept_invalid_certificates,
+        )
         image = agent_image(agent_config.image)  # before anything is asked of the cluster
         namespace = self.config.target.namespace or self.cluster.default_namespace
         target = resolve(self.cluster, self.target, namespace)
@@ -93,6 +97,7 @@ class KubeAgent:
             token=new_token(),
             ttl=agent_config.ttl,
             privileged=agent_config.privileged,
+            settings=agent_config,
             idle_ttl=agent_config.communication_timeout
             or (EPHEMERAL_IDLE_TTL if agent_config.ephemeral else AGENT_IDLE_TTL),
         )

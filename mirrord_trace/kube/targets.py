@@ -1,5 +1,6 @@
-"""From `pod/NAME[/container/C]` or `deployment/NAME[/container/C]` to one running container:
-its pod, node and container id (what the agent needs to find it on the node)."""
+"""From `pod/NAME`, `deployment/NAME` or `rollout/NAME` (each with an optional `/container/C`)
+to one running container: its pod, node and container id (what the agent needs to find it on
+the node)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from mirrord_trace.kube.errors import (
     TargetNotFound,
     TargetNotRunning,
 )
-from mirrord_trace.targets import DeploymentTarget, KubernetesTarget, PodTarget
+from mirrord_trace.targets import (
+    DeploymentTarget,
+    KubernetesTarget,
+    PodTarget,
+    RolloutTarget,
+    WorkloadTarget,
+)
 
 # Service-mesh and secret sidecars that are never what the user means when a pod has them
 # next to the application container.
@@ -39,6 +46,25 @@ class ResolvedTarget:
         return f"pod/{self.pod}/container/{self.container}"
 
 
+@dataclass(frozen=True, slots=True)
+class WorkloadKind:
+    """Where a kind of workload lives in the API, and how a user looks at it."""
+
+    kind: str  # as targets and messages name it
+    resource: str  # as RBAC names it
+    api: str  # group/version
+    plural: str
+
+
+WORKLOAD_KINDS: dict[type, WorkloadKind] = {
+    DeploymentTarget: WorkloadKind("deployment", "deployments.apps", "apps/v1", "deployments"),
+    # Argo Rollouts: a custom resource; its pods carry the labels of spec.selector, or of the
+    # Deployment that spec.workloadRef names.
+    RolloutTarget: WorkloadKind("rollout", "rollouts.argoproj.io", "argoproj.io/v1alpha1",
+                                "rollouts"),
+}
+
+
 def resolve(cluster: Cluster, target: KubernetesTarget, namespace: str) -> ResolvedTarget:
     if isinstance(target, PodTarget):
         pod = cluster.call(
@@ -47,19 +73,44 @@ def resolve(cluster: Cluster, target: KubernetesTarget, namespace: str) -> Resol
             core_path(namespace, "pods", target.name),
         )
     else:
-        pod = running_pod_of_deployment(cluster, target, namespace)
+        pod = running_pod_of_workload(cluster, target, namespace)
     return choose_container(pod, target.container)
 
 
-def running_pod_of_deployment(
-    cluster: Cluster, target: DeploymentTarget, namespace: str
-) -> dict[str, Any]:
-    deployment = cluster.call(
-        Action("get", "deployments.apps", namespace, target.name),
+def _workload(cluster: Cluster, kind: WorkloadKind, name: str, namespace: str) -> dict[str, Any]:
+    return cluster.call(
+        Action("get", kind.resource, namespace, name),
         "GET",
-        group_path("apps/v1", namespace, "deployments", target.name),
+        group_path(kind.api, namespace, kind.plural, name),
     )
-    selector = label_selector(deployment["spec"]["selector"])
+
+
+def workload_selector(
+    cluster: Cluster, kind: WorkloadKind, workload: dict[str, Any], namespace: str
+) -> dict[str, Any]:
+    """The label selector of a workload's pods."""
+    spec = workload.get("spec", {})
+    reference = spec.get("workloadRef")
+    if "selector" not in spec and reference and reference.get("kind") == "Deployment":
+        referenced = _workload(
+            cluster, WORKLOAD_KINDS[DeploymentTarget], reference["name"], namespace
+        )
+        spec = referenced.get("spec", {})
+    if "selector" not in spec:
+        raise TargetNotFound(
+            f"{kind.kind} {workload['metadata']['name']} in namespace {namespace} has no pod "
+            "selector",
+            f"give it spec.selector (or spec.workloadRef to a Deployment); {LS_HINT}",
+        )
+    return spec["selector"]
+
+
+def running_pod_of_workload(
+    cluster: Cluster, target: WorkloadTarget, namespace: str
+) -> dict[str, Any]:
+    kind = WORKLOAD_KINDS[type(target)]
+    workload = _workload(cluster, kind, target.name, namespace)
+    selector = label_selector(workload_selector(cluster, kind, workload, namespace))
     pods = cluster.call(
         Action("list", "pods", namespace),
         "GET",
@@ -69,9 +120,9 @@ def running_pod_of_deployment(
     running = [pod for pod in pods if is_running(pod)]
     if not running:
         raise TargetNotRunning(
-            f"deployment {target.name} in namespace {namespace} has no running pod "
+            f"{kind.kind} {target.name} in namespace {namespace} has no running pod "
             f"({len(pods)} pod(s) match its selector {selector})",
-            f"check it with 'kubectl -n {namespace} get deploy,pods'; {LS_HINT}",
+            f"check it with 'kubectl -n {namespace} get {kind.plural},pods'; {LS_HINT}",
         )
     # Ready pods first; then a stable choice, so repeated runs pick the same pod.
     running.sort(key=lambda pod: (not is_ready(pod), pod["metadata"]["name"]))

@@ -10,7 +10,8 @@ The rules, in order:
    names a loopback address or `localhost` explicitly.
 3. `tcp: false` / `udp: false` keep that protocol local.
 4. The filter: `remote` sends only matches through the target, `local` keeps matches local.
-   Host-name entries match the names the program resolved to the address.
+   Host-name entries match the names the program resolved to the address, and the addresses
+   the name has on the filter's side (`filter_addresses`, see mirrord_trace.net.filter_names).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class OutgoingPolicy:
         dns: DnsConfig,
         names: ResolvedNames | None = None,
         target_nameservers: Callable[[], frozenset[IPAddress]] = frozenset,
+        filter_addresses: Callable[[str], frozenset[IPAddress]] | None = None,
     ) -> None:
         self.outgoing = outgoing
         self.dns = dns
@@ -70,6 +72,7 @@ class OutgoingPolicy:
             e for e in entries if self._remote_filter and _names_loopback(e)
         )
         self.uses_host_names = any(isinstance(e.host, str) for e in entries)
+        self._filter_addresses = filter_addresses
 
     @property
     def active(self) -> bool:
@@ -121,4 +124,11 @@ class OutgoingPolicy:
             for name in names:
                 if entry.matches(protocol, destination.ip, destination.port, name):
                     return entry
+            if (
+                isinstance(entry.host, str)
+                and self._filter_addresses is not None
+                and entry.matches(protocol, destination.ip, destination.port, entry.host)
+                and destination.ip in self._filter_addresses(entry.host)
+            ):
+                return entry
         return None

@@ -85,6 +85,26 @@ class TcpRelay:
             self._listeners.clear()
 
 
+def unix_relay_end(program: socket.socket) -> socket.socket:
+    """Connect the program's Unix stream socket to a fresh listener in the abstract namespace
+    (nothing on disk; seen only in this network namespace) and return the accepted end."""
+    import secrets
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        name = b"\0mirrord-trace-unix-" + secrets.token_hex(8).encode()
+        listener.bind(name)
+        listener.listen(1)
+        listener.settimeout(ACCEPT_TIMEOUT)
+        # A listener with room in its backlog takes a connect at once, also a non-blocking one.
+        with contextlib.suppress(BlockingIOError):
+            program.connect(name)
+        try:
+            end, _ = listener.accept()
+        except OSError as error:
+            raise RelayError(error.errno, f"the relay accepted nothing: {error}") from None
+    return end
+
+
 def udp_relay_for(program: socket.socket) -> socket.socket:
     """A UDP relay socket connected to the program's socket, which must be bound already."""
     relay = loopback_socket(program.family, socket.SOCK_DGRAM)

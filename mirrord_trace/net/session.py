@@ -35,9 +35,15 @@ class NetSession:
         network = config.feature.network
         self.client = client
         self.names = ResolvedNames()
+        # feature.network.outgoing.unix_streams: Unix socket paths connected in the target.
+        self.unix_streams = network.outgoing.unix_streams
         self.router = DnsQueryRouter(network.dns)
         self.policy = OutgoingPolicy(
-            network.outgoing, network.dns, self.names, self._target_nameservers
+            network.outgoing,
+            network.dns,
+            self.names,
+            self._target_nameservers,
+            _filter_addresses(network.outgoing, client),
         )
         self.sockets = TraceeSockets()
         self.flows = FlowTable()
@@ -164,6 +170,17 @@ class NetSession:
         self.tcp_relay.close()
         self.events.close()
         self.sockets.close()
+
+
+def _filter_addresses(outgoing: Any, client: AgentClient) -> Callable[[str], Any] | None:
+    """How the outgoing filter's host names are resolved: on the side the filter names."""
+    from mirrord_trace.config.model import FilterSide
+    from mirrord_trace.net.filter_names import FilterNames, local_lookup, remote_lookup
+
+    if outgoing.filter is None:
+        return None
+    remote = outgoing.filter.side is FilterSide.REMOTE
+    return FilterNames(remote_lookup(client) if remote else local_lookup).addresses
 
 
 def net_session(config: Config, client: AgentClient, extras: dict[str, Any]) -> NetSession:

@@ -22,9 +22,15 @@ from mirrord_trace.protocol.handshake import (
     REJECT_BAD_VERSION,
     check_hello,
     new_token,
+    token_digest,
     tokens_match,
 )
-from mirrord_trace.protocol.keepalive import KEEPALIVE_INTERVAL, PEER_SILENCE_TIMEOUT
+from mirrord_trace.protocol.keepalive import (
+    AGENT_SILENCE_TIMEOUT,
+    CLIENT_KEEPALIVE_INTERVAL,
+    KEEPALIVE_INTERVAL,
+    PEER_SILENCE_TIMEOUT,
+)
 from mirrord_trace.protocol.messages import (
     MESSAGE_TYPES,
     ErrorReply,
@@ -46,6 +52,7 @@ from mirrord_trace.protocol.messages import (
     decode_body,
     encode,
     encode_body,
+    encode_vectored,
 )
 from mirrord_trace.protocol.requests import (
     HANDOVER,
@@ -58,6 +65,8 @@ from mirrord_trace.protocol.requests import (
 )
 
 __all__ = [
+    "AGENT_SILENCE_TIMEOUT",
+    "CLIENT_KEEPALIVE_INTERVAL",
     "HANDOVER",
     "INLINE_READ_LIMIT",
     "KEEPALIVE_INTERVAL",
@@ -101,7 +110,9 @@ __all__ = [
     "encode",
     "encode_body",
     "encode_frame",
+    "encode_vectored",
     "new_token",
+    "token_digest",
     "tokens_match",
     "validate_request",
 ]

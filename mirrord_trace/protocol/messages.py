@@ -11,6 +11,7 @@ Linux bytes, and this carries any byte sequence through a `str` exactly as os.fs
 
 from __future__ import annotations
 
+import struct
 import threading
 import typing
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import msgpack
 
 from mirrord_trace.protocol.errors import MalformedMessage, ProtocolError
-from mirrord_trace.protocol.framing import FrameDecoder, encode_frame
+from mirrord_trace.protocol.framing import FrameDecoder, encode_frame, encode_frame_parts
 
 UNICODE_ERRORS = "surrogateescape"
 _MAX_UINT64 = 2**64 - 1
@@ -210,9 +211,56 @@ def encode_body(message: Message) -> bytes:
         raise ProtocolError(f"cannot encode {type(message).__name__}: {error}") from error
 
 
+# A bytes value at least this long, last in its message (StreamData's data, a file read's
+# reply), is never copied: msgpack would copy it in, out again, and the length prefix once more
+# (three copies of every byte a stream or a remote read moves, each a fresh 256 KiB-1 MiB
+# allocation the kernel maps page by page).
+_LARGE_PAYLOAD = 16 * 1024
+_BIN32 = struct.Struct(">BI")
+
+
 def encode(message: Message) -> bytes:
     """One complete frame carrying `message`."""
-    return encode_frame(encode_body(message))
+    parts = encode_vectored(message)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def encode_vectored(message: Message) -> list[bytes]:
+    """`message`'s frame as buffers to send one after the other (sendmsg, or one transport
+    write each): a large payload stays the object it is, behind a small header."""
+    kind = type(message)
+    if kind is StreamData and len(message.data) >= _LARGE_PAYLOAD:  # type: ignore[union-attr]
+        return _encode_with_payload(message, [StreamData.TAG, message.stream], None)  # type: ignore[union-attr]
+    if kind is Reply and message.fields:  # type: ignore[union-attr]
+        fields: dict[str, Any] = message.fields  # type: ignore[union-attr]
+        last = next(reversed(fields))
+        if type(fields[last]) is bytes and len(fields[last]) >= _LARGE_PAYLOAD:
+            return _encode_with_payload(message, [Reply.TAG, message.id], fields)  # type: ignore[union-attr]
+    return [encode_frame(encode_body(message))]
+
+
+def _encode_with_payload(
+    message: Message, head: list[Any], fields: dict[str, Any] | None
+) -> list[bytes]:
+    """The frame of a message whose last value is a large bytes payload: msgpack's encoding,
+    built around the payload (a bin 32 header, then the bytes as they are)."""
+    packer = _packer()
+    try:
+        parts = [packer.pack_array_header(len(head) + 1), *(packer.pack(item) for item in head)]
+        if fields is None:
+            payload: bytes = message.data  # type: ignore[union-attr]
+        else:
+            *others, last = fields
+            parts.append(packer.pack_map_header(len(fields)))
+            for key in others:
+                parts += (packer.pack(key), packer.pack(fields[key]))
+            parts.append(packer.pack(last))
+            payload = fields[last]
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ProtocolError(f"cannot encode {type(message).__name__}: {error}") from error
+    parts.append(_BIN32.pack(0xC6, len(payload)))
+    size = sum(map(len, parts)) + len(payload)
+    return encode_frame_parts(size, parts, payload)
 
 
 def _check_value(cls: type, name: str, expected: type, value: object) -> None:
@@ -274,6 +322,13 @@ class MessageDecoder:
 
     def feed(self, data: bytes | memoryview) -> None:
         self._frames.feed(data)
+
+    def get_buffer(self, sizehint: int = 0) -> memoryview:
+        """Where to receive the next bytes into (see FrameDecoder.get_buffer)."""
+        return self._frames.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._frames.buffer_updated(nbytes)
 
     @property
     def buffered(self) -> int:

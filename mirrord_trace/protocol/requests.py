@@ -7,8 +7,9 @@ sending, so a programming mistake fails where it is made.
 Replies (fields of Reply):
   noop              {}
   env               {"env": {name: value}}            the target's /proc/<pid>/environ
-  stats             {"session": {kind: n}, "total": {kind: n}}   requests received, this one
-                                                       included; "total" covers every session
+  stats             {"session": {kind: n}, "total": {kind: n}, "bytes": {"read": n,
+                    "written": n}}   requests received, this one included; "total" covers
+                    every session; "bytes": file data this session read and wrote
   fs.open_read      {"stat": STAT, "content": bytes, ["handle": int]}
                     regular files: the first INLINE_READ_LIMIT bytes inline; "handle" is
                     present when there is more (continue with fs.read at len(content)).
@@ -30,7 +31,8 @@ Replies (fields of Reply):
   fs.open_write     {"stat": STAT, "content": bytes, "handle": int, "created": bool}
                     opens (O_CREAT, O_EXCL, O_TRUNC as given; "mode" for a new file, exact)
                     a regular file for reading and writing; content as in fs.open_read, the
-                    handle stays open for fs.read/fs.pwrite until fs.close
+                    handle stays open for fs.read/fs.pwrite until fs.close; with
+                    "content": false, no content (a copy that will only be appended to)
   fs.pwrite         {"written": int}                   then ftruncate to "size" if >= 0,
                                                        then fsync if "sync"
   fs.mkdir          {}                                 "mode" exact (no umask applied)
@@ -40,12 +42,20 @@ Replies (fields of Reply):
   fs.chmod, fs.chown, fs.utimens, fs.symlink, fs.link   {}
                     "follow": false acts on a symlink itself; fs.utimens takes "times" as
                     [[sec, nsec], [sec, nsec]] (UTIME_NOW/UTIME_OMIT allowed), [] for now
+  fs.getxattr       {"value": bytes}                   ENODATA when the attribute is not there
+  fs.listxattr      {"names": [bytes]}
+  fs.setxattr, fs.removexattr   {}                   "flags": XATTR_CREATE/XATTR_REPLACE
+                    "follow": false acts on a symlink itself (which has no attributes here)
+  fs.statfs         {"statfs": {"type", "bsize", "blocks", "bfree", "bavail", "files",
+                    "ffree", "fsid": [int, int], "namelen", "frsize", "flags"}}  statfs(2)'s
   dns.query         {"payload": bytes}                 the nameserver's reply, unchanged
   dns.getaddrinfo   {"addresses": [{"family": int, "address": str}]}  with the target's
                     /etc/hosts, /etc/resolv.conf (search, ndots) and netns; ENOENT when the
                     name does not exist (EAI_NONAME), EAGAIN/ETIMEDOUT when no server answered
   net.connect       {"stream": int, "local": [host, port], "peer": [host, port]}
-                    the stream id is the one the client chose (odd); data flows as StreamData
+                    the stream id is the one the client chose (odd); data flows as StreamData.
+                    With family AF_UNIX, `host` is the path of a Unix stream socket in the
+                    target's root (resolved there, as file paths are) and `port` is 0
   incoming.subscribe {"subscription": int}            traffic to the target's TCP `port`:
                     mode "mirror" (a copy) or "steal" (the traffic itself; with "http_filter",
                     a filter tree as in agent.http.filter, only the matching HTTP requests;
@@ -131,7 +141,9 @@ REQUESTS: dict[str, RequestSpec] = {
     "fs.access": RequestSpec({"path": str, "mode": int}, {"follow": (bool, True)}),
     "fs.readlink": RequestSpec({"path": str}),
     "fs.listdir": RequestSpec({"path": str}, {"offset": (int, 0), "limit": (int, 0)}),
-    "fs.open_write": RequestSpec({"path": str, "flags": int}, {"mode": (int, 0o644)}),
+    "fs.open_write": RequestSpec(
+        {"path": str, "flags": int}, {"mode": (int, 0o644), "content": (bool, True)}
+    ),
     "fs.pwrite": RequestSpec(
         {"handle": int, "offset": int, "data": bytes}, {"size": (int, -1), "sync": (bool, False)}
     ),
@@ -144,6 +156,13 @@ REQUESTS: dict[str, RequestSpec] = {
     "fs.utimens": RequestSpec({"path": str}, {"times": (list, []), "follow": (bool, True)}),
     "fs.symlink": RequestSpec({"target": str, "path": str}),
     "fs.link": RequestSpec({"old": str, "new": str}, {"follow": (bool, False)}),
+    "fs.getxattr": RequestSpec({"path": str, "name": bytes}, {"follow": (bool, True)}),
+    "fs.listxattr": RequestSpec({"path": str}, {"follow": (bool, True)}),
+    "fs.setxattr": RequestSpec(
+        {"path": str, "name": bytes, "value": bytes}, {"flags": (int, 0), "follow": (bool, True)}
+    ),
+    "fs.removexattr": RequestSpec({"path": str, "name": bytes}, {"follow": (bool, True)}),
+    "fs.statfs": RequestSpec({"path": str}),
     "dns.query": RequestSpec(
         {"payload": bytes, "nameserver": str},
         {"port": (int, 53), "transport": (str, "udp"), "timeout": (_NUMBER, 5.0)},

@@ -58,6 +58,11 @@ def _issue(pki: Path, name: str, subject: str, extensions: str) -> None:
         )
 
 
+def issue_client(name: str, cn: str, org: str = "", pki: Path = layout.PKI) -> None:
+    """One more client certificate (a test's user), as pki/NAME.crt and pki/NAME.key."""
+    _issue(pki, name, _subject(cn, org), "extendedKeyUsage = clientAuth")
+
+
 def _subject(cn: str, org: str) -> str:
     return (f"O = {org}\n" if org else "") + f"CN = {cn}"
 

@@ -23,6 +23,9 @@ state = "{layout.CONTAINERD_STATE}"
   path = "{layout.STATE / "containerd" / "opt"}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{layout.PAUSE_IMAGE}"
+  # No CAP_SYS_RESOURCE on these machines: a negative oom_score_adj (kubelet asks -998 for
+  # sandboxes) cannot be set, so containerd raises it to its own instead of failing the pod.
+  restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   enable_cdi = false
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -32,6 +35,7 @@ state = "{layout.CONTAINERD_STATE}"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "{layout.RUNC}"
+        Root = "{layout.CONTAINERD_STATE / "runc"}"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{layout.CNI_BIN_DIR}"

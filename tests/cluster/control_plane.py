@@ -46,6 +46,8 @@ def start_apiserver(node_ip: str) -> None:
             f"--client-ca-file={pki / 'ca.crt'}",
             f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            # the node's name is not in any DNS: exec, logs, port-forward go to its address
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-account-issuer=https://kubernetes.default.svc.{layout.CLUSTER_DOMAIN}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,8 @@ DAEMONS = (
     "kube-apiserver",
     "etcd",
 )
+# The API server drains requests for up to a minute on SIGTERM; nothing is left to drain here.
+GRACE = {"kube-apiserver": 2.0}
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -132,7 +135,7 @@ def _remove_chains(command: str, before: set[str]) -> None:
             continue
         saved = _run(f"{command}-save", "-t", table).stdout.splitlines()
         for line in saved:
-            words = line.split()
+            words = shlex.split(line)  # comments are quoted
             if len(words) < 3 or words[0] != "-A" or words[1] in ours:
                 continue
             if any(words[i + 1] in ours for i, w in enumerate(words[:-1]) if w in ("-j", "-g")):
@@ -152,6 +155,13 @@ def _remove_host_files(before: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _remove_host_dirs(before: set[str]) -> None:
+    for directory in host_state.HOST_DIRS_CREATED:
+        if str(directory) not in before:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
 def _restore_sysctls(values: dict[str, str]) -> None:
     for key, value in values.items():
         path = Path("/proc/sys") / key
@@ -162,23 +172,44 @@ def _restore_sysctls(values: dict[str, str]) -> None:
             print(f"cluster-down: could not restore {key}={value}: {error}", file=sys.stderr)
 
 
+class _Steps:
+    """Names the steps that take long (on stdout), so a slow teardown says where it waits."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        if now - self.last > 2:
+            print(f"cluster-down: {step} took {now - self.last:.1f} s")
+        self.last = now
+
+
 def down() -> None:
     before = host_state.recorded() or {}
+    steps = _Steps()
     for name in DAEMONS:
-        processes.stop(name)
+        processes.stop(name, grace=GRACE.get(name, 10.0))
+        steps.done(f"stopping {name}")
     _kill_pod_processes()
     if processes.running("containerd"):
         _remove_containers()
     processes.stop("containerd")
     processes.stop("registry")
     _kill_leftovers()
+    steps.done("stopping containers, containerd and the registry")
     _unmount()
     _remove_netns(set(before.get("netns", [])))
     _remove_links()
+    steps.done("unmounting, removing network namespaces and links")
     _remove_chains("iptables", set(before.get("iptables", [])))
     _remove_chains("ip6tables", set(before.get("ip6tables", [])))
+    steps.done("removing iptables chains")
     _remove_cgroups()
+    steps.done("removing cgroups")
     _remove_host_files(set(before.get("files", [])))
+    if before:
+        _remove_host_dirs(set(before.get("dirs", [])))
     _restore_sysctls(before.get("sysctls", {}))
     shutil.rmtree(layout.STATE, ignore_errors=True)
 

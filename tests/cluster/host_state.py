@@ -81,6 +81,22 @@ def cluster_processes() -> set[str]:
 HOST_DIRS = (Path("/var/log/containers"), Path("/var/lib/cni/results"), Path("/run/containerd/s"))
 
 
+# Host directories those writers create when missing; `down` removes the ones `up` did not find
+# (when empty), children before parents.
+HOST_DIRS_CREATED = (
+    Path("/var/log/containers"),
+    Path("/var/lib/cni/results"),
+    Path("/var/lib/cni"),
+    Path("/run/containerd/s"),  # shims' sockets
+    Path("/run/containerd/fifo"),  # ctr's
+    Path("/run/containerd"),
+)
+
+
+def host_dirs() -> set[str]:
+    return {str(d) for d in HOST_DIRS_CREATED if d.is_dir()}
+
+
 def host_files() -> set[str]:
     return {str(p) for d in HOST_DIRS if d.is_dir() for p in d.iterdir()}
 
@@ -88,6 +104,7 @@ def host_files() -> set[str]:
 def snapshot() -> dict:
     return {
         "files": sorted(host_files()),
+        "dirs": sorted(host_dirs()),
         "netns": sorted(netns()),
         "links": sorted(links()),
         "iptables": sorted(chains("iptables")),

@@ -53,7 +53,7 @@ def kube(kubeconfig: Path) -> Kube:
     return Kube(kubeconfig)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli_env(kubeconfig: Path) -> dict[str, str]:
     """The environment mirrord-trace runs in: the cluster's kubeconfig, nothing else."""
     return {**os.environ, "KUBECONFIG": str(kubeconfig)}

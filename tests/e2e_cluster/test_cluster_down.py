@@ -52,6 +52,11 @@ def test_cluster_down_leaves_nothing(cluster_session: dict) -> None:
     assert [m for m in host_state.mounts() if m.startswith(state)] == []
     assert not [p for p in Path("/sys/fs/cgroup").glob("*/kubepods")]
     assert host_state.host_files() - set(before["files"]) == set()
+    # A directory the cluster created stays only while another user's entries keep it
+    # (/run/containerd is shared with every containerd and runc on the machine).
+    created = {str(d) for d in host_state.HOST_DIRS_CREATED}
+    for directory in host_state.host_dirs() - set(before["dirs"]):
+        assert {str(p) for p in Path(directory).iterdir()} - created, directory
     assert host_state.sysctls() == before["sysctls"]
     assert not layout.STATE.exists()
 

@@ -16,6 +16,7 @@ import yaml
 from tests.cluster import layout, oci_archive
 
 BUSYBOX = Path("/bin/busybox")
+PROBE_GO = layout.REPO / "build" / "bin" / "probe-go"
 MIRRORD_TRACE = str(layout.REPO / ".venv" / "bin" / "mirrord-trace")
 
 
@@ -55,6 +56,9 @@ class Kube:
         )
 
     def namespace(self, name: str) -> None:
+        """A fresh namespace: one left by an earlier session is first waited out of existence."""
+        if self.run("get", "namespace", name, "--ignore-not-found", "-o", "name"):
+            self.run("delete", "namespace", name, "--ignore-not-found", "--timeout=120s")
         self.run("create", "namespace", name)
 
     def delete_namespace(self, name: str) -> None:
@@ -63,14 +67,16 @@ class Kube:
 
 
 def busybox_image(name: str) -> str:
-    """An image holding Debian's static busybox (sh, httpd, wget, nslookup, nc as applets),
-    packed as an OCI archive here and imported into the cluster's containerd; -> its name."""
+    """An image holding Debian's static busybox (sh, httpd, wget, nslookup, nc as applets) and
+    the static Go probe (its UDP echo server: busybox has none), packed as an OCI archive here
+    and imported into the cluster's containerd; -> its name."""
     with tempfile.TemporaryDirectory() as work:
         rootfs = Path(work) / "rootfs"
         (rootfs / "bin").mkdir(parents=True)
         (rootfs / "tmp").mkdir()
         (rootfs / "www").mkdir()
         shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+        shutil.copy2(PROBE_GO, rootfs / "bin" / "probe-go")
         for applet in ("sh", "httpd", "wget", "nslookup", "nc", "sleep", "cat", "echo", "env"):
             (rootfs / "bin" / applet).symlink_to("busybox")
         archive = Path(work) / "image.tar"

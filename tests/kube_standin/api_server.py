@@ -10,6 +10,7 @@ answering as the real API server does (objects, lists, watch streams, Status err
     GET    /apis/batch/v1/namespaces/{ns}/jobs[/{name}]
     DELETE /apis/batch/v1/namespaces/{ns}/jobs/{name}[?propagationPolicy=...]
     GET    /apis/apps/v1/namespaces/{ns}/deployments[/{name}]
+    GET    /api/v1/namespaces                                        (cluster-scoped list)
 
 Requests are authenticated (bearer token -> user) and authorized (rbac.py) before anything
 else, as the real server does; pod security admission applies to ephemeral containers here
@@ -209,6 +210,9 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
+        if method == "GET" and url.path == "/api/v1/namespaces":
+            self._list_namespaces(user)
+            return
         for route_method, pattern, handler, group, resource, subresource in _ROUTES:
             match = pattern.fullmatch(url.path)
             if route_method != method or match is None:
@@ -242,6 +246,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_status(404, "NotFound", _NOT_FOUND_PATH, {})
 
     # -- handlers --
+    def _list_namespaces(self, user: str) -> None:
+        cluster = self.server.cluster
+        request = Request("list", "", "namespaces", None, None, None)
+        if not allows(cluster.rbac_rules, request):
+            self._send_status(
+                403, "Forbidden", forbidden_message(user, request), forbidden_details(request)
+            )
+            return
+        items = [
+            {"metadata": {"name": name, "labels": dict(labels)}}
+            for name, labels in sorted(cluster.namespaces.items())
+        ]
+        self._send_json(
+            200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {}, "items": items}
+        )
+
     def _not_found(self, request: Request) -> None:
         subject = f"{request.resource}.{request.group}" if request.group else request.resource
         details = {
