@@ -108,6 +108,10 @@ def _variants(target_pid: int, root: Path, paths: list[str]) -> dict[str, tuple[
     return {
         "native": ([PYTHON, "-c", READER, *on_host], base),
         "mirrord-trace": ([*traced, PYTHON, "-c", READER, *paths], base),
+        # The notification engine (debuggers): each open is served by the supervisor (ADDFD).
+        "mirrord-trace notify": (
+            [*traced[:2], "--engine", "notify", *traced[2:], PYTHON, "-c", READER, *paths], base
+        ),
         # What an agent on another machine does: the content crosses the connection.
         "mirrord-trace-streamed": (
             [*traced, PYTHON, "-c", READER, *paths], {**base, SHARE_ENV: "0"}

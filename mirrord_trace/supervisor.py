@@ -26,7 +26,12 @@ from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
 from mirrord_trace.signal_mask import FORWARDED_SIGNALS, helper_threads_spared
 from mirrord_trace.tracer import ptrace_api as pt
 from mirrord_trace.tracer.dispatch import HandlerFailures
-from mirrord_trace.tracer.engines import Engine, chosen_engine, is_debugger
+from mirrord_trace.tracer.engines import (
+    Engine,
+    chosen_engine,
+    is_debugger,
+    with_debugger_hint,
+)
 from mirrord_trace.tracer.loop import Tracer
 from mirrord_trace.tracer.notifications import NotificationServer, listener_over
 from seccomp import PreparedFilter, build_filter, prepare_filter
@@ -111,7 +116,9 @@ def run(
     try:
         if chosen is Engine.NOTIFY:
             return _run_notified(path, argv, env, table, trace, on_start, exit_with_program)
-        return _run_traced(path, argv, env, table, trace, on_start, exit_with_program)
+        return _run_traced(
+            path, argv, env, with_debugger_hint(table), trace, on_start, exit_with_program
+        )
     finally:
         if context is not None:
             context.end()

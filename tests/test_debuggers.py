@@ -191,3 +191,19 @@ def test_gdb_runs_dynamic_curl_against_the_pods_service(sandbox) -> None:
     assert out.returncode == 0, out.stderr
     assert re.search(rb"Breakpoint 1(\.\d+)?, ", out.stdout), out.stdout
     assert sandbox.service_body.encode() in out.stdout
+
+
+def test_a_debugger_behind_a_wrapper_is_told_to_use_the_notify_engine() -> None:
+    """`env gdb ...`: mirrord-trace sees `env`, keeps ptrace, and says what to do when gdb
+    asks to trace; with --engine notify the same command debugs (env execs gdb in place, so
+    gdb's own calls still run unchanged)."""
+    probe = str(example_binary("probe-static"))
+    command = ["env", "MT_WRAPPED=1", *_gdb("run"), "--args", probe, "env", "MT_WRAPPED"]
+    refused = subprocess.run([*EXEC, "--", *command], capture_output=True, text=True,
+                             timeout=120)
+    notes = [line for line in refused.stderr.splitlines() if line.startswith("mirrord-trace:")]
+    assert len(notes) == 1 and "--engine notify" in notes[0], refused.stderr
+    works = subprocess.run([*EXEC, "--engine", "notify", "--", *command], capture_output=True,
+                           text=True, timeout=120)
+    assert works.returncode == 0, works.stderr
+    assert "\n1\n" in f"\n{works.stdout}" and "exited normally" in works.stdout

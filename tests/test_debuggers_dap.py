@@ -208,3 +208,26 @@ def test_dlv_attaches_to_a_go_program_under_the_notify_engine() -> None:
     finally:
         program.kill()
         program.wait()
+
+
+def test_dlv_debug_builds_and_debugs_a_program_that_sees_the_pod(sandbox, tmp_path: Path) -> None:
+    """`dlv debug` runs the Go toolchain, then the program, both under the target; dlv's own
+    calls run unchanged."""
+    from examples.go_env import offline_go_environment
+
+    _require_dlv()
+    path, first_line = _pod_file(sandbox)
+    source = tmp_path / "goapp"
+    source.mkdir()
+    (source / "main.go").write_text(GO_PROGRAM.replace("POD_PATH", json.dumps(path)))
+    (source / "go.mod").write_text("module example.com/goapp\n\ngo 1.21\n")
+    script = tmp_path / "commands.dlv"
+    script.write_text(f"break main.go:{GO_BREAK_LINE}\ncontinue\nprint secret\ncontinue\nexit\n")
+    out = subprocess.run(
+        [*EXEC, "--target", f"pid/{sandbox.target_pid}", "--", str(DLV), "debug",
+         "--allow-non-terminal-interactive=true", "--init", str(script)],
+        cwd=source, env=offline_go_environment(ROOT / "build"), capture_output=True, text=True,
+        timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert f'"{sandbox.app_secret}"' in out.stdout, out.stdout + out.stderr
+    assert f"secret {sandbox.app_secret} {len(first_line) + 1}" in out.stdout

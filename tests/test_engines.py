@@ -212,3 +212,23 @@ def test_trace_under_notify_shows_each_trapped_call(tmp_path: Path) -> None:
     lines = [line for line in trace.read_text().splitlines() if f"{tmp_path}/missing" in line]
     # The call ran unchanged: only the program saw its result.
     assert lines and all(" allow " in line and line.endswith("= ?") for line in lines), lines
+
+
+UDP_RECVMSG = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(None if sys.argv[3] == "blocking" else 30)
+s.sendto(b"ping", (sys.argv[1], int(sys.argv[2])))
+data, ancillary, flags, peer = s.recvmsg(100, 64)
+print(data.decode(), peer[0], peer[1])
+"""
+
+
+@pytest.mark.parametrize("mode", ["blocking", "timeout"])
+def test_a_udp_reply_read_with_recvmsg_names_the_pods_peer_under_notify(sandbox, mode) -> None:
+    """recvmsg runs on a duplicate of the program's socket: the data, and the pod service as
+    the source (not the local relay), blocking or non-blocking."""
+    out = _notified(sandbox, "python3", "-c", UDP_RECVMSG, sandbox.service_addr,
+                    str(sandbox.echo_port), mode, options=("--fs-mode", "local"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ping", sandbox.service_addr, str(sandbox.echo_port)]

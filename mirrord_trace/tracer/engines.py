@@ -14,9 +14,13 @@ own calls run unchanged: only the processes it starts (what it debugs) see the t
 from __future__ import annotations
 
 import os
+import sys
 from enum import StrEnum
 
+from mirrord_trace.handlers.actions import ALLOW, Action
+from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.session import TrapTable
+from mirrord_trace.syscall_table import SYSCALL_NUMBERS
 from mirrord_trace.tracer.dispatch import TrapEntry
 from seccomp import Notify, Rule, Trace
 
@@ -59,3 +63,31 @@ def notified_everywhere(table: TrapTable) -> tuple[list[Rule], dict[int, TrapEnt
         else:
             rules.append(rule)
     return rules, entries
+
+
+# ptrace(2) requests that make the caller (or another process) a tracee.
+_BECOMES_TRACED = {0: "PTRACE_TRACEME", 16: "PTRACE_ATTACH", 0x4206: "PTRACE_SEIZE"}
+
+
+def with_debugger_hint(table: TrapTable) -> TrapTable:
+    """The ptrace engine's table plus a trap on ptrace(2) that says, once, why a debugger the
+    program started (through a wrapper: `env dlv ...`, a script) cannot trace anything and what
+    to do; the call still fails as the kernel decides (EPERM)."""
+    said: list[bool] = []
+
+    def hint(call: SyscallCall) -> Action:
+        request = _BECOMES_TRACED.get(call.args[0] & 0xFFFFFFFF)
+        if request is not None and not said:
+            said.append(True)
+            sys.stderr.write(
+                f"mirrord-trace: process {call.tgid} asked to trace ({request}), but under the "
+                "ptrace engine mirrord-trace is the tracer; run a debugger with --engine notify "
+                "(docs/debugging.md)\n"
+            )
+            sys.stderr.flush()
+        return ALLOW
+
+    nr = SYSCALL_NUMBERS["ptrace"]
+    entry = TrapEntry("ptrace", hint, lambda call: f"ptrace({call.args[0]}, ...)")
+    rules = [*table.rules, Rule(nr, Trace(len(table.dispatch)))]
+    return TrapTable(rules, [*table.dispatch, entry], table.notified)

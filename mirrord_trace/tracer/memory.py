@@ -90,3 +90,57 @@ class TraceeMemory:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class _ReopeningMemory(TraceeMemory):
+    """/proc/<pid>/mem of a process that may exec unseen (no ptrace event says so): an access
+    that fails reopens the file once and tries again, since after an exec the old file still
+    points at the old, empty address space."""
+
+    __slots__ = ()
+
+    def read(self, address: int, size: int) -> bytes:
+        try:
+            return TraceeMemory.read(self, address, size)
+        except TraceeMemoryError:
+            self.close()
+            return TraceeMemory.read(self, address, size)
+
+    def read_cstring(self, address: int, limit: int = PATH_MAX) -> bytes:
+        try:
+            return TraceeMemory.read_cstring(self, address, limit)
+        except TraceeMemoryError:
+            self.close()
+            return TraceeMemory.read_cstring(self, address, limit)
+
+    def write(self, address: int, data: bytes) -> None:
+        try:
+            TraceeMemory.write(self, address, data)
+        except TraceeMemoryError:
+            self.close()
+            TraceeMemory.write(self, address, data)
+
+
+class ProcessMemories:
+    """One memory file per process for the notification engine, which has no task table: an
+    open and a close per call would cost more than the call's answer. At most `limit` stay
+    open (a shell script's short-lived processes must not pile up descriptors)."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self._open: dict[int, TraceeMemory] = {}
+        self._limit = limit
+
+    def of(self, tgid: int, tid: int) -> TraceeMemory:
+        memory = self._open.get(tgid)
+        if memory is None:
+            if len(self._open) >= self._limit:
+                self._open.pop(next(iter(self._open))).close()  # the oldest
+            # Through the calling thread: it is alive while it waits; the file keeps working
+            # for the other threads (one address space) after that thread has gone.
+            memory = self._open[tgid] = _ReopeningMemory(tid)
+        return memory
+
+    def close(self) -> None:
+        for memory in self._open.values():
+            memory.close()
+        self._open.clear()

@@ -36,7 +36,7 @@ from mirrord_trace.handlers.actions import Action, Allow, Emulate, ExitStop, Ope
 from mirrord_trace.handlers.call import SyscallCall
 from mirrord_trace.tracer.dispatch import HandlerFailures, TrapEntry
 from mirrord_trace.tracer.loop import read_tgid
-from mirrord_trace.tracer.memory import TraceeMemory, TraceeMemoryError
+from mirrord_trace.tracer.memory import ProcessMemories, TraceeMemory, TraceeMemoryError
 from mirrord_trace.tracer.notify_answers import NotifyAnswers, NotReady, send_result
 from mirrord_trace.tracer.tasks import Task
 
@@ -64,7 +64,6 @@ class _Pending:
     call: SyscallCall
     action: Wait
     memory: TraceeMemory
-    owned: bool
 
 
 class NotificationServer:
@@ -101,6 +100,7 @@ class NotificationServer:
         self._completed: deque[int] = deque()
         self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._answers: NotifyAnswers | None = None
+        self._memories = ProcessMemories()
         self._thread = threading.Thread(target=self._serve, name="seccomp-notify", daemon=True)
 
     def start(self) -> None:
@@ -113,6 +113,7 @@ class NotificationServer:
             if self.listener >= 0:
                 os.close(self.listener)
             os.close(self._wake)
+            self._memories.close()
             if self._answers is not None:
                 self._answers.close()
         # else: a task still holds the filter (it cannot: the tracer reaps them all); leaving
@@ -135,7 +136,7 @@ class NotificationServer:
         unpack, pack_into = _NOTIFICATION.unpack_from, _RESPONSE.pack_into
         entries, decide, tasks = self.entries, self.failures.decide, self.tasks
         tgids, skipped, trace = self._tgids, self.skipped, self.trace
-        pending = self._pending
+        pending, memories = self._pending, self._memories
         poller = select.poll()
         poller.register(listener, select.POLLIN)
         poller.register(self._wake, select.POLLIN)
@@ -160,7 +161,6 @@ class NotificationServer:
             values = unpack(received)  # id, pid (the tid), flags, nr, arch, ip, args...
             tid, nr = values[1], values[3]
             task = tasks.get(tid)
-            owned = task is None
             if task is not None:
                 tgid, memory = task.tgid, task.space.memory(tid)
             else:  # the notification engine (no task table), or a thread not seen yet
@@ -170,7 +170,7 @@ class NotificationServer:
                     with contextlib.suppress(OSError):
                         ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, response, True)
                     continue
-                memory = TraceeMemory(tid)
+                memory = memories.of(tgid, tid)
             entry = entries[nr]
             call = SyscallCall(tid, tgid, nr, values[6:], memory)
             action = decide(entry, call)
@@ -180,7 +180,7 @@ class NotificationServer:
                 pack_into(response, 0, values[0], 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
             else:
                 try:
-                    result = self._carried_out(values[0], entry, call, action, memory, owned)
+                    result = self._carried_out(values[0], entry, call, action, memory)
                 except Exception as error:  # a failure here must fail the call, not the thread
                     result = self._written(self.failures.failed(entry.name, error), memory)
                 if result is _ANSWERED:
@@ -193,8 +193,6 @@ class NotificationServer:
                     pack_into(response, 0, values[0], 0, result, 0)
                 else:
                     pack_into(response, 0, values[0], result, 0, 0)
-            if owned:
-                memory.close()
             try:  # noqa: SIM105 - a context manager per call costs time on the hot path
                 ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, response, True)
             except OSError:
@@ -207,7 +205,6 @@ class NotificationServer:
         call: SyscallCall,
         action: Action,
         memory: TraceeMemory,
-        owned: bool,
     ) -> Any:
         """The result to answer (None: let the call run), or _ANSWERED when it is (or will
         be) answered elsewhere."""
@@ -225,15 +222,13 @@ class NotificationServer:
             future: Future[Any] = action.future  # type: ignore[union-attr]
             if future.done():
                 return self._finished(entry, action, future, memory)  # type: ignore[arg-type]
-            self._pending[notification_id] = _Pending(entry, call, action, memory, owned)  # type: ignore[arg-type]
+            self._pending[notification_id] = _Pending(entry, call, action, memory)  # type: ignore[arg-type]
             future.add_done_callback(lambda _, i=notification_id: self._complete(i))
             return _ANSWERED
         if kind is OpenInstead:
             result = answers.open_instead(notification_id, action)  # type: ignore[arg-type]
             if self.trace is not None:
                 self._trace(entry, call, action, result)
-            if owned:
-                memory.close()
             return _ANSWERED
         if kind is ExitStop and answers.can_run_on_duplicate(call):
             try:
@@ -247,7 +242,7 @@ class NotificationServer:
                         return -errno.EAGAIN
 
                 retry = Wait(waiting.ready, again, why=action.why)
-                self._pending[notification_id] = _Pending(entry, call, retry, memory, owned)
+                self._pending[notification_id] = _Pending(entry, call, retry, memory)
                 waiting.ready.add_done_callback(lambda _, i=notification_id: self._complete(i))
                 return _ANSWERED
             return self._written(replaced, memory) if type(replaced) is Emulate else replaced
@@ -281,8 +276,6 @@ class NotificationServer:
                                     waiting.memory)
             if self.trace is not None:
                 self._trace(waiting.entry, waiting.call, waiting.action, result)
-            if waiting.owned:
-                waiting.memory.close()
             send_result(self.listener, notification_id, result)
 
     def _written(self, action: Emulate, memory: TraceeMemory) -> int:

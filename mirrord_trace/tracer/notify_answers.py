@@ -6,16 +6,18 @@ ptrace engine rewrites an argument in place, this side does the work in the supe
 hands the program the outcome:
 - OpenInstead: the supervisor opens the stand-in itself and injects the descriptor as the
   call's answer (SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND, one step).
-- ExitStop on a socket call whose whole effect is on the socket (listen, accept): the
-  supervisor runs the call on a duplicate of the program's socket (pidfd_getfd shares the open
-  file description) and gives the callback the result; an accepted connection is injected as
-  the program's new fd (ADDFD) and its peer written where the program asked. A blocking accept
-  with nothing to accept is answered once a connection is there (meanwhile the other calls are
-  served). A handler's Inject (calls run in the program) cannot happen here: its calls report
-  ENOSYS, as a kernel that refuses them would, and the handler takes its fallback.
-- Anything else that needs ptrace (a rewritten chdir path, an exit-stop rewrite of a received
-  datagram's source) has no answer here: `unsupported` says so once and fails the call, or lets
-  it run when running it unchanged is harmless (see UNSUPPORTED_RUNS).
+- ExitStop on a socket call whose whole effect is on the socket (listen, accept, recvfrom,
+  recvmsg): the supervisor runs the call on a duplicate of the program's socket (pidfd_getfd
+  shares the open file description), lays the results out in the program's memory as the
+  kernel would (an accepted connection injected as the program's new fd with ADDFD, a peer or
+  source address, received bytes) and gives the callback the result. With nothing to accept or
+  receive on a blocking socket, the call is answered once there is (meanwhile the other calls
+  are served); the supervisor waits for readiness, never in a receive, so no datagram is taken
+  and then lost. A handler's Inject (calls run in the program) cannot happen here: its calls
+  report ENOSYS, as a kernel that refuses them would, and the handler takes its fallback.
+- Anything else that needs ptrace (a rewritten chdir path) has no answer here: `unsupported`
+  says so once and fails the call, or lets it run when running it unchanged is harmless (see
+  UNSUPPORTED_RUNS).
 """
 
 from __future__ import annotations
@@ -54,11 +56,16 @@ _ACCEPTS = {SYSCALL_NUMBERS["accept"], SYSCALL_NUMBERS["accept4"]}
 # Calls the supervisor may run for the program on a duplicate of its socket: their only effect
 # is on the socket itself (an accepted connection is injected as the program's new fd).
 _RECVFROM = SYSCALL_NUMBERS["recvfrom"]
-_RUN_ON_DUPLICATE = {_LISTEN, _RECVFROM, *_ACCEPTS}
+_RECVMSG = SYSCALL_NUMBERS["recvmsg"]
+_RUN_ON_DUPLICATE = {_LISTEN, _RECVFROM, _RECVMSG, *_ACCEPTS}
 # ptrace-only actions whose call may run unchanged under this engine: the program works, only
-# the feature is missing (a datagram relayed from the target through recvmsg shows the relay as
-# its source). The others (chdir into a remote directory) would do the wrong thing.
-UNSUPPORTED_RUNS = {SYSCALL_NUMBERS["recvmsg"]}
+# the feature is missing. The others (chdir into a remote directory) would do the wrong thing.
+UNSUPPORTED_RUNS: set[int] = set()
+# struct msghdr { void *name; socklen_t namelen; struct iovec *iov; size_t iovlen;
+#                 void *control; size_t controllen; int flags; }
+_MSGHDR = struct.Struct("=QI4xQQQQi4x")
+_IOVEC = struct.Struct("=QQ")
+_CMSGHDR = struct.Struct("=Qii")
 _SOCK_NONBLOCK = 0o4000
 _SOCK_CLOEXEC = 0o2000000
 _SOCKLEN = struct.Struct("<I")
@@ -119,6 +126,8 @@ class NotifyAnswers:
                     result = 0
                 elif call.nr == _RECVFROM:
                     result = self._recvfrom(notification_id, call, sock)
+                elif call.nr == _RECVMSG:
+                    result = self._recvmsg(notification_id, call, sock)
                 else:
                     result = self._accept(notification_id, call, sock)
         except OSError as error:
@@ -172,6 +181,47 @@ class NotifyAnswers:
             (room,) = _SOCKLEN.unpack(call.memory.read(length_pointer, 4))
             address = from_socket_tuple(peer, sock.family).packed()
             call.memory.write_all(sockaddr_writes(address, source, length_pointer, room))
+        return len(data)
+
+    def _recvmsg(self, notification_id: int, call: SyscallCall, sock: socket.socket) -> int:
+        """recvmsg on the duplicate, its results laid out in the program's msghdr as the kernel
+        would: the data across the iovecs, the source, the control messages, the flags."""
+        header, flags = call.args[1], call.int_arg(2)
+        memory = call.memory
+        name, name_room, iov, iov_count, control, control_room, _ = _MSGHDR.unpack(
+            memory.read(header, _MSGHDR.size)
+        )
+        table = memory.read(iov, _IOVEC.size * iov_count) if iov_count else b""
+        vectors = [_IOVEC.unpack_from(table, i * _IOVEC.size) for i in range(iov_count)]
+        size = sum(length for _, length in vectors)
+        try:
+            data, ancillary, message_flags, peer = sock.recvmsg(
+                size, control_room if control else 0, flags | socket.MSG_DONTWAIT
+            )
+        except BlockingIOError:
+            if flags & socket.MSG_DONTWAIT or fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & (
+                os.O_NONBLOCK
+            ):
+                return -errno.EAGAIN
+            raise NotReady(self._when_readable(notification_id, sock.dup())) from None
+        offset = 0
+        for base, length in vectors:
+            piece = data[offset:offset + length]
+            if piece:
+                memory.write(base, piece)
+            offset += len(piece)
+        if name and isinstance(peer, tuple):
+            address = from_socket_tuple(peer, sock.family).packed()
+            memory.write_all(sockaddr_writes(address, name, header + 8, name_room))
+        packed = b"".join(
+            _CMSGHDR.pack(_CMSGHDR.size + len(payload), level, kind) + payload
+            + bytes(-len(payload) % 8)
+            for level, kind, payload in ancillary
+        )[:control_room]
+        if packed:
+            memory.write(control, packed)
+        memory.write(header + 40, struct.pack("=Q", len(packed)))  # msg_controllen
+        memory.write(header + 48, struct.pack("=i", message_flags))  # msg_flags
         return len(data)
 
     def _when_readable(self, notification_id: int, listener: socket.socket) -> Future[None]:
