@@ -407,3 +407,22 @@ def test_exit_with_program_ends_what_the_program_left_running(tmp_path: Path) ->
     )
     with pytest.raises(OSError):
         _get(port)
+
+
+def test_leftovers_that_vanish_unreported_do_not_keep_the_session_waiting(sandbox) -> None:
+    # The program's child execs from a second thread: the thread's old id vanishes with no exit
+    # event of its own. With a target the local agent is also a child of the supervisor, so a
+    # wait for that id would never end.
+    script = (
+        "import os, threading\n"
+        "if os.fork() == 0:\n"
+        "    threading.Thread(target=os.execv, args=('/bin/sleep', ['sleep', '1'])).start()\n"
+        "    threading.Event().wait()\n"
+    )
+    result = subprocess.run(
+        [*MIRRORD_TRACE, "--target", f"pid/{sandbox.target_pid}", "--",
+         sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "waiting for the processes it left running" in result.stderr

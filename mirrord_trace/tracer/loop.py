@@ -112,6 +112,8 @@ class Tracer:
         tasks = self.tasks
         on_seccomp = self._on_seccomp
         while self._main_status is None or self._waiting_for_leftovers:
+            if self._main_status is not None and not self._forget_vanished():
+                break  # what the program left running has gone, some of it unreported
             try:
                 tid, status = waitpid(-1, wall)
             except ChildProcessError:
@@ -138,11 +140,23 @@ class Tracer:
             task.space.release(tid)
         if tid == self.main_pid:
             self._main_status = status
+            self._forget_vanished()
             leftovers = sorted({task.tgid for task in self.tasks.values()})
             if leftovers and self.on_program_exit is not None:
                 self._waiting_for_leftovers = self.on_program_exit(status, leftovers)
         if self._waiting_for_leftovers and not self.tasks:
             self._waiting_for_leftovers = False
+
+    def _forget_vanished(self) -> bool:
+        """Drop the tasks that are gone without an exit event (a thread replaced by its
+        process's exec, the program's own threads once its leader is reported); -> whether any
+        task is left. Only after the program ended: waitpid would otherwise wait on for them
+        (or for the local agent, also our child) with nothing left to trace."""
+        for tid, task in list(self.tasks.items()):
+            if task.tgid == self.main_pid or not os.path.exists(f"/proc/{tid}"):
+                self.tasks.pop(tid, None)
+                task.space.release(tid)
+        return bool(self.tasks)
 
     def _end_remaining(self) -> None:
         """The program has ended: kill what it left behind, as EXITKILL would, and reap it."""
