@@ -643,7 +643,14 @@ def test_a_reader_of_the_agents_spec_cannot_connect_to_it(target: Target) -> Non
         assert env["name"] == "MIRRORD_TRACE_AGENT_TOKEN_SHA256"
         digest = env["value"]
         port = container["command"][container["command"].index("--listen") + 1].rsplit(":", 1)[1]
-        (pod,) = wait_for(target.agent_pods, timeout=60, what="the agent's pod")
+        # This Job's pod: an earlier session's agent pod may still be on its way out.
+        selector = f"job-name={job['metadata']['name']}"
+        (pod,) = wait_for(
+            lambda: [p["metadata"]["name"] for p in target.kube.json(
+                "get", "pods", "-n", NAMESPACE, "-l", selector)["items"]],
+            timeout=60,
+            what="the agent's pod",
+        )  # fmt: skip
         target.kube.wait(NAMESPACE, f"pod/{pod}", "condition=Ready")
         forward = subprocess.Popen(
             [str(layout.KUBE), "kubectl", "--kubeconfig", str(target.kube.kubeconfig),
