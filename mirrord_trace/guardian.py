@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import select
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mirrord_trace.program_start import exec_program, restore_program_signals
 from seccomp import PreparedFilter
 
 PR_SET_PDEATHSIG = 1
@@ -225,10 +225,7 @@ def _exec_program(
     stage = "start"
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
-        # Python ignores these; the program must start with the defaults.
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        restore_program_signals(original_mask)
         stage = "seccomp"
         listener = prepared.install()
         # write and read are never trapped: the supervisor takes the listener meanwhile.
@@ -238,13 +235,7 @@ def _exec_program(
         if os.read(taken_read, 1) != b"g":
             os._exit(127)  # the supervisor is gone: nobody would answer the program's calls
         stage = "exec"
-        try:
-            os.execve(path, argv, env)  # closes the listener and the pipes (close-on-exec)
-        except OSError as exc:
-            if exc.errno != errno.ENOEXEC:
-                raise
-            # No #! line and not a binary: what execvp(3) and every shell do, a script.
-            os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], env)
+        exec_program(path, argv, env)  # closes the listener and the pipes (close-on-exec)
     except OSError as exc:
         os.write(errors, f"{stage}:{exc.errno or 0}".encode())
     finally:

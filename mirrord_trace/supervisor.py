@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import _socket
 import contextlib
-import errno
 import os
 import signal
 import sys
@@ -22,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, TextIO
 
+from mirrord_trace.program_start import exec_program, restore_program_signals
 from mirrord_trace.session import SessionContext, TrapTable, build_trap_table
 from mirrord_trace.signal_mask import FORWARDED_SIGNALS, helper_threads_spared
 from mirrord_trace.tracer import ptrace_api as pt
@@ -258,23 +258,14 @@ def _spawn_traced(
             if os.read(go_read, 1) != b"g":
                 os._exit(127)
             os.close(go_read)
-            signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
-            # Python ignores these; the program must start with the defaults.
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            restore_program_signals(original_mask)
             stage = "seccomp"
             listener = prepared.install()
             if channel is not None:
                 rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, listener.to_bytes(4, "little"))]
                 channel[1].sendmsg([b"l"], rights)
             stage = "exec"
-            try:
-                os.execve(path, argv, env)  # closes the listener and the channel (cloexec)
-            except OSError as exc:
-                if exc.errno != errno.ENOEXEC:
-                    raise
-                # No #! line and not a binary: what execvp(3) and every shell do, a script.
-                os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], env)
+            exec_program(path, argv, env)  # closes the listener and the channel (cloexec)
         except OSError as exc:
             os.write(error_write, f"{stage}:{exc.errno or 0}".encode())
         finally:
