@@ -723,3 +723,62 @@ def test_rollout_target(target: Target, rollouts: None, rollout: str) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{SECRET}\n"
     assert_agent_gone(target)
+
+
+def test_agent_pod_settings_reach_a_running_agent(target: Target, tmp_path: Path) -> None:
+    """mirrord's agent-pod keys, accepted by the real API server, scheduler and kubelet: the
+    agent runs with them (priority resolved from a real PriorityClass, the service account
+    mounted, the toleration and the pull secret in its spec)."""
+    kube = target.kube
+    kube.apply(
+        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+         "metadata": {"name": "e2e-agent-priority"}, "value": 1000},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "mirrord-agent", "namespace": NAMESPACE}},
+    )  # fmt: skip
+    kube.run("create", "secret", "docker-registry", "registry-login", "-n", NAMESPACE,
+             f"--docker-server={layout.REGISTRY}", "--docker-username=e2e",
+             "--docker-password=e2e")
+    config = tmp_path / "mirrord.json"
+    config.write_text(json.dumps({"agent": {
+        "labels": {"team": "payments"},
+        "annotations": {"example.com/owner": "payments"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                      "limits": {"cpu": "1", "memory": "512Mi"}},
+        "priority_class": "e2e-agent-priority",
+        "service_account": "mirrord-agent",
+        "image_pull_secrets": [{"name": "registry-login"}],
+    }}))  # fmt: skip
+    process = target.start("sleep", "60", options=("-f", str(config)))
+    try:
+        assert process.stderr is not None
+        progress = [process.stderr.readline()]
+        while "agent ready" not in progress[-1] and progress[-1]:
+            progress.append(process.stderr.readline())
+        assert "agent ready" in progress[-1], progress
+        (pod,) = [p for p in kube.json("get", "pods", "-n", NAMESPACE, "-l",
+                                       "app.kubernetes.io/managed-by=mirrord-trace")["items"]
+                  if p["status"].get("phase") == "Running"]  # fmt: skip
+        spec = pod["spec"]
+        assert pod["metadata"]["labels"]["team"] == "payments"
+        assert pod["metadata"]["annotations"]["example.com/owner"] == "payments"
+        assert {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"} in (
+            spec["tolerations"]
+        )
+        assert spec["containers"][0]["resources"] == {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        }
+        assert (spec["priorityClassName"], spec["priority"]) == ("e2e-agent-priority", 1000)
+        assert spec["serviceAccountName"] == "mirrord-agent"
+        assert spec["imagePullSecrets"] == [{"name": "registry-login"}]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        kube.run("delete", "priorityclass", "e2e-agent-priority", "--ignore-not-found")
+    assert_agent_gone(target)
