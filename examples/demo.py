@@ -204,6 +204,26 @@ def tour_incoming(tour: Tour) -> None:
     tour.line("filtered steal", "static Go", "with", "only x-user: me answered locally", filtered)
 
 
+def tour_debugger(tour: Tour) -> None:
+    """gdb runs the static C probe: the debugged program sees the pod (mirrord-trace uses the
+    notification engine for a debugger, so gdb can trace it)."""
+    secret = tour.sandbox.app_secret
+    argv = ["gdb", "-nx", "-batch", "-ex", "run", "--args", str(BIN / "probe-static"), "env",
+            "APP_SECRET"]
+
+    def check(traced: bool) -> Outcome:
+        done = tour.run(argv, traced)
+        # gdb's own lines ([Inferior 1 ... exited], thread notes) are not the program's
+        program = [line for line in done.stdout.splitlines() if not line.startswith(("[", "Using"))]
+        seen = " ".join(program) or f"nothing printed (gdb exit {done.returncode})"
+        return Outcome((secret in program) == traced, seen)
+
+    tour.line("debugger", "gdb + C", "without", "APP_SECRET unset in the debugged program",
+              lambda: check(False))
+    tour.line("debugger", "gdb + C", "with", "the pod's APP_SECRET in the debugged program",
+              lambda: check(True))
+
+
 def main() -> int:
     from mirrord_trace.sandbox import down, up
 
@@ -218,7 +238,7 @@ def main() -> int:
         print(f"sandbox pod: target pid {sandbox.target_pid}, app {sandbox.app_url}\n")
         tour = Tour(sandbox)
         for step in (tour_env, tour_file_read, tour_file_write, tour_dns, tour_outgoing,
-                     tour_incoming):
+                     tour_incoming, tour_debugger):
             step(tour)
     finally:
         down(name)
