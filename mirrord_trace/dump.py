@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import threading
 from contextlib import ExitStack
-from dataclasses import replace
 from typing import Any, TextIO
 
 import click
+
+from mirrord_trace.session_command import load_target_config, target_options
 
 _READ_SIZE = 64 * 1024
 
@@ -64,17 +65,7 @@ class Dumper:
 
 
 @click.command("dump")
-@click.option("-t", "--target", help="Target: pid/N, pod/NAME[/container/C], deployment/NAME.")
-@click.option("-n", "--target-namespace", help="Namespace of the target.")
-@click.option("--context", "kube_context", help="Kubernetes context from the kubeconfig.")
-@click.option(
-    "-f",
-    "--config-file",
-    metavar="FILE",
-    is_flag=False,
-    flag_value="./.mirrord/mirrord.json",
-    help="mirrord-style config (target, agent, kubeconfig).",
-)
+@target_options
 @click.option(
     "-p",
     "--ports",
@@ -97,33 +88,12 @@ def dump_command(
     mirrord-trace dump -t pod/web -p 8080
     """
     from mirrord_trace.agent_client import RemoteError
-    from mirrord_trace.config import ConfigError, load_config
-    from mirrord_trace.config.model import EnvConfig
-    from mirrord_trace.config.overrides import CliOverrides
-    from mirrord_trace.exec_run import PROG, UserError, show_warnings, start_session
+    from mirrord_trace.exec_run import PROG, UserError, start_session
     from mirrord_trace.signal_mask import termination_interrupts
-    from mirrord_trace.targets import TARGET_FORMS, Targetless, TargetParseError, parse_target
 
-    try:
-        parsed = parse_target(target) if target is not None else None
-    except TargetParseError as error:
-        raise UserError(str(error), f"use one of {TARGET_FORMS}") from None
-    try:
-        cfg = load_config(
-            config_file,
-            CliOverrides(
-                target=parsed, target_namespace=target_namespace, kube_context=kube_context
-            ),
-        )
-    except ConfigError as error:
-        raise UserError(str(error), error.hint) from None
-    show_warnings(cfg.warnings)
-    if isinstance(cfg.target.resolved, Targetless):
-        raise UserError(
-            "dump needs a target",
-            "give one with -t, in the config file, or in MIRRORD_IMPERSONATED_TARGET",
-        )
-    cfg = replace(cfg, feature=replace(cfg.feature, env=EnvConfig(enabled=False)))
+    cfg = load_target_config(
+        "dump", target, target_namespace, kube_context, config_file
+    )
     dumper = Dumper(click.get_text_stream("stdout"))
     stop = threading.Event()
     with ExitStack() as stack:

@@ -18,10 +18,12 @@ import socket
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import click
+
+from mirrord_trace.session_command import load_target_config, target_options
 
 CONNECT_TIMEOUT = 10.0
 _MAPPING = re.compile(r"(?:(?P<local>\d+):)?(?P<host>\[[^\]]+\]|[^:\[\]]+):(?P<port>\d+)")
@@ -179,17 +181,7 @@ def _reset(connection: socket.socket) -> None:
 
 
 @click.command("port-forward")
-@click.option("-t", "--target", help="Target: pid/N, pod/NAME[/container/C], deployment/NAME.")
-@click.option("-n", "--target-namespace", help="Namespace of the target.")
-@click.option("--context", "kube_context", help="Kubernetes context from the kubeconfig.")
-@click.option(
-    "-f",
-    "--config-file",
-    metavar="FILE",
-    is_flag=False,
-    flag_value="./.mirrord/mirrord.json",
-    help="mirrord-style config (target, agent, kubeconfig).",
-)
+@target_options
 @click.option(
     "-L",
     "--port-mapping",
@@ -211,33 +203,12 @@ def port_forward_command(
     \b
     mirrord-trace port-forward -t pod/web -L 5432:db.shop.svc:5432
     """
-    from mirrord_trace.config import ConfigError, load_config
-    from mirrord_trace.config.model import EnvConfig
-    from mirrord_trace.config.overrides import CliOverrides
-    from mirrord_trace.exec_run import PROG, UserError, show_warnings, start_session
+    from mirrord_trace.exec_run import PROG, UserError, start_session
     from mirrord_trace.signal_mask import termination_interrupts
-    from mirrord_trace.targets import TARGET_FORMS, Targetless, TargetParseError, parse_target
 
-    try:
-        parsed = parse_target(target) if target is not None else None
-    except TargetParseError as error:
-        raise UserError(str(error), f"use one of {TARGET_FORMS}") from None
-    overrides = CliOverrides(
-        target=parsed, target_namespace=target_namespace, kube_context=kube_context
+    cfg = load_target_config(
+        "port-forward", target, target_namespace, kube_context, config_file
     )
-    try:
-        cfg = load_config(config_file, overrides)
-    except ConfigError as error:
-        raise UserError(str(error), error.hint) from None
-    show_warnings(cfg.warnings)
-    if isinstance(cfg.target.resolved, Targetless):
-        raise UserError(
-            "port-forward needs a target",
-            "give one with -t, in the config file, or in MIRRORD_IMPERSONATED_TARGET",
-        )
-    # The program's environment is not needed: do not ask the agent for it.
-    cfg = replace(cfg, feature=replace(cfg.feature, env=EnvConfig(enabled=False)))
-
     def report(line: str) -> None:
         click.echo(f"{PROG}: {line}", err=True)
 
